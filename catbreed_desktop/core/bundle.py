@@ -1,0 +1,218 @@
+"""The model bundle: the one format the trainer writes and the app reads.
+
+A bundle is a folder holding `model.onnx` and `bundle.json`. The JSON records the format
+version, the architecture, the labels in output order, the preprocessing rule, the sha256 of
+the model file, the calibration temperature and the metrics the trainer measured. Loading checks
+all of it and says exactly what is wrong.
+
+The ONNX graph takes `pixel_values` (N, 3, size, size) float32 and returns `logits` (N, labels)
+as its first output; a second output `embedding` (N, D), when present, feeds the bundle's
+optional out-of-distribution ("not a cat") detector described under `ood`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from catbreed_desktop.core.imaging import Preprocessing
+
+FORMAT_VERSION = 1
+BUNDLE_FILE = "bundle.json"
+MODEL_FILE = "model.onnx"
+INPUT_NAME = "pixel_values"
+LOGITS_NAME = "logits"
+EMBEDDING_NAME = "embedding"
+
+
+class BundleError(Exception):
+    """A model bundle that cannot be used, with the reason in words."""
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A loaded, verified model bundle."""
+
+    path: Path
+    labels: tuple[str, ...]
+    architecture: str
+    preprocessing: Preprocessing
+    model_sha256: str
+    temperature: float = 1.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    ood: dict[str, Any] | None = None
+    model_file: str = MODEL_FILE
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.model_file
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "format_version": self.format_version,
+            "architecture": self.architecture,
+            "labels": list(self.labels),
+            "model_file": self.model_file,
+            "model_sha256": self.model_sha256,
+            "preprocessing": self.preprocessing.to_dict(),
+            "calibration": {"temperature": self.temperature},
+            "metrics": self.metrics,
+            "provenance": self.provenance,
+        }
+        if self.ood is not None:
+            data["ood"] = self.ood
+        return data
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
+    """Read and check a bundle folder; raise `BundleError` naming the first problem found.
+
+    With `verify`, the model file's checksum and its output size are checked against the JSON.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise BundleError(f"model bundle {folder} is not a folder")
+    manifest = folder / BUNDLE_FILE
+    if not manifest.is_file():
+        raise BundleError(f"model bundle {folder} has no {BUNDLE_FILE}")
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{manifest} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{manifest} must hold a JSON object")
+
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{manifest} has format version {version!r}; this version of CatBreed reads version "
+            f"{FORMAT_VERSION} only"
+        )
+    for key in ("architecture", "labels", "model_sha256", "preprocessing"):
+        if key not in data:
+            raise BundleError(f"{manifest} is missing the field {key!r}")
+    labels = data["labels"]
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+        raise BundleError(f"{manifest}: 'labels' must be a non-empty list of names")
+    if len(set(labels)) != len(labels):
+        raise BundleError(f"{manifest}: 'labels' has duplicates")
+    try:
+        preprocessing = Preprocessing.from_dict(data["preprocessing"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(f"{manifest}: bad 'preprocessing' ({error})") from None
+    temperature = float(data.get("calibration", {}).get("temperature", 1.0))
+    if not temperature > 0:
+        raise BundleError(f"{manifest}: calibration temperature must be positive, not {temperature}")
+
+    bundle = ModelBundle(
+        path=folder.resolve(),
+        labels=tuple(labels),
+        architecture=str(data["architecture"]),
+        preprocessing=preprocessing,
+        model_sha256=str(data["model_sha256"]),
+        temperature=temperature,
+        metrics=dict(data.get("metrics") or {}),
+        provenance=dict(data.get("provenance") or {}),
+        ood=data.get("ood"),
+        model_file=str(data.get("model_file", MODEL_FILE)),
+    )
+    if not bundle.model_path.is_file():
+        raise BundleError(f"model bundle {folder} has no model file {bundle.model_file}")
+    if verify:
+        actual = sha256_file(bundle.model_path)
+        if actual != bundle.model_sha256:
+            raise BundleError(
+                f"checksum mismatch for {bundle.model_path}: bundle.json says {bundle.model_sha256}, "
+                f"the file is {actual}; the model file was changed or damaged"
+            )
+        _check_model_signature(bundle)
+    return bundle
+
+
+def _check_model_signature(bundle: ModelBundle) -> None:
+    """The ONNX graph's input and logits shapes must agree with bundle.json."""
+    import onnx
+
+    try:
+        model = onnx.load(str(bundle.model_path), load_external_data=False)
+    except Exception as error:  # onnx raises several unrelated types for bad files
+        raise BundleError(f"{bundle.model_path} is not a readable ONNX model: {error}") from None
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        names = [i.name for i in inputs]
+        raise BundleError(f"{bundle.model_path} must take one input named {INPUT_NAME!r}, not {names}")
+    if not graph.output or graph.output[0].name != LOGITS_NAME:
+        names = [o.name for o in graph.output]
+        raise BundleError(f"{bundle.model_path}: first output must be {LOGITS_NAME!r}, not {names}")
+    dims = graph.output[0].type.tensor_type.shape.dim
+    classes = dims[-1].dim_value if dims else 0
+    if classes and classes != bundle.num_labels:
+        raise BundleError(
+            f"{bundle.path}: bundle.json lists {bundle.num_labels} labels but the model outputs "
+            f"{classes} classes"
+        )
+    if not classes:
+        raise BundleError(f"{bundle.model_path}: the logits output has no fixed class dimension")
+    input_dims = inputs[0].type.tensor_type.shape.dim
+    spatial = [d.dim_value for d in input_dims[2:]]
+    size = bundle.preprocessing.size
+    if any(spatial) and spatial != [size, size]:
+        raise BundleError(
+            f"{bundle.model_path} expects {spatial} pixels but bundle.json says {size}x{size}"
+        )
+
+
+def write_bundle(
+    out_dir: str | Path,
+    model_file: str | Path,
+    *,
+    labels: list[str] | tuple[str, ...],
+    architecture: str,
+    preprocessing: Preprocessing,
+    temperature: float = 1.0,
+    metrics: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+    ood: dict[str, Any] | None = None,
+) -> ModelBundle:
+    """Copy an ONNX file into `out_dir` with its bundle.json, then load it back to prove it."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / MODEL_FILE
+    if Path(model_file).resolve() != target.resolve():
+        shutil.copyfile(model_file, target)
+    bundle = ModelBundle(
+        path=folder.resolve(),
+        labels=tuple(labels),
+        architecture=architecture,
+        preprocessing=preprocessing,
+        model_sha256=sha256_file(target),
+        temperature=float(temperature),
+        metrics=dict(metrics or {}),
+        provenance=dict(provenance or {}),
+        ood=ood,
+    )
+    temporary = folder / (BUNDLE_FILE + ".tmp")
+    temporary.write_text(json.dumps(bundle.to_json(), indent=2) + "\n", encoding="utf-8")
+    temporary.replace(folder / BUNDLE_FILE)
+    return load_bundle(folder)

@@ -1,0 +1,68 @@
+"""Small things the tests build for themselves: coloured photos and a tiny ONNX colour classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, write_bundle
+from catbreed_desktop.core.imaging import Preprocessing
+
+# Three "breeds" told apart by their dominant colour, so predictions are known in advance.
+COLOUR_LABELS = ("Red Cat", "Green Cat", "Blue Cat")
+COLOURS = {"Red Cat": (220, 30, 30), "Green Cat": (30, 200, 40), "Blue Cat": (30, 40, 220)}
+TINY_SPEC = Preprocessing(size=32, resize=36)
+
+
+def make_photo(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:
+    """Write a noisy photo of one dominant colour; the format follows the suffix."""
+    rng = np.random.default_rng(seed)
+    base = np.array(colour, dtype=np.int16)
+    noise = rng.integers(-20, 21, size=(size[1], size[0], 3))
+    pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def make_colour_model(path: Path, size: int = TINY_SPEC.size) -> Path:
+    """An ONNX model: mean colour per channel -> linear layer -> logits, plus the mean as embedding."""
+    weights = np.eye(3, dtype=np.float32) * 4.0  # channel c votes for label c
+    bias = np.zeros(3, dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", [INPUT_NAME], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], [EMBEDDING_NAME], axis=1),
+            helper.make_node("Gemm", [EMBEDDING_NAME, "weights", "bias"], [LOGITS_NAME]),
+        ],
+        "colour_classifier",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, size, size])],
+        [
+            helper.make_tensor_value_info(LOGITS_NAME, TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info(EMBEDDING_NAME, TensorProto.FLOAT, ["batch", 3]),
+        ],
+        initializer=[numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(bias, "bias")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def make_colour_bundle(folder: Path) -> ModelBundle:
+    """A complete, valid bundle around the colour classifier."""
+    model = make_colour_model(folder.parent / f"{folder.name}-source.onnx")
+    return write_bundle(
+        folder,
+        model,
+        labels=COLOUR_LABELS,
+        architecture="test-colour-classifier",
+        preprocessing=TINY_SPEC,
+        metrics={"accuracy": 1.0},
+    )
