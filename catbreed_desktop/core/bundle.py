@@ -12,8 +12,12 @@ optional out-of-distribution ("not a cat") detector described under `ood`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
+import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,7 @@ MODEL_FILE = "model.onnx"
 INPUT_NAME = "pixel_values"
 LOGITS_NAME = "logits"
 EMBEDDING_NAME = "embedding"
+_SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
 class BundleError(Exception):
@@ -102,7 +107,9 @@ def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
         raise BundleError(f"{manifest} must hold a JSON object")
 
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if "format_version" not in data:
+        raise BundleError(f"{manifest} has no 'format_version'; it is not a CatBreed model bundle")
+    if type(version) is not int or version != FORMAT_VERSION:
         raise BundleError(
             f"{manifest} has format version {version!r}; this version of CatBreed reads version "
             f"{FORMAT_VERSION} only"
@@ -110,30 +117,40 @@ def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
     for key in ("architecture", "labels", "model_sha256", "preprocessing"):
         if key not in data:
             raise BundleError(f"{manifest} is missing the field {key!r}")
-    labels = data["labels"]
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
-        raise BundleError(f"{manifest}: 'labels' must be a non-empty list of names")
-    if len(set(labels)) != len(labels):
-        raise BundleError(f"{manifest}: 'labels' has duplicates")
+    labels = _check_labels(data["labels"], manifest)
+    if not isinstance(data["architecture"], str) or not data["architecture"]:
+        raise BundleError(f"{manifest}: 'architecture' must be a non-empty string")
+    model_sha256 = data["model_sha256"]
+    if not isinstance(model_sha256, str) or not _SHA256_PATTERN.fullmatch(model_sha256):
+        raise BundleError(f"{manifest}: 'model_sha256' must be 64 lowercase hex digits, not {model_sha256!r}")
+    if not isinstance(data["preprocessing"], dict):
+        raise BundleError(f"{manifest}: bad 'preprocessing' (must be a JSON object)")
     try:
         preprocessing = Preprocessing.from_dict(data["preprocessing"])
-    except (KeyError, TypeError, ValueError) as error:
+    except KeyError as error:
+        raise BundleError(f"{manifest}: bad 'preprocessing' (missing {error})") from None
+    except (TypeError, ValueError) as error:
         raise BundleError(f"{manifest}: bad 'preprocessing' ({error})") from None
-    temperature = float(data.get("calibration", {}).get("temperature", 1.0))
-    if not temperature > 0:
-        raise BundleError(f"{manifest}: calibration temperature must be positive, not {temperature}")
+    temperature = _check_temperature(data.get("calibration", {}), manifest)
+    metrics = _optional_object(data, "metrics", manifest) or {}
+    provenance = _optional_object(data, "provenance", manifest) or {}
+    ood = _optional_object(data, "ood", manifest)
+    model_file = data.get("model_file", MODEL_FILE)
+    if not isinstance(model_file, str) or not model_file or Path(model_file).name != model_file:
+        # A path would let a bundle point at files outside its own folder.
+        raise BundleError(f"{manifest}: 'model_file' must be a plain file name, not {model_file!r}")
 
     bundle = ModelBundle(
         path=folder.resolve(),
-        labels=tuple(labels),
-        architecture=str(data["architecture"]),
+        labels=labels,
+        architecture=data["architecture"],
         preprocessing=preprocessing,
-        model_sha256=str(data["model_sha256"]),
+        model_sha256=model_sha256,
         temperature=temperature,
-        metrics=dict(data.get("metrics") or {}),
-        provenance=dict(data.get("provenance") or {}),
-        ood=data.get("ood"),
-        model_file=str(data.get("model_file", MODEL_FILE)),
+        metrics=metrics,
+        provenance=provenance,
+        ood=ood,
+        model_file=model_file,
     )
     if not bundle.model_path.is_file():
         raise BundleError(f"model bundle {folder} has no model file {bundle.model_file}")
@@ -146,6 +163,37 @@ def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
             )
         _check_model_signature(bundle)
     return bundle
+
+
+def _check_labels(labels: Any, manifest: Path) -> tuple[str, ...]:
+    names_ok = isinstance(labels, list) and all(isinstance(x, str) and x.strip() for x in labels)
+    if not names_ok or not labels:
+        raise BundleError(f"{manifest}: 'labels' must be a non-empty list of names")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise BundleError(f"{manifest}: 'labels' has duplicates: {', '.join(duplicates)}")
+    return tuple(labels)
+
+
+def _check_temperature(calibration: Any, manifest: Path) -> float:
+    if not isinstance(calibration, dict):
+        raise BundleError(f"{manifest}: 'calibration' must be a JSON object")
+    raw = calibration.get("temperature", 1.0)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise BundleError(f"{manifest}: calibration temperature must be a number, not {raw!r}")
+    temperature = float(raw)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise BundleError(f"{manifest}: calibration temperature must be positive, not {temperature}")
+    return temperature
+
+
+def _optional_object(data: dict[str, Any], key: str, manifest: Path) -> dict[str, Any] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BundleError(f"{manifest}: {key!r} must be a JSON object")
+    return dict(value)
 
 
 def _check_model_signature(bundle: ModelBundle) -> None:
@@ -174,12 +222,16 @@ def _check_model_signature(bundle: ModelBundle) -> None:
         )
     if not classes:
         raise BundleError(f"{bundle.model_path}: the logits output has no fixed class dimension")
-    input_dims = inputs[0].type.tensor_type.shape.dim
-    spatial = [d.dim_value for d in input_dims[2:]]
-    size = bundle.preprocessing.size
-    if any(spatial) and spatial != [size, size]:
+    input_dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+    if input_dims and (len(input_dims) != 4 or input_dims[1] not in (0, 3)):
         raise BundleError(
-            f"{bundle.model_path} expects {spatial} pixels but bundle.json says {size}x{size}"
+            f"{bundle.model_path}: input {INPUT_NAME!r} must be (batch, 3, height, width), not {input_dims}"
+        )
+    size = bundle.preprocessing.size
+    fixed_spatial = [d for d in input_dims[2:] if d]  # 0 means a dynamic dimension
+    if any(d != size for d in fixed_spatial):
+        raise BundleError(
+            f"{bundle.model_path} expects {input_dims[2:]} pixels but bundle.json says {size}x{size}"
         )
 
 
@@ -195,24 +247,51 @@ def write_bundle(
     provenance: dict[str, Any] | None = None,
     ood: dict[str, Any] | None = None,
 ) -> ModelBundle:
-    """Copy an ONNX file into `out_dir` with its bundle.json, then load it back to prove it."""
+    """Copy an ONNX file into `out_dir` with its bundle.json, then load it back to prove it.
+
+    The new bundle is assembled and verified in a hidden staging folder first, so a bad
+    argument or a damaged model never overwrites a working bundle already in `out_dir`.
+    """
     folder = Path(out_dir)
+    source = Path(model_file)
+    if not source.is_file():
+        raise BundleError(f"cannot write a bundle: model file {source} does not exist")
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / MODEL_FILE
-    if Path(model_file).resolve() != target.resolve():
-        shutil.copyfile(model_file, target)
-    bundle = ModelBundle(
-        path=folder.resolve(),
-        labels=tuple(labels),
-        architecture=architecture,
-        preprocessing=preprocessing,
-        model_sha256=sha256_file(target),
-        temperature=float(temperature),
-        metrics=dict(metrics or {}),
-        provenance=dict(provenance or {}),
-        ood=ood,
-    )
-    temporary = folder / (BUNDLE_FILE + ".tmp")
-    temporary.write_text(json.dumps(bundle.to_json(), indent=2) + "\n", encoding="utf-8")
-    temporary.replace(folder / BUNDLE_FILE)
-    return load_bundle(folder)
+    staging = folder / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        staged_model = staging / MODEL_FILE
+        shutil.copyfile(source, staged_model)
+        bundle = ModelBundle(
+            path=staging.resolve(),
+            labels=tuple(labels),
+            architecture=architecture,
+            preprocessing=preprocessing,
+            model_sha256=sha256_file(staged_model),
+            temperature=float(temperature),
+            metrics=dict(metrics or {}),
+            provenance=dict(provenance or {}),
+            ood=ood,
+        )
+        text = json.dumps(bundle.to_json(), indent=2, default=_json_default) + "\n"
+        (staging / BUNDLE_FILE).write_text(text, encoding="utf-8")
+        staged = load_bundle(staging)
+        # Model first, manifest last: a reader in between sees a checksum mismatch, never a
+        # manifest that vouches for the wrong model.
+        os.replace(staged_model, folder / MODEL_FILE)
+        os.replace(staging / BUNDLE_FILE, folder / BUNDLE_FILE)
+    except (TypeError, ValueError) as error:
+        raise BundleError(f"cannot write a bundle to {folder}: {error}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dataclasses.replace(staged, path=folder.resolve())
+
+
+def _json_default(value: Any) -> Any:
+    """Numpy scalars and arrays, and paths, as plain JSON values (trainers hand these in)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,147 @@
+"""What every `catbreed` subcommand shares: model options, opening the classifier, progress on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from catbreed_desktop.core import paths
+from catbreed_desktop.core.bundle import BUNDLE_FILE, BundleError, load_bundle
+from catbreed_desktop.core.classify import Classifier
+from catbreed_desktop.core.engines import PREFERENCES, EngineUnavailable
+
+PROGRAM = "catbreed"
+USAGE_ERROR = 2
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --engine, --batch-size and --fp16, shared by every command that classifies."""
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help=f"model bundle folder (default: ${paths.MODEL_ENV} or {paths.default_model_dir()})",
+    )
+    group.add_argument(
+        "--engine",
+        choices=PREFERENCES,
+        default="auto",
+        help="inference engine; auto tries TensorRT, then ONNX Runtime CUDA, then CPU (default: auto)",
+    )
+    group.add_argument(
+        "--batch-size", type=positive_int, default=8, metavar="N", help="photos per batch (default: 8)"
+    )
+    group.add_argument("--fp16", action="store_true", help="build the TensorRT engine in half precision")
+
+
+def fail(message: str, status: int = USAGE_ERROR) -> SystemExit:
+    """Print `catbreed: message` on stderr and return the SystemExit to raise."""
+    print(f"{PROGRAM}: {message}", file=sys.stderr)
+    return SystemExit(status)
+
+
+def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
+    """The classifier the model options ask for; exits with status 2 and a clear message if it cannot."""
+    explicit = getattr(args, "model", None)
+    folder = Path(explicit) if explicit is not None else paths.default_model_dir()
+    if explicit is None and not (folder / BUNDLE_FILE).is_file():
+        raise fail(
+            f"no default model is installed in {folder}; train and export one with "
+            "`python -m trainer` (see README) or pass --model DIR"
+        )
+    try:
+        bundle = load_bundle(folder)
+        classifier = Classifier(
+            bundle,
+            engine=getattr(args, "engine", "auto"),
+            batch_size=getattr(args, "batch_size", 8),
+            top_k=top_k,
+            fp16=getattr(args, "fp16", False),
+        )
+    except BundleError as error:
+        raise fail(f"cannot use the model: {error}") from None
+    except EngineUnavailable as error:
+        raise fail(f"engine {args.engine!r} cannot run here: {error}") from None
+    for note in classifier.fallback_notes:
+        print(f"{PROGRAM}: note: {note}", file=sys.stderr)
+    print(
+        f"{PROGRAM}: using {classifier.provider} with {bundle.architecture} "
+        f"({bundle.num_labels} breeds) from {bundle.path}",
+        file=sys.stderr,
+    )
+    return classifier
+
+
+class ProgressReporter:
+    """Progress on stderr: a self-updating line on a terminal, a single summary line otherwise.
+
+    Pass `reporter.update` as a classifier's `on_progress` and call `finish()` at the end.
+    """
+
+    def __init__(
+        self,
+        noun: str = "photos",
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = 0.1,
+    ) -> None:
+        self.noun = noun
+        self.stream = stream if stream is not None else sys.stderr
+        self.clock = clock
+        self.interval = interval
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.done = 0
+        self.total = 0
+        self._started = clock()
+        self._last_drawn = float("-inf")
+
+    def update(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        now = self.clock()
+        if self.interactive and (now - self._last_drawn >= self.interval or done >= total):
+            self._last_drawn = now
+            self.stream.write("\r" + self.status_line() + "\x1b[K")
+            self.stream.flush()
+
+    def rate(self) -> float:
+        elapsed = self.clock() - self._started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def status_line(self) -> str:
+        rate = self.rate()
+        line = f"{self.done}/{self.total} {self.noun}  {rate:.1f} {self.noun}/s"
+        if rate > 0 and self.total > self.done:
+            line += f"  ETA {_clock_time((self.total - self.done) / rate)}"
+        return line
+
+    def finish(self) -> None:
+        elapsed = self.clock() - self._started
+        if self.interactive:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(
+            f"{PROGRAM}: {self.done} {self.noun} in {elapsed:.1f} s ({self.rate():.1f} {self.noun}/s)\n"
+        )
+        self.stream.flush()
+
+
+def _clock_time(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -1,0 +1,213 @@
+"""The classification pipeline: photo files in, one `Prediction` or `Failure` per file out, in order.
+
+A small thread pool decodes and preprocesses photos ahead of the engine (PIL releases the GIL
+while decoding), so the engine works on one batch while the next is being read. A file that
+cannot be read becomes a `Failure` and the rest of its batch is classified as usual. `should_stop`
+is polled between batches, so a long run can be cancelled within one batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from catbreed_desktop.core.bundle import EMBEDDING_NAME, LOGITS_NAME, BundleError, ModelBundle
+from catbreed_desktop.core.engines import Engine, create_engine, softmax
+from catbreed_desktop.core.imaging import PhotoError, load_and_preprocess, preprocess, stack_batch
+from catbreed_desktop.core.ood import OodConfigError, OodDetector
+
+ProgressCallback = Callable[[int, int], None]
+StopCallback = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The breeds a photo most likely shows, best first, with calibrated probabilities."""
+
+    path: Path
+    top: tuple[tuple[str, float], ...]
+    probabilities: np.ndarray = field(compare=False, repr=False)
+    ood_score: float | None = None
+    is_cat: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    @property
+    def confidence(self) -> float:
+        return self.top[0][1]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be classified, and why in words."""
+
+    path: Path
+    reason: str
+
+
+class Classifier:
+    """A bundle on the best available engine, classifying files or decoded photos in batches."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        engine: str | Engine = "auto",
+        batch_size: int = 8,
+        top_k: int = 3,
+        *,
+        fp16: bool = False,
+        threads: int | None = None,
+        decode_workers: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, not {batch_size}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, not {top_k}")
+        self.bundle = bundle
+        self.batch_size = int(batch_size)
+        self.top_k = min(int(top_k), bundle.num_labels)
+        self.decode_workers = decode_workers or min(4, os.cpu_count() or 1)
+        self._ood = _ood_detector(bundle)
+        if isinstance(engine, Engine):
+            self.engine = engine
+        else:
+            self.engine = create_engine(bundle, engine, batch_size=self.batch_size, fp16=fp16, threads=threads)
+        if self._ood is not None and not self.engine.has_embedding:
+            self.engine.close()
+            raise BundleError(
+                f"{bundle.path}: bundle.json has an 'ood' section but the model has no "
+                f"{EMBEDDING_NAME!r} output to score"
+            )
+
+    @property
+    def provider(self) -> str:
+        """What really runs the model, e.g. "TensorRT", "ONNX Runtime CUDA", "ONNX Runtime CPU"."""
+        return self.engine.provider
+
+    @property
+    def fallback_notes(self) -> list[str]:
+        """Why faster engines were passed over when the engine was chosen automatically."""
+        return self.engine.fallback_notes
+
+    @property
+    def has_ood(self) -> bool:
+        return self._ood is not None
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def classify(
+        self,
+        paths: Iterable[Path],
+        on_progress: ProgressCallback | None = None,
+        should_stop: StopCallback | None = None,
+    ) -> Iterator[Prediction | Failure]:
+        """Yield a `Prediction` or `Failure` for each path, in the order given.
+
+        `on_progress(done, total)` is called at the start and after every batch; when
+        `should_stop()` turns true the run ends before the next batch.
+        """
+        path_list = [Path(p) for p in paths]
+        total = len(path_list)
+        if on_progress:
+            on_progress(0, total)
+        spec = self.bundle.preprocessing
+        # Enough decodes in flight to fill the next batch while the engine runs the current one.
+        ahead = 2 * self.batch_size + self.decode_workers
+        # Many unreadable files in a row still reach the caller promptly.
+        most_items = 4 * self.batch_size
+        source = iter(path_list)
+        pending: deque[tuple[Path, Future[np.ndarray]]] = deque()
+        pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="catbreed-decode")
+
+        def submit_ahead() -> None:
+            while len(pending) < ahead and (path := next(source, None)) is not None:
+                pending.append((path, pool.submit(load_and_preprocess, path, spec)))
+
+        try:
+            submit_ahead()
+            done = 0
+            items: list[tuple[Path, np.ndarray | Failure]] = []
+            arrays = 0
+            while pending or items:
+                if pending and arrays < self.batch_size and len(items) < most_items:
+                    path, future = pending.popleft()
+                    submit_ahead()
+                    outcome = _decoded(path, future)
+                    arrays += not isinstance(outcome, Failure)
+                    items.append((path, outcome))
+                    continue
+                if should_stop is not None and should_stop():
+                    return
+                yield from self._classify_items(items)
+                done += len(items)
+                items, arrays = [], 0
+                if on_progress:
+                    on_progress(done, total)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def classify_images(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        """Predictions for photos already decoded as RGB images; their `path` is Path("")."""
+        spec = self.bundle.preprocessing
+        predictions: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = [preprocess(image.convert("RGB"), spec) for image in images[start : start + self.batch_size]]
+            predictions.extend(self._predict_arrays([Path("")] * len(chunk), chunk))
+        return predictions
+
+    def _classify_items(self, items: list[tuple[Path, np.ndarray | Failure]]) -> list[Prediction | Failure]:
+        decoded = [(path, array) for path, array in items if not isinstance(array, Failure)]
+        predictions = iter(self._predict_arrays([p for p, _ in decoded], [a for _, a in decoded]))
+        return [outcome if isinstance(outcome, Failure) else next(predictions) for _, outcome in items]
+
+    def _predict_arrays(self, paths: Sequence[Path], arrays: Sequence[np.ndarray]) -> list[Prediction]:
+        if not arrays:
+            return []
+        outputs = self.engine.run(stack_batch(arrays))
+        probabilities = softmax(outputs[LOGITS_NAME], self.bundle.temperature)
+        scores: np.ndarray | None = None
+        if self._ood is not None:
+            scores = self._ood.scores(outputs[EMBEDDING_NAME])
+        labels = self.bundle.labels
+        predictions = []
+        for row, (path, probs) in enumerate(zip(paths, probabilities, strict=True)):
+            best = np.argsort(-probs, kind="stable")[: self.top_k]
+            top = tuple((labels[i], float(probs[i])) for i in best)
+            score = None if scores is None else float(scores[row])
+            is_cat = True if scores is None else bool(scores[row] <= self._ood.threshold)  # type: ignore[union-attr]
+            predictions.append(Prediction(path=path, top=top, probabilities=probs, ood_score=score, is_cat=is_cat))
+        return predictions
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _decoded(path: Path, future: Future[np.ndarray]) -> np.ndarray | Failure:
+    try:
+        return future.result()
+    except PhotoError as error:
+        return Failure(path, error.reason)
+    except Exception as error:  # an unexpected decoder bug must cost one file, not the whole run
+        return Failure(path, f"cannot be processed ({type(error).__name__}: {error})")
+
+
+def _ood_detector(bundle: ModelBundle) -> OodDetector | None:
+    if bundle.ood is None:
+        return None
+    try:
+        return OodDetector.from_config(bundle.ood, bundle.num_labels)
+    except OodConfigError as error:
+        raise BundleError(f"{bundle.path}: {error}") from None

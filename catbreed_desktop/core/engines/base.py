@@ -1,0 +1,76 @@
+"""The interface every inference engine offers, and the calibrated softmax they share.
+
+An engine runs a bundle's ONNX model on an NCHW float32 batch. `run` returns the raw named
+outputs (`logits`, plus `embedding` when the model has one); `predict` returns calibrated
+probabilities, softmax(logits / temperature). `provider` names what really runs, after any silent
+fallback inside the runtime has been detected.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from catbreed_desktop.core.bundle import LOGITS_NAME, ModelBundle
+
+
+class EngineUnavailable(RuntimeError):
+    """The requested engine cannot run here; the message says why and what to install or change."""
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of logits / temperature, computed stably in float64, returned as float32."""
+    scaled = np.asarray(logits, dtype=np.float64) / float(temperature)
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class Engine(ABC):
+    """One loaded model on one runtime."""
+
+    provider: str = "unknown"
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle
+        # Why faster engines were passed over when this one was picked automatically.
+        self.fallback_notes: list[str] = []
+
+    @property
+    @abstractmethod
+    def output_names(self) -> tuple[str, ...]:
+        """Names of the model outputs `run` returns."""
+
+    @property
+    def has_embedding(self) -> bool:
+        return "embedding" in self.output_names
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs by name for an (N, 3, H, W) float32 batch."""
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities (N, labels) for an (N, 3, H, W) float32 batch."""
+        return softmax(self.run(batch)[LOGITS_NAME], self.bundle.temperature)
+
+    def close(self) -> None:  # noqa: B027 - engines without native resources need nothing here
+        """Release native resources (GPU memory); the engine cannot be used afterwards."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.provider} {self.bundle.path}>"
+
+
+def check_batch(batch: np.ndarray, bundle: ModelBundle) -> np.ndarray:
+    """The batch as contiguous float32 NCHW of the bundle's size, or a ValueError saying what is off."""
+    array = np.ascontiguousarray(batch, dtype=np.float32)
+    size = bundle.preprocessing.size
+    if array.ndim != 4 or array.shape[1:] != (3, size, size) or array.shape[0] == 0:
+        raise ValueError(f"expected a batch of shape (N, 3, {size}, {size}) with N >= 1, got {array.shape}")
+    return array

@@ -1,0 +1,210 @@
+"""File operations that never overwrite and never lose a file: no-replace renames, verified copies.
+
+Every function here either completes or raises with the source untouched; a destination that
+already exists is never replaced, even if it appears a moment before the operation (a race).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK = 1024 * 1024
+TEMP_SUFFIX = ".catbreed-part"
+
+_RENAME_NOREPLACE = 1  # linux/fs.h
+_RENAME_EXCL = 0x4  # macOS sys/stdio.h, for renamex_np
+_AT_FDCWD = -100
+_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EPERM, getattr(errno, "ENOTSUP", errno.EINVAL)}
+
+
+class VerificationError(OSError):
+    """A copy does not have the bytes of its source; the source is kept and the copy removed."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies a file's content: its size and SHA-256."""
+
+    size: int
+    sha256: str
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """Size and SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return Fingerprint(size, digest.hexdigest())
+
+
+def has_content(path: Path, expected: Fingerprint) -> bool:
+    """Whether `path` is a regular file with exactly the expected bytes (False when missing)."""
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size != expected.size:
+            return False
+        return fingerprint(path) == expected
+    except OSError:
+        return False
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in `folder` durable; a no-op where folders cannot be opened (Windows)."""
+    if os.name == "nt":
+        return
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _load_native_rename():
+    """The C function that renames without replacing on this platform, or None."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    if sys.platform.startswith("linux"):
+        function = getattr(libc, "renameat2", None)
+        if function is None:
+            return None
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        function.restype = ctypes.c_int
+        return lambda src, dst: function(_AT_FDCWD, src, _AT_FDCWD, dst, _RENAME_NOREPLACE)
+    if sys.platform == "darwin":
+        function = getattr(libc, "renamex_np", None)
+        if function is None:
+            return None
+        function.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
+        function.restype = ctypes.c_int
+        return lambda src, dst: function(src, dst, _RENAME_EXCL)
+    return None
+
+
+_native_rename = None if os.name == "nt" else _load_native_rename()
+
+
+def _native_rename_no_replace(source: Path, destination: Path) -> bool:
+    """Try the atomic kernel rename; False when this file system does not offer it."""
+    if _native_rename is None:
+        return False
+    result = _native_rename(os.fsencode(source), os.fsencode(destination))
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), str(source), None, str(destination))
+
+
+def rename_no_replace(source: Path, destination: Path) -> None:
+    """Rename `source` to `destination`, raising FileExistsError rather than replacing anything.
+
+    Raises OSError(EXDEV) when the two are on different file systems. Prefers the atomic kernel
+    call (renameat2 / renamex_np; plain rename already refuses to replace on Windows), then a hard
+    link + unlink (the link fails if the name is taken), then, on file systems without hard links,
+    reserving the name with an exclusive create so the rename can only replace our own placeholder.
+    """
+    if os.name == "nt":
+        os.rename(source, destination)
+        return
+    if _native_rename_no_replace(source, destination):
+        return
+    try:
+        os.link(source, destination, follow_symlinks=False)
+    except OSError as error:
+        if error.errno in (errno.EEXIST, errno.EXDEV):
+            raise
+        _reserve_then_rename(source, destination)
+        return
+    os.unlink(source)
+
+
+def _reserve_then_rename(source: Path, destination: Path) -> None:
+    """Last resort without atomic no-replace primitives: claim the name first, then rename onto it."""
+    handle = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.close(handle)
+    try:
+        os.replace(source, destination)
+    except OSError:
+        os.unlink(destination)
+        raise
+
+
+def temp_name_for(destination: Path, tag: str) -> Path:
+    """A hidden name next to `destination` for a copy in progress, unique for this operation."""
+    return destination.with_name(f".{destination.name}.{tag}{TEMP_SUFFIX}")
+
+
+def _copy_bytes(source: Path, temp: Path) -> None:
+    """Copy the bytes of `source` into the new file `temp` and force them to disk."""
+    with open(source, "rb") as reader, open(temp, "xb") as writer:
+        shutil.copyfileobj(reader, writer, CHUNK)
+        writer.flush()
+        os.fsync(writer.fileno())
+    shutil.copystat(source, temp)
+
+
+def verified_copy(source: Path, destination: Path, temp: Path, expected: Fingerprint) -> None:
+    """Copy `source` to `destination` through `temp`, checking the bytes before the copy gets its name.
+
+    The temporary file is written, synced and compared (size and SHA-256) with `expected`, then put
+    in place with a no-replace rename; on any failure the temporary file is removed and the error
+    raised, with `destination` and `source` untouched.
+    """
+    try:
+        _copy_bytes(source, temp)
+        if not has_content(temp, expected):
+            raise VerificationError(
+                errno.EIO, "the copy does not match the original (size or SHA-256 differ)", str(temp)
+            )
+        rename_no_replace(temp, destination)
+    except BaseException:
+        # BaseException too: a stop request or Ctrl+C must not leave a half copy behind.
+        remove_if_exists(temp)
+        raise
+    fsync_dir(destination.parent)
+
+
+def move_file(source: Path, destination: Path, temp: Path, expected: Fingerprint) -> None:
+    """Move `source` to `destination` without replacing anything; across file systems, copy and verify.
+
+    On the same file system this is one atomic rename. Across file systems (EXDEV) the file is copied
+    through `temp`, verified against `expected`, put in place, and only then is the source removed.
+    """
+    try:
+        rename_no_replace(source, destination)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    else:
+        fsync_dir(destination.parent)
+        fsync_dir(source.parent)
+        return
+    verified_copy(source, destination, temp, expected)
+    os.unlink(source)
+    fsync_dir(source.parent)
+
+
+def remove_if_exists(path: Path) -> bool:
+    """Remove a file if it is there; True when something was removed."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
