@@ -66,3 +66,27 @@ def make_colour_bundle(folder: Path) -> ModelBundle:
         preprocessing=TINY_SPEC,
         metrics={"accuracy": 1.0},
     )
+
+
+def colour_embedding(colour: tuple[int, int, int], spec: Preprocessing = TINY_SPEC) -> list[float]:
+    """The colour model's `embedding` of a plain photo of `colour`: its normalised channel means."""
+    return [(c / 255.0 - m) / s for c, m, s in zip(colour, spec.mean, spec.std, strict=True)]
+
+
+def make_ood_colour_bundle(folder: Path, threshold: float = 1.0) -> ModelBundle:
+    """The colour bundle with a Mahalanobis "not a cat" section: photos far from all three colours fail it."""
+    model = make_colour_model(folder.parent / f"{folder.name}-source.onnx")
+    ood = {
+        "method": "mahalanobis",
+        "means": [colour_embedding(COLOURS[label]) for label in COLOUR_LABELS],
+        "precision": np.eye(3).tolist(),
+        "threshold": threshold,
+    }
+    return write_bundle(
+        folder,
+        model,
+        labels=COLOUR_LABELS,
+        architecture="test-colour-classifier",
+        preprocessing=TINY_SPEC,
+        ood=ood,
+    )

@@ -10,9 +10,16 @@ import argparse
 import csv
 import json
 import sys
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
-from catbreed_desktop.cli.common import PROGRAM, ProgressReporter, add_model_options, fail, open_classifier, positive_int
+from catbreed_desktop.cli.common import (
+    PROGRAM,
+    ProgressReporter,
+    add_model_options,
+    fail,
+    open_classifier,
+    positive_int,
+)
 from catbreed_desktop.core.classify import Failure, Prediction
 from catbreed_desktop.core.imaging import iter_photo_paths
 
@@ -27,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print the most likely breeds of each photo with their probabilities.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="photo files or folders")
-    parser.add_argument("--top-k", type=positive_int, default=3, metavar="K", help="breeds per photo (default: 3)")
+    parser.add_argument(
+        "--top-k", type=positive_int, default=3, metavar="K", help="breeds per photo (default: 3)"
+    )
     parser.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders too")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per photo (JSON lines)")
@@ -68,12 +77,11 @@ def _make_writer(args: argparse.Namespace, out: TextIO, top_k: int, photos: list
     return TableWriter(out, width)
 
 
-class _Writer:
-    def write(self, result: Prediction | Failure) -> None:
-        raise NotImplementedError
+class _Writer(Protocol):
+    def write(self, result: Prediction | Failure) -> None: ...
 
 
-class TableWriter(_Writer):
+class TableWriter:
     """`path  Breed 91.2%  Other 5.0% ...`; failures go to stderr so stdout stays a clean table."""
 
     def __init__(self, out: TextIO, width: int) -> None:
@@ -84,7 +92,7 @@ class TableWriter(_Writer):
         if isinstance(result, Failure):
             print(f"{PROGRAM}: error: {result.path}: {result.reason}", file=sys.stderr)
             return
-        breeds = "  ".join(f"{label} {probability:6.1%}" for label, probability in result.top)
+        breeds = "  ".join(f"{label} {probability:.1%}" for label, probability in result.top)
         if not result.is_cat:
             breeds = f"[{NOT_A_CAT}]  {breeds}"
         print(f"{str(result.path):<{self.width}}  {breeds}", file=self.out)
@@ -105,7 +113,7 @@ def result_record(result: Prediction | Failure) -> dict[str, Any]:
     }
 
 
-class JsonLinesWriter(_Writer):
+class JsonLinesWriter:
     def __init__(self, out: TextIO) -> None:
         self.out = out
 
@@ -113,11 +121,13 @@ class JsonLinesWriter(_Writer):
         print(json.dumps(result_record(result), ensure_ascii=False), file=self.out)
 
 
-class CsvWriter(_Writer):
+class CsvWriter:
     def __init__(self, out: TextIO, top_k: int) -> None:
         self.top_k = top_k
         self.writer = csv.writer(out, lineterminator="\n")
-        ranked = [column for rank in range(1, top_k + 1) for column in (f"label_{rank}", f"probability_{rank}")]
+        ranked = [
+            column for rank in range(1, top_k + 1) for column in (f"label_{rank}", f"probability_{rank}")
+        ]
         self.writer.writerow(["path", "status", *ranked, "is_cat", "ood_score", "error"])
 
     def write(self, result: Prediction | Failure) -> None:

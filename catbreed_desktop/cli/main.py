@@ -17,7 +17,7 @@ from catbreed_desktop.cli import classify_command
 from catbreed_desktop.cli.common import PROGRAM, USAGE_ERROR
 
 try:  # sort and undo live in their own module, which may not be installed in every build
-    from catbreed_desktop.cli import sort_command
+    import catbreed_desktop.cli.sort_command as sort_command
 except ModuleNotFoundError as error:
     if error.name != "catbreed_desktop.cli.sort_command":
         raise

@@ -80,7 +80,9 @@ class Classifier:
         if isinstance(engine, Engine):
             self.engine = engine
         else:
-            self.engine = create_engine(bundle, engine, batch_size=self.batch_size, fp16=fp16, threads=threads)
+            self.engine = create_engine(
+                bundle, engine, batch_size=self.batch_size, fp16=fp16, threads=threads
+            )
         if self._ood is not None and not self.engine.has_embedding:
             self.engine.close()
             raise BundleError(
@@ -161,7 +163,9 @@ class Classifier:
         spec = self.bundle.preprocessing
         predictions: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
-            chunk = [preprocess(image.convert("RGB"), spec) for image in images[start : start + self.batch_size]]
+            chunk = [
+                preprocess(image.convert("RGB"), spec) for image in images[start : start + self.batch_size]
+            ]
             predictions.extend(self._predict_arrays([Path("")] * len(chunk), chunk))
         return predictions
 
@@ -185,7 +189,9 @@ class Classifier:
             top = tuple((labels[i], float(probs[i])) for i in best)
             score = None if scores is None else float(scores[row])
             is_cat = True if scores is None else bool(scores[row] <= self._ood.threshold)  # type: ignore[union-attr]
-            predictions.append(Prediction(path=path, top=top, probabilities=probs, ood_score=score, is_cat=is_cat))
+            predictions.append(
+                Prediction(path=path, top=top, probabilities=probs, ood_score=score, is_cat=is_cat)
+            )
         return predictions
 
     def __enter__(self) -> Classifier:

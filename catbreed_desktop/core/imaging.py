@@ -237,7 +237,7 @@ def _wide_grey_to_rgb(image: Image.Image) -> Image.Image:
     else:
         full_scale = peak
     grey = np.clip(np.nan_to_num(array) * (255.0 / full_scale), 0.0, 255.0)
-    return Image.fromarray(np.round(grey).astype(np.uint8), mode="L").convert("RGB")
+    return Image.fromarray(np.round(grey).astype(np.uint8)).convert("RGB")
 
 
 def resize_and_crop(image: Image.Image, spec: Preprocessing) -> Image.Image:

@@ -77,7 +77,9 @@ class OodDetector:
         if means.ndim != 2 or means.shape[0] == 0:
             raise OodConfigError(f"'ood' means must be a (labels, D) matrix, not shape {means.shape}")
         if num_labels is not None and means.shape[0] != num_labels:
-            raise OodConfigError(f"'ood' has {means.shape[0]} class means but the bundle has {num_labels} labels")
+            raise OodConfigError(
+                f"'ood' has {means.shape[0]} class means but the bundle has {num_labels} labels"
+            )
         dim = means.shape[1]
         if precision.shape != (dim, dim):
             raise OodConfigError(f"'ood' precision must be {dim}x{dim}, not shape {precision.shape}")

@@ -7,6 +7,8 @@ libraries, or the CPU-only package) and runs on CPU. After the session starts we
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from catbreed_desktop.core.bundle import INPUT_NAME, BundleError, ModelBundle
@@ -50,9 +52,14 @@ class OnnxRuntimeEngine(Engine):
         if device == "cuda":
             providers = [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER]
         try:
-            session = onnxruntime.InferenceSession(
-                str(bundle.model_path), sess_options=options, providers=providers
-            )
+            with warnings.catch_warnings():
+                # A provider ORT cannot start is reported below, in our words, not as its warning.
+                warnings.simplefilter("ignore", UserWarning)
+                if device == "cuda":
+                    onnxruntime.set_default_logger_severity(_ORT_ERRORS_ONLY)
+                session = onnxruntime.InferenceSession(
+                    str(bundle.model_path), sess_options=options, providers=providers
+                )
         except Exception as error:  # ORT raises its own exception types without a common base
             if device == "cuda":
                 raise EngineUnavailable(f"ONNX Runtime CUDA could not start: {error}") from None

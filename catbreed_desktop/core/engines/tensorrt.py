@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 MIN_TENSORRT_MAJOR = 10
 DEFAULT_MAX_BATCH = 32
 WORKSPACE_BYTES = 2 << 30
-INSTALL_HINT = "pip install 'catbreed-desktop[tensorrt]' (TensorRT 10+ and cuda-python; NVIDIA GPU and driver)"
+INSTALL_HINT = (
+    "pip install 'catbreed-desktop[tensorrt]' (TensorRT 10+ and cuda-python; NVIDIA GPU and driver)"
+)
 
 ImportModule = Callable[[str], ModuleType]
 
@@ -56,7 +58,9 @@ def load_toolkit(import_module: ImportModule = importlib.import_module) -> Tenso
     try:
         trt = import_module("tensorrt")
     except (ImportError, OSError) as error:
-        raise EngineUnavailable(f"TensorRT is not installed or cannot load ({error}); {INSTALL_HINT}") from None
+        raise EngineUnavailable(
+            f"TensorRT is not installed or cannot load ({error}); {INSTALL_HINT}"
+        ) from None
     version = str(getattr(trt, "__version__", "0"))
     major = version.split(".")[0]
     if not major.isdigit() or int(major) < MIN_TENSORRT_MAJOR:
@@ -332,7 +336,9 @@ class TensorRTEngine(Engine):
             host = np.empty(tuple(self._context.get_tensor_shape(name)), dtype=self._dtypes[name])
             _check(
                 cudart,
-                cudart.cudaMemcpyAsync(host.ctypes.data, self._buffers[name], host.nbytes, to_host, self._stream),
+                cudart.cudaMemcpyAsync(
+                    host.ctypes.data, self._buffers[name], host.nbytes, to_host, self._stream
+                ),
             )
             results[name] = host
         _check(cudart, cudart.cudaStreamSynchronize(self._stream))

@@ -148,7 +148,7 @@ def _reserve_then_rename(source: Path, destination: Path) -> None:
 
 def temp_name_for(destination: Path, tag: str) -> Path:
     """A hidden name next to `destination` for a copy in progress, unique for this operation."""
-    return destination.with_name(f".{destination.name}.{tag}{TEMP_SUFFIX}")
+    return destination.with_name(f".{destination.name[:100]}.{tag}{TEMP_SUFFIX}")
 
 
 def _copy_bytes(source: Path, temp: Path) -> None:

@@ -23,7 +23,7 @@ def safe_folder_name(label: str) -> str:
     """Turn a breed label into a folder name that is valid everywhere and cannot leave its parent.
 
     Separators and characters Windows forbids become "_", control characters and surrounding dots
-    and spaces go, reserved Windows device names get a trailing "_", the length is bounded, and an
+    and spaces go, reserved Windows device names get "_" after their stem, the length is bounded, and an
     empty result becomes "Unknown breed".
     """
     text = unicodedata.normalize("NFC", str(label))
@@ -35,8 +35,10 @@ def safe_folder_name(label: str) -> str:
         text = text[:MAX_FOLDER_NAME].rstrip(" .")
     if not text or set(text) <= {"_", ".", " "}:
         return UNKNOWN_FOLDER
-    if text.split(".")[0].upper() in _WINDOWS_RESERVED:
-        text = f"{text}_"
+    stem, dot, rest = text.partition(".")
+    if stem.rstrip().upper() in _WINDOWS_RESERVED:
+        # Windows ignores the extension ("NUL.txt" is the device too), so the stem itself must change.
+        text = f"{stem.rstrip()}_{dot}{rest}"
     return text
 
 

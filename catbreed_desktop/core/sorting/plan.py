@@ -124,7 +124,9 @@ def plan_sort(
         if identical is not None:
             plan.operations.append(PlannedOperation(source, identical, "duplicate", folder))
             continue
-        destination = next(name for name in collision_names(folder_path / source.name) if not contents.is_taken(name.name))
+        destination = next(
+            name for name in collision_names(folder_path / source.name) if not contents.is_taken(name.name)
+        )
         contents.add(destination, holder=source, content=content)
         plan.operations.append(PlannedOperation(source, destination, mode, folder))
     return plan

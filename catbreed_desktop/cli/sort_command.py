@@ -1,0 +1,241 @@
+"""`catbreed sort`, `catbreed undo` and `catbreed resume`: classify photos, sort them safely, undo.
+
+`sort` classifies, shows the plan (`--dry-run` stops there), executes it with a journal and prints
+the summary; unreadable files are reported and left where they are. `undo` restores the last sort,
+`resume` finishes one that was interrupted. Exit status: 0 all fine, 1 some files failed or
+nothing to undo, 2 usage or model errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from catbreed_desktop.cli.common import PROGRAM, ProgressReporter, add_model_options, fail, open_classifier
+from catbreed_desktop.core.classify import Failure
+from catbreed_desktop.core.imaging import iter_photo_paths
+from catbreed_desktop.core.sorting import (
+    JournalError,
+    NothingToUndo,
+    SortItem,
+    SortPlan,
+    SortResult,
+    execute_plan,
+    plan_sort,
+    resume_interrupted_sort,
+    undo_last_sort,
+)
+from catbreed_desktop.core.sorting.executor import latest_active_journal
+
+SOME_FAILED = 1
+
+
+def confidence(text: str) -> float:
+    """argparse type: a number between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    sort = subparsers.add_parser(
+        "sort",
+        help="sort photos into one folder per breed (undo with `catbreed undo`)",
+        description=(
+            "Classify photos and move (default) or copy them into DIR/<Breed>/, DIR/Unsure/ when the "
+            "model is not sure enough, or DIR/Not a cat/. Nothing is ever overwritten: a name already "
+            "taken gets 'name (2).jpg', and a photo whose exact bytes are already there is left in "
+            "place. Every operation is journaled so `catbreed undo` can put everything back."
+        ),
+    )
+    sort.add_argument("sources", nargs="+", metavar="SRC", help="photo files or folders")
+    sort.add_argument("--into", required=True, type=Path, metavar="DIR", help="folder to sort into")
+    mode = sort.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--move", dest="mode", action="store_const", const="move", help="move the photos (the default)"
+    )
+    mode.add_argument(
+        "--copy", dest="mode", action="store_const", const="copy", help="copy, keep the originals"
+    )
+    sort.add_argument(
+        "--min-confidence",
+        type=confidence,
+        default=0.5,
+        metavar="P",
+        help="below this probability a photo goes to 'Unsure' (default: 0.5)",
+    )
+    sort.add_argument(
+        "--dry-run", action="store_true", help="show what would happen to each file and change nothing"
+    )
+    sort.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders too")
+    add_model_options(sort)
+    sort.set_defaults(handler=run_sort, mode="move")
+
+    undo = subparsers.add_parser(
+        "undo",
+        help="undo the last sort",
+        description=(
+            "Put the photos of the last sort back where they were and remove the copies it made "
+            "(only while they are unchanged). Nothing is overwritten. Run it again to undo the sort before."
+        ),
+    )
+    undo.set_defaults(handler=run_undo)
+
+    resume = subparsers.add_parser(
+        "resume",
+        help="finish a sort that was interrupted",
+        description="Finish the last sort if it was interrupted (killed, stopped or crashed) before the end.",
+    )
+    resume.set_defaults(handler=run_resume)
+
+
+def run_sort(args: argparse.Namespace) -> int:
+    target = Path(args.into).expanduser()
+    if target.exists() and not target.is_dir():
+        raise fail(f"--into {target} is a file, not a folder")
+    photos = _photos_outside(iter_photo_paths(args.sources, recursive=args.recursive), target)
+    if not photos:
+        hint = "" if args.recursive else " (use --recursive to look into sub-folders)"
+        raise fail(f"no photos found in {', '.join(args.sources)}{hint}")
+    _warn_if_interrupted()
+
+    items, unreadable = _classify(args, photos)
+    for path, reason in unreadable:
+        print(f"{PROGRAM}: skipped, left untouched: {path}: {reason}", file=sys.stderr)
+    plan = plan_sort(items, target, mode=args.mode, min_confidence=args.min_confidence)
+    _print_plan(plan, each_file=args.dry_run or getattr(args, "verbose", False))
+    if args.dry_run:
+        print(f"dry run: nothing was changed ({len(unreadable)} unreadable files skipped)")
+        return SOME_FAILED if unreadable else 0
+    if not plan.operations:
+        print("nothing to sort")
+        return SOME_FAILED if unreadable else 0
+
+    progress = ProgressReporter(noun="files")
+    try:
+        with _stop_on_interrupt() as stop_requested:
+            result = execute_plan(plan, on_progress=progress.update, should_stop=stop_requested.is_set)
+    except JournalError as error:
+        raise fail(str(error)) from None
+    progress.finish()
+    _print_result(result, plan.mode)
+    return SOME_FAILED if (unreadable or result.failed or result.stopped) else 0
+
+
+def run_undo(args: argparse.Namespace) -> int:
+    progress = ProgressReporter(noun="files")
+    try:
+        result = undo_last_sort(on_progress=progress.update)
+    except NothingToUndo as error:
+        print(f"{PROGRAM}: {error}", file=sys.stderr)
+        return SOME_FAILED
+    except JournalError as error:
+        raise fail(str(error)) from None
+    progress.finish()
+    print(f"undo: {result.restored} photos put back, {result.removed_copies} copies removed")
+    for problem in result.problems:
+        print(f"{PROGRAM}: not undone: {problem}", file=sys.stderr)
+    return SOME_FAILED if result.problems else 0
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    progress = ProgressReporter(noun="files")
+    try:
+        with _stop_on_interrupt() as stop_requested:
+            result = resume_interrupted_sort(on_progress=progress.update, should_stop=stop_requested.is_set)
+    except JournalError as error:
+        raise fail(str(error)) from None
+    if result is None:
+        print(f"{PROGRAM}: no interrupted sort to resume", file=sys.stderr)
+        return SOME_FAILED
+    progress.finish()
+    _print_result(result, "sort")
+    return SOME_FAILED if (result.failed or result.stopped) else 0
+
+
+def _photos_outside(photos: list[Path], target: Path) -> list[Path]:
+    """Leave out photos already inside the target, so sorting a folder into its own sub-folder is safe."""
+    resolved_target = target.resolve()
+    return [photo for photo in photos if not photo.resolve().is_relative_to(resolved_target)]
+
+
+def _warn_if_interrupted() -> None:
+    try:
+        state = latest_active_journal()
+    except JournalError:
+        return
+    if state is not None and state.pending:
+        print(
+            f"{PROGRAM}: note: the previous sort was interrupted with {len(state.pending)} files left; "
+            "`catbreed resume` finishes it, `catbreed undo` (run twice) would undo it after this one",
+            file=sys.stderr,
+        )
+
+
+def _classify(args: argparse.Namespace, photos: list[Path]) -> tuple[list[SortItem], list[tuple[Path, str]]]:
+    classifier = open_classifier(args, top_k=3)
+    progress = ProgressReporter()
+    items: list[SortItem] = []
+    unreadable: list[tuple[Path, str]] = []
+    try:
+        for result in classifier.classify(photos, on_progress=progress.update):
+            if isinstance(result, Failure):
+                unreadable.append((result.path, result.reason))
+            else:
+                items.append(SortItem(result.path, result.label, result.confidence, result.is_cat))
+    finally:
+        classifier.close()
+    progress.finish()
+    return items, unreadable
+
+
+def _print_plan(plan: SortPlan, each_file: bool) -> None:
+    verbs = {"move": "move", "copy": "copy", "duplicate": "already there"}
+    for operation in plan.operations if each_file else ():
+        arrow = "=" if operation.action == "duplicate" else "->"
+        print(f"{verbs[operation.action]:<13} {operation.source} {arrow} {operation.destination}")
+    counts = plan.summary()
+    print(
+        f"plan into {plan.target}: {counts['move']} to move, {counts['copy']} to copy, "
+        f"{counts['duplicate']} already there (left in place)"
+    )
+    for folder, count in plan.folders().items():
+        print(f"  {folder}: {count}")
+
+
+def _print_result(result: SortResult, mode: str) -> None:
+    verb = {"move": "moved", "copy": "copied"}.get(mode, "sorted")
+    print(f"{len(result.done)} {verb}, {len(result.duplicates)} already there (left in place)")
+    for operation, reason in result.failed:
+        print(f"{PROGRAM}: failed, left where it is: {operation.source}: {reason}", file=sys.stderr)
+    if result.stopped:
+        print(f"{PROGRAM}: stopped before the end; `catbreed resume` finishes it", file=sys.stderr)
+    print(f"journal: {result.journal}")
+    print("undo with: catbreed undo")
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt() -> Iterator[threading.Event]:
+    """Ctrl+C finishes the file operation under way and then stops, rather than cutting it in half."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def ask_to_stop(signum: int, frame: object) -> None:
+        requested.set()
+
+    previous = signal.signal(signal.SIGINT, ask_to_stop)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,29 @@
+"""Safe sorting of photos into per-breed folders: plan, preview, execute, undo, resume, journal.
+
+The public API the window and the command line use; see the modules for how each part works.
+"""
+
+from catbreed_desktop.core.sorting.executor import SortResult, execute_plan, resume_interrupted_sort
+from catbreed_desktop.core.sorting.journal import JournalError, last_journal, list_journals
+from catbreed_desktop.core.sorting.names import NOT_CAT_FOLDER, UNSURE_FOLDER, safe_folder_name
+from catbreed_desktop.core.sorting.plan import PlannedOperation, SortItem, SortPlan, plan_sort
+from catbreed_desktop.core.sorting.undo import NothingToUndo, UndoResult, undo_last_sort
+
+__all__ = [
+    "NOT_CAT_FOLDER",
+    "UNSURE_FOLDER",
+    "JournalError",
+    "NothingToUndo",
+    "PlannedOperation",
+    "SortItem",
+    "SortPlan",
+    "SortResult",
+    "UndoResult",
+    "execute_plan",
+    "last_journal",
+    "list_journals",
+    "plan_sort",
+    "resume_interrupted_sort",
+    "safe_folder_name",
+    "undo_last_sort",
+]

@@ -1,0 +1,257 @@
+"""Executing a sort plan, journaled operation by operation, and resuming one that was cut off.
+
+Every destination name is checked again at the moment of the operation; the journal gets the
+exact destination and content before the file is touched, and "done" after, so reconcile() can
+settle an operation interrupted at any point by looking at the file system.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from catbreed_desktop.core.sorting import fileops
+from catbreed_desktop.core.sorting.folders import FolderContents
+from catbreed_desktop.core.sorting.journal import (
+    Intent,
+    Journal,
+    JournalState,
+    OperationState,
+    exclusive_lock,
+    list_journals,
+    read_journal,
+)
+from catbreed_desktop.core.sorting.names import collision_names, is_inside
+from catbreed_desktop.core.sorting.plan import PlannedOperation, SortPlan, check_mode
+
+ProgressCallback = Callable[[int, int], None]
+MAX_NAME_ATTEMPTS = 10_000
+
+
+@dataclass
+class SortResult:
+    """What a sort did: operations done (with their real destinations), duplicates left, failures."""
+
+    journal: Path
+    done: list[PlannedOperation]
+    duplicates: list[PlannedOperation]
+    failed: list[tuple[PlannedOperation, str]]
+    stopped: bool
+
+
+def execute_plan(
+    plan: SortPlan,
+    on_progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SortResult:
+    """Carry out a plan, never overwriting anything; `should_stop` is asked between operations.
+
+    A file that cannot be handled (unreadable, vanished, a failed copy check) is recorded as failed
+    and left where it is; the other files go on.
+    """
+    check_mode(plan.mode, plan.min_confidence)
+    with exclusive_lock(), Journal.create(plan) as journal:
+        return _run(read_journal(journal.path), journal, on_progress, should_stop)
+
+
+def resume_interrupted_sort(
+    on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None
+) -> SortResult | None:
+    """Finish the last sort if it was killed or stopped before the end; None when there is none."""
+    with exclusive_lock():
+        state = latest_active_journal()
+        if state is None or not state.pending:
+            return None
+        with Journal(state.path) as journal:
+            for operation in state.pending:
+                reconcile(operation, journal)
+            return _run(read_journal(state.path), journal, on_progress, should_stop)
+
+
+def latest_active_journal() -> JournalState | None:
+    """The most recent sort that no undo has touched, or None."""
+    journals = list_journals()
+    if not journals:
+        return None
+    state = read_journal(journals[-1])
+    return None if state.undo_started else state
+
+
+def _run(
+    state: JournalState,
+    journal: Journal,
+    on_progress: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+) -> SortResult:
+    runner = _Runner(state, journal)
+    total = len(state.operations)
+    finished = total - len(state.pending)
+    stopped = False
+    if on_progress:
+        on_progress(finished, total)
+    for operation in state.pending:
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        runner.perform(operation)
+        finished += 1
+        if on_progress:
+            on_progress(finished, total)
+    journal.append({"type": "end", "stopped": stopped})
+    return result_of(read_journal(journal.path), stopped)
+
+
+def result_of(state: JournalState, stopped: bool) -> SortResult:
+    """Summarise a journal's operations into a SortResult."""
+    result = SortResult(state.path, [], [], [], stopped)
+    for operation in state.operations:
+        planned = operation.planned
+        if operation.outcome == "done":
+            intent = operation.last_intent
+            result.done.append(
+                PlannedOperation(planned.source, intent.destination, intent.action, planned.folder)
+            )
+        elif operation.outcome == "duplicate":
+            result.duplicates.append(planned)
+        elif operation.outcome == "failed":
+            result.failed.append((planned, operation.reason))
+    return result
+
+
+class _Runner:
+    """Performs operations of one journal, remembering folders it created and what they hold."""
+
+    def __init__(self, state: JournalState, journal: Journal) -> None:
+        self.target = state.plan.target
+        self.mode = state.plan.mode
+        self.journal = journal
+        self._contents: dict[Path, FolderContents] = {}
+
+    def perform(self, operation: OperationState) -> None:
+        try:
+            self._perform(operation)
+        except OSError as error:
+            self._fail(operation, f"{error.strerror or error}")
+
+    def _fail(self, operation: OperationState, reason: str) -> None:
+        self.journal.append({"type": "failed", "id": operation.index, "reason": reason})
+
+    def _duplicate(self, operation: OperationState, existing: Path) -> None:
+        self.journal.append({"type": "duplicate", "id": operation.index, "existing": str(existing)})
+
+    def _perform(self, operation: OperationState) -> None:
+        planned = operation.planned
+        source = planned.source
+        if source.is_symlink():
+            return self._fail(operation, "is a symbolic link; left where it is")
+        if not source.is_file():
+            return self._fail(operation, "is missing or not a regular file")
+        content = fileops.fingerprint(source)
+        folder = planned.destination.parent
+        leaves_target = f"its destination {planned.destination} leaves {self.target}"
+        if not is_inside(planned.destination, self.target):
+            return self._fail(operation, leaves_target)
+        self._ensure_folder(folder)
+        if not is_inside(planned.destination, self.target):  # a link may have appeared meanwhile
+            return self._fail(operation, leaves_target)
+        contents = self._contents.get(folder) or self._contents.setdefault(folder, FolderContents(folder))
+        identical = contents.find_identical(content, ignore=source)
+        if identical is not None:
+            return self._duplicate(operation, identical)
+        for candidate in self._candidates(planned):
+            if os.path.lexists(candidate):
+                if fileops.has_content(candidate, content):
+                    return self._duplicate(operation, candidate)
+                continue
+            intent = Intent(
+                self.mode, source, candidate, fileops.temp_name_for(candidate, str(operation.index)), content
+            )
+            self.journal.append(intent.to_record(operation.index))
+            try:
+                if self.mode == "move":
+                    fileops.move_file(source, candidate, intent.temp, content)
+                else:
+                    fileops.verified_copy(source, candidate, intent.temp, content)
+            except FileExistsError:
+                # Another program took the name between our check and the rename: try the next one.
+                self.journal.append(
+                    {"type": "abandoned", "id": operation.index, "destination": str(candidate)}
+                )
+                continue
+            self.journal.append({"type": "done", "id": operation.index, "destination": str(candidate)})
+            contents.add(candidate, content=content)
+            return None
+        return self._fail(operation, f"no free name found in {folder}")
+
+    def _candidates(self, planned: PlannedOperation) -> Iterator[Path]:
+        tried = set()
+        if planned.action != "duplicate":
+            tried.add(planned.destination)
+            yield planned.destination
+        for attempt, candidate in enumerate(
+            collision_names(planned.destination.parent / planned.source.name)
+        ):
+            if attempt >= MAX_NAME_ATTEMPTS:
+                return
+            if candidate not in tried:
+                yield candidate
+
+    def _ensure_folder(self, folder: Path) -> None:
+        """Create the folder and any missing parents, journaling each so undo can remove them if empty."""
+        missing = []
+        for parent in (folder, *folder.parents):
+            if parent.exists():
+                break
+            missing.append(parent)
+        for path in reversed(missing):
+            self.journal.append({"type": "mkdir", "path": str(path)})
+            path.mkdir(exist_ok=True)
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{folder} is not a folder", str(folder))
+
+
+def reconcile(operation: OperationState, journal: Journal) -> None:
+    """Settle an operation that has an intent but no outcome, by looking at the file system.
+
+    Cleans up a temporary copy, finishes a move whose file is already complete at the destination
+    (removing a second name of it at the source), records "done" when the destination holds the
+    bytes, and otherwise leaves the operation pending with its source untouched.
+    """
+    for earlier in operation.intents[:-1]:
+        fileops.remove_if_exists(earlier.temp)
+    intent = operation.last_intent
+    if intent is None:
+        return
+    source, destination, content = intent.source, intent.destination, intent.content
+    temp_was_there = os.path.lexists(intent.temp)
+    source_there = os.path.lexists(source)
+    if intent.action == "move" and not source_there and not os.path.lexists(destination):
+        if fileops.has_content(intent.temp, content):
+            fileops.rename_no_replace(intent.temp, destination)  # copy verified, source already gone
+        else:
+            journal.append({"type": "failed", "id": operation.index, "reason": "missing from both places"})
+            return
+    fileops.remove_if_exists(intent.temp)
+    if _is_reserved_placeholder(destination, content, temp_was_there or source_there):
+        fileops.remove_if_exists(destination)
+    if not fileops.has_content(destination, content):
+        return  # not done: the source is untouched, the operation runs again
+    if intent.action == "move" and source_there:
+        if not (os.path.samefile(source, destination) or fileops.has_content(source, content)):
+            reason = "the original changed during the move; both were kept"
+            journal.append({"type": "failed", "id": operation.index, "reason": reason})
+            return
+        os.unlink(source)  # the destination holds the same bytes (or is the same file)
+        fileops.fsync_dir(source.parent)
+    journal.append({"type": "done", "id": operation.index, "destination": str(destination)})
+
+
+def _is_reserved_placeholder(destination: Path, content: fileops.Fingerprint, interrupted: bool) -> bool:
+    """An empty file left by the reserve-the-name fallback when the process died before the rename."""
+    try:
+        return interrupted and content.size > 0 and destination.is_file() and destination.stat().st_size == 0
+    except OSError:
+        return False

@@ -1,0 +1,269 @@
+"""The photos on show: one record per file with its prediction and review, as a Qt list model.
+
+The model holds the core's `Prediction` objects as they are; what the window adds is the person's
+review (a corrected or confirmed label) and the "unsure" mark, which follows the threshold
+slider. Results arrive in batches and each batch is one model update, so a folder of thousands
+of photos never floods the views with per-photo signals. The proxy filters by breed and file
+name and sorts by confidence or name; it re-sorts only when asked, not on every update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
+
+NOT_CAT_TEXT = "Not a cat"
+UNSURE_TEXT = "Unsure"
+ALL_BREEDS = "All breeds"
+
+RecordRole = Qt.ItemDataRole.UserRole + 1
+PathRole = Qt.ItemDataRole.UserRole + 2
+
+ModelIndex = QModelIndex | QPersistentModelIndex
+
+
+@dataclass
+class PhotoRecord:
+    """One photo in the window: its file, what the model said, and what the person said."""
+
+    path: Path
+    prediction: Any = None  # catbreed_desktop.core.classify.Prediction, imported lazily
+    corrected_label: str | None = None
+    reviewed: bool = False  # the person confirmed or corrected the label
+    from_watch: bool = False
+
+    @property
+    def classified(self) -> bool:
+        return self.prediction is not None or self.corrected_label is not None
+
+    @property
+    def label(self) -> str | None:
+        if self.corrected_label is not None:
+            return self.corrected_label
+        return self.prediction.label if self.prediction is not None else None
+
+    @property
+    def confidence(self) -> float:
+        """1.0 for a label a person gave or confirmed: it counts as sure when sorting."""
+        if self.reviewed or self.corrected_label is not None:
+            return 1.0
+        return self.prediction.confidence if self.prediction is not None else 0.0
+
+    @property
+    def is_cat(self) -> bool:
+        if self.reviewed or self.corrected_label is not None:
+            return True
+        return self.prediction.is_cat if self.prediction is not None else True
+
+    def is_unsure(self, threshold: float) -> bool:
+        if self.prediction is None or self.reviewed or self.corrected_label is not None:
+            return False
+        return not self.is_cat or self.confidence < threshold
+
+    def caption(self) -> str:
+        if not self.classified:
+            return "Classifying…"
+        if not self.is_cat:
+            return f"{NOT_CAT_TEXT}?"
+        mark = "✓ " if self.reviewed or self.corrected_label is not None else ""
+        return f"{mark}{self.label}  {self.confidence:.0%}"
+
+
+class PhotoListModel(QAbstractListModel):
+    """The photos in the order they were added; looked up by path for batched updates."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._records: list[PhotoRecord] = []
+        self._rows: dict[Path, int] = {}
+        self.threshold = 0.5
+
+    # --- Qt model interface ---------------------------------------------------------------------
+
+    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's own signature
+        return 0 if parent.isValid() else len(self._records)
+
+    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= len(self._records):
+            return None
+        record = self._records[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return record.caption()
+        if role == RecordRole:
+            return record
+        if role == PathRole:
+            return str(record.path)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return str(record.path)
+        return None
+
+    # --- access --------------------------------------------------------------------------------------
+
+    @property
+    def records(self) -> Sequence[PhotoRecord]:
+        return self._records
+
+    def record(self, row: int) -> PhotoRecord:
+        return self._records[row]
+
+    def row_of(self, path: Path) -> int | None:
+        return self._rows.get(Path(path))
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, Path) and path in self._rows
+
+    def labels_in_use(self) -> list[str]:
+        return sorted({r.label for r in self._records if r.label is not None})
+
+    # --- changes (each is one signal for the views, whatever its size) --------------------------
+
+    def add_paths(self, paths: Iterable[Path], from_watch: bool = False) -> list[Path]:
+        """Add photos not already shown; returns the paths that are new."""
+        new: list[Path] = []
+        seen = set(self._rows)
+        for path in paths:
+            path = Path(path)
+            if path not in seen:
+                seen.add(path)
+                new.append(path)
+        if not new:
+            return []
+        first = len(self._records)
+        self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
+        for offset, path in enumerate(new):
+            self._records.append(PhotoRecord(path, from_watch=from_watch))
+            self._rows[path] = first + offset
+        self.endInsertRows()
+        return new
+
+    def apply_predictions(self, predictions: Iterable[Any]) -> list[PhotoRecord]:
+        """Store a batch of predictions; returns the records that changed."""
+        changed_rows: list[int] = []
+        for prediction in predictions:
+            row = self._rows.get(Path(prediction.path))
+            if row is not None:
+                self._records[row].prediction = prediction
+                changed_rows.append(row)
+        self._rows_changed(changed_rows)
+        return [self._records[row] for row in changed_rows]
+
+    def remove_paths(self, paths: Iterable[Path]) -> None:
+        """Take photos out (files that could not be read); contiguous rows go in one step."""
+        rows = sorted({self._rows[p] for p in map(Path, paths) if p in self._rows}, reverse=True)
+        while rows:
+            last = rows.pop(0)
+            first = last
+            while rows and rows[0] == first - 1:
+                first = rows.pop(0)
+            self.beginRemoveRows(QModelIndex(), first, last)
+            del self._records[first : last + 1]
+            self.endRemoveRows()
+        self._rows = {record.path: row for row, record in enumerate(self._records)}
+
+    def set_label(self, row: int, label: str | None, reviewed: bool = True) -> None:
+        """Record the person's label for a photo (None takes the correction back)."""
+        record = self._records[row]
+        prediction_label = record.prediction.label if record.prediction is not None else None
+        record.corrected_label = None if label is None or label == prediction_label else label
+        record.reviewed = reviewed and label is not None
+        self._rows_changed([row])
+
+    def move_paths(self, moves: Iterable[tuple[Path, Path]]) -> None:
+        """Follow files the app moved: the photo stays, under its new path."""
+        changed: list[int] = []
+        for old, new in moves:
+            row = self._rows.pop(Path(old), None)
+            if row is None or Path(new) in self._rows:
+                continue
+            self._records[row].path = Path(new)
+            self._rows[Path(new)] = row
+            changed.append(row)
+        self._rows_changed(changed)
+
+    def set_threshold(self, threshold: float) -> None:
+        self.threshold = threshold
+        self._rows_changed(range(len(self._records)))
+
+    def clear(self) -> None:
+        self.beginResetModel()
+        self._records.clear()
+        self._rows.clear()
+        self.endResetModel()
+
+    def refresh_path(self, path: Path) -> None:
+        """Repaint one photo (its thumbnail arrived)."""
+        row = self._rows.get(Path(path))
+        if row is not None:
+            index = self.index(row)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
+
+    def _rows_changed(self, rows: Iterable[int]) -> None:
+        rows = list(rows)
+        if rows:
+            roles = [Qt.ItemDataRole.DisplayRole, RecordRole, PathRole]
+            self.dataChanged.emit(self.index(min(rows)), self.index(max(rows)), roles)
+
+
+class PhotoFilterProxy(QSortFilterProxyModel):
+    """Breed filter, file-name search and sort order over the photos; re-applied on `refresh()`."""
+
+    SORT_KEYS = ("Name", "Confidence (highest first)", "Confidence (lowest first)")
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        # Re-sorting thousands of rows after every batch of results would stall the window.
+        self.setDynamicSortFilter(False)
+        self._breed = ALL_BREEDS
+        self._search = ""
+        self._sort_key = "Name"
+
+    @property
+    def breed(self) -> str:
+        return self._breed
+
+    def set_breed(self, breed: str) -> None:
+        self._breed = breed or ALL_BREEDS
+        self.refresh()
+
+    def set_search(self, text: str) -> None:
+        self._search = text.strip().casefold()
+        self.refresh()
+
+    def set_sort_key(self, key: str) -> None:
+        if key not in self.SORT_KEYS:
+            raise ValueError(f"unknown sort order {key!r}")
+        self._sort_key = key
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.invalidate()
+        order = Qt.SortOrder.DescendingOrder if key_descending(self._sort_key) else Qt.SortOrder.AscendingOrder
+        self.sort(0, order)
+
+    def filterAcceptsRow(self, source_row: int, source_parent: ModelIndex) -> bool:
+        record: PhotoRecord = self.sourceModel().record(source_row)
+        if self._search and self._search not in record.path.name.casefold():
+            return False
+        if self._breed == ALL_BREEDS:
+            return True
+        threshold = self.sourceModel().threshold
+        if self._breed == UNSURE_TEXT:
+            return record.is_unsure(threshold)
+        if self._breed == NOT_CAT_TEXT:
+            return record.classified and not record.is_cat
+        return record.label == self._breed
+
+    def lessThan(self, left: ModelIndex, right: ModelIndex) -> bool:
+        model = self.sourceModel()
+        first, second = model.record(left.row()), model.record(right.row())
+        if self._sort_key == "Name":
+            return (first.path.name.casefold(), str(first.path)) < (second.path.name.casefold(), str(second.path))
+        return first.confidence < second.confidence
+
+
+def key_descending(key: str) -> bool:
+    return key == "Confidence (highest first)"

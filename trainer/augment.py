@@ -1,0 +1,58 @@
+"""Training augmentations in PIL: random rotation, random resized crop, horizontal flip, sharpness.
+
+Every random choice comes from the `numpy.random.Generator` passed in, so a sample seeded by
+(seed, epoch, index) is augmented the same way after a resume. The output goes through the
+shared `normalize`, so training sees exactly the app's pixel scaling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+from catbreed_desktop.core.imaging import Preprocessing, normalize
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+MAX_ROTATION_DEGREES = 15.0
+CROP_AREA = (0.6, 1.0)
+CROP_ASPECT = (3 / 4, 4 / 3)
+SHARPNESS = (0.5, 2.0)
+
+
+def random_rotation(image: Image.Image, rng: np.random.Generator, fill: tuple[int, int, int]) -> Image.Image:
+    angle = float(rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES))
+    return image.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=fill)
+
+
+def random_resized_crop(
+    image: Image.Image, size: int, rng: np.random.Generator, resample: Image.Resampling
+) -> Image.Image:
+    """A random box of 60-100% of the area and aspect 3:4 to 4:3, resized to `size` x `size`."""
+    width, height = image.size
+    area = width * height
+    for _ in range(10):
+        target_area = area * rng.uniform(*CROP_AREA)
+        aspect = math.exp(rng.uniform(math.log(CROP_ASPECT[0]), math.log(CROP_ASPECT[1])))
+        crop_w = round(math.sqrt(target_area * aspect))
+        crop_h = round(math.sqrt(target_area / aspect))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            left = int(rng.integers(0, width - crop_w + 1))
+            top = int(rng.integers(0, height - crop_h + 1))
+            return image.resize((size, size), resample, box=(left, top, left + crop_w, top + crop_h))
+    side = min(width, height)  # fallback: the centre square
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.resize((size, size), resample, box=(left, top, left + side, top + side))
+
+
+def augment(image: Image.Image, spec: Preprocessing, rng: np.random.Generator) -> np.ndarray:
+    """One randomly augmented training view of a decoded RGB photo, as a normalised CHW array."""
+    fill = tuple(round(255 * m) for m in spec.mean)  # the mean colour normalises to zero
+    image = random_rotation(image, rng, fill)
+    image = random_resized_crop(image, spec.size, rng, _RESAMPLE.get(spec.resample, Image.Resampling.BICUBIC))
+    if rng.random() < 0.5:
+        image = ImageOps.mirror(image)
+    image = ImageEnhance.Sharpness(image).enhance(float(rng.uniform(*SHARPNESS)))
+    return normalize(image, spec)

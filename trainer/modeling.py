@@ -1,0 +1,202 @@
+"""Models: build a Hugging Face image classifier, save and load checkpoints, run it over photos.
+
+A checkpoint folder is what `save_pretrained` writes plus `preprocessing.json` (the shared
+`Preprocessing` the model was trained with) and `trainer.json` (base model, labels). The
+`embedding` of a photo is the pooled feature the classification head sees (ViT: the CLS token;
+DINOv2: CLS next to the mean patch token); `LogitsAndEmbedding` returns both, for export and
+for the out-of-distribution detector.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from catbreed_desktop.core.imaging import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, load_and_preprocess
+from trainer.progress import bar
+
+PREPROCESSING_FILE = "preprocessing.json"
+TRAINER_FILE = "trainer.json"
+PRESETS = ("tiny",)
+TINY_IMAGE_SIZE = 32
+
+
+class ModelError(Exception):
+    """A base model or checkpoint that cannot be used, with the reason in words."""
+
+
+def preprocessing_for(base_model: str | None, preset: str | None, image_size: int) -> Preprocessing:
+    """The preprocessing training uses: the base model's mean/std, the shorter side at size*256/224."""
+    if preset == "tiny":
+        return Preprocessing(size=TINY_IMAGE_SIZE, resize=round(TINY_IMAGE_SIZE * 256 / 224))
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    local = Path(base_model) if base_model else None
+    if local is not None and (local / PREPROCESSING_FILE).is_file():
+        saved = Preprocessing.from_dict(json.loads((local / PREPROCESSING_FILE).read_text(encoding="utf-8")))
+        mean, std = saved.mean, saved.std
+    elif base_model:
+        try:
+            from transformers import AutoImageProcessor
+
+            processor = AutoImageProcessor.from_pretrained(base_model)
+            mean = tuple(processor.image_mean)
+            std = tuple(processor.image_std)
+        except (OSError, ValueError, AttributeError, TypeError):
+            pass  # no processor config: ImageNet statistics, which nearly all ViTs use
+    return Preprocessing(size=image_size, resize=round(image_size * 256 / 224), mean=mean, std=std)
+
+
+def build_model(
+    labels: Sequence[str],
+    base_model: str | None = None,
+    preset: str | None = None,
+    seed: int = 83,
+) -> nn.Module:
+    """A classifier for `labels`: a fresh tiny ViT (`preset="tiny"`) or a pretrained base with a new head."""
+    from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
+
+    id2label = dict(enumerate(labels))
+    label2id = {label: index for index, label in id2label.items()}
+    torch.manual_seed(seed)  # the new head (and a preset's whole model) starts the same every run
+    if preset == "tiny":
+        config = ViTConfig(
+            image_size=TINY_IMAGE_SIZE,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+        )
+        return ViTForImageClassification(config)
+    if preset is not None:
+        raise ModelError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    if not base_model:
+        raise ModelError("give --base-model (a Hugging Face id or a local checkpoint folder) or --preset tiny")
+    try:
+        return AutoModelForImageClassification.from_pretrained(
+            base_model,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+            ignore_mismatched_sizes=True,
+        )
+    except (OSError, ValueError) as error:
+        raise ModelError(f"cannot load base model {base_model!r}: {error}") from None
+
+
+def encoder_parts(model: nn.Module) -> tuple[nn.Module, Sequence[nn.Module]]:
+    """(embeddings, encoder layers) of a ViT-style classifier."""
+    base = model.base_model
+    try:
+        return base.embeddings, list(base.encoder.layer)
+    except AttributeError:
+        raise ModelError(f"{type(model).__name__} has no embeddings/encoder.layer to freeze") from None
+
+
+def freeze_layers(model: nn.Module, count: int) -> int:
+    """Freeze the embeddings and the first `count` encoder layers; returns the trainable parameter count.
+
+    Frozen parameters get no gradient and, since nothing before them needs one, autograd records
+    no graph through them: they run as cheaply as under `torch.no_grad`.
+    """
+    if count <= 0:
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    embeddings, layers = encoder_parts(model)
+    if count > len(layers):
+        raise ModelError(f"--freeze-layers {count} is more than the model's {len(layers)} encoder layers")
+    for module in (embeddings, *layers[:count]):
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def forward_options(model: nn.Module, image_size: int) -> dict:
+    """Extra forward arguments: ViT needs `interpolate_pos_encoding` at a size it was not trained at."""
+    config = model.config
+    if config.model_type == "vit" and config.image_size != image_size:
+        return {"interpolate_pos_encoding": True}
+    return {}
+
+
+class LogitsAndEmbedding(nn.Module):
+    """A classifier split at its head: returns (logits, embedding) for one batch of pixel values.
+
+    The body is a copy of the model whose head is an identity, so its "logits" are exactly the
+    features the head sees; the original model is left untouched.
+    """
+
+    def __init__(self, model: nn.Module, image_size: int) -> None:
+        super().__init__()
+        self.body = copy.deepcopy(model)
+        self.head = self.body.classifier
+        self.body.classifier = nn.Identity()
+        self._options = forward_options(model, image_size)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.body(pixel_values=pixel_values, **self._options).logits
+        return self.head(embedding), embedding
+
+
+def save_checkpoint(
+    model: nn.Module, folder: Path, preprocessing: Preprocessing, base_model: str | None, preset: str | None
+) -> None:
+    """`save_pretrained` plus the preprocessing and origin the evaluator and exporter need."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    (folder / PREPROCESSING_FILE).write_text(json.dumps(preprocessing.to_dict(), indent=2) + "\n")
+    origin = {
+        "base_model": base_model,
+        "preset": preset,
+        "architecture": type(model).__name__,
+        "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
+    }
+    (folder / TRAINER_FILE).write_text(json.dumps(origin, indent=2) + "\n")
+
+
+def load_checkpoint(folder: str | Path) -> tuple[nn.Module, Preprocessing, dict]:
+    """(model in eval mode, preprocessing, origin) of a checkpoint `save_checkpoint` wrote."""
+    from transformers import AutoModelForImageClassification
+
+    folder = Path(folder)
+    if not (folder / PREPROCESSING_FILE).is_file():
+        raise ModelError(f"{folder} is not a trainer checkpoint (no {PREPROCESSING_FILE}); run `train` first")
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    model.eval()
+    preprocessing = Preprocessing.from_dict(json.loads((folder / PREPROCESSING_FILE).read_text()))
+    origin = json.loads((folder / TRAINER_FILE).read_text()) if (folder / TRAINER_FILE).is_file() else {}
+    return model, preprocessing, origin
+
+
+def checkpoint_labels(model: nn.Module) -> list[str]:
+    return [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+
+@torch.no_grad()
+def run_on_photos(
+    model: nn.Module,
+    paths: Sequence[Path],
+    preprocessing: Preprocessing,
+    batch_size: int = 16,
+    description: str = "running model",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, embeddings) of every photo, preprocessed exactly as the app does."""
+    wrapper = LogitsAndEmbedding(model, preprocessing.size).eval()
+    logits, embeddings = [], []
+    batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+    for batch in bar(batches, description, total=len(batches), unit="batch"):
+        pixels = torch.from_numpy(np.stack([load_and_preprocess(p, preprocessing) for p in batch]))
+        batch_logits, batch_embeddings = wrapper(pixels)
+        logits.append(batch_logits.numpy())
+        embeddings.append(batch_embeddings.numpy())
+    if not logits:
+        return np.zeros((0, model.config.num_labels), np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(logits), np.concatenate(embeddings)
