@@ -188,6 +188,8 @@ def test_progress_on_a_terminal_shows_rate_and_eta():
     reporter.update(20, 100)
 
     assert "20/100 photos  10.0 photos/s  ETA 0:08" in stream.getvalue()
+    reporter.clear()  # before results are printed, the line is wiped so they start on a clean line
+    assert stream.getvalue().endswith("\r\x1b[K")
     now[0] = 110.0
     reporter.update(100, 100)
     reporter.finish()

@@ -44,7 +44,9 @@ def test_folder_export_copies_into_breed_folders_without_overwriting(tmp_path: P
     progress: list[tuple[int, int]] = []
 
     result = export_corrections_folders(
-        [Correction(red, "Red Cat"), Correction(other_red, "Red Cat")], target, on_progress=lambda *p: progress.append(p)
+        [Correction(red, "Red Cat"), Correction(other_red, "Red Cat")],
+        target,
+        on_progress=lambda *p: progress.append(p),
     )
 
     assert existing.read_bytes() == before

@@ -36,7 +36,10 @@ def test_a_photo_written_slowly_is_handed_over_once_complete(tmp_path: Path) -> 
     with FolderWatcher(collector, check_interval=0.1) as watcher:
         watcher.add_folder(watched)
         target = watched / "new.png"
-        chunks = [photo_bytes[i : i + len(photo_bytes) // 6 + 1] for i in range(0, len(photo_bytes), len(photo_bytes) // 6 + 1)]
+        chunks = [
+            photo_bytes[i : i + len(photo_bytes) // 6 + 1]
+            for i in range(0, len(photo_bytes), len(photo_bytes) // 6 + 1)
+        ]
         # Pauses longer than several checks: only the writer still holding the file open says it is unfinished.
         with open(target, "wb") as handle:
             for chunk in chunks:

@@ -14,10 +14,12 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from trainer.errors import TrainerError
+
 DEFAULT_ALIAS_FILE = Path(__file__).with_name("aliases.json")
 
 
-class AliasError(ValueError):
+class AliasError(TrainerError):
     """An alias table that cannot be used, with the reason in words."""
 
 
@@ -41,7 +43,7 @@ def load_aliases(path: str | Path | None = None) -> dict[str, str]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise AliasError(f"alias file {path} is not valid JSON: {error}") from None
     if not isinstance(data, dict):
-        raise AliasError(f"alias file {path} must hold a JSON object {{\"alias\": \"Breed\"}}")
+        raise AliasError(f'alias file {path} must hold a JSON object {{"alias": "Breed"}}')
     table: dict[str, str] = {}
     for alias, breed in data.items():
         if alias.startswith("_"):

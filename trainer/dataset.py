@@ -28,6 +28,7 @@ from PIL import Image
 
 from catbreed_desktop.core.imaging import PhotoError, iter_photo_paths, load_photo
 from trainer.aliases import canonical_names, load_aliases
+from trainer.errors import TrainerError
 from trainer.progress import bar
 
 SPLITS = ("train", "val", "test")
@@ -40,7 +41,7 @@ VAL_FRACTION = 0.2  # of what the test split leaves
 DEFAULT_SEED = 83
 
 
-class DatasetError(Exception):
+class DatasetError(TrainerError):
     """A data source or work folder that cannot be used, with the reason in words."""
 
 
@@ -211,9 +212,7 @@ def duplicate_groups(
 # ------------------------------------------------------------------------------------------- split
 
 
-def split_groups(
-    labels: Sequence[str], groups: Sequence[int], seed: int = DEFAULT_SEED
-) -> dict[int, str]:
+def split_groups(labels: Sequence[str], groups: Sequence[int], seed: int = DEFAULT_SEED) -> dict[int, str]:
     """{group: split}, stratified per breed: about 20% of each breed's photos to test, then 20% of
     the rest to validation, whole groups at a time (a group counts for its most common breed)."""
     members: dict[int, list[str]] = defaultdict(list)
@@ -297,9 +296,7 @@ def prepare(
         "relabelled_by_later_source": relabelled,
         "renamed_breeds": renamed,
         "unreadable": {str(p): reason for p, reason in sorted(unreadable.items())},
-        "dropped_breeds": {
-            b: n for b, n in sorted(breed_counts.items()) if b not in set(kept_breeds)
-        },
+        "dropped_breeds": {b: n for b, n in sorted(breed_counts.items()) if b not in set(kept_breeds)},
         "duplicates": duplicate_stats | {"groups_with_conflicting_labels": conflicts},
         "counts": count_table(samples, kept_breeds),
     }
@@ -334,7 +331,9 @@ def format_count_table(counts: dict[str, dict[str, int]]) -> str:
         for split in SPLITS:
             totals[split] += row[split]
     lines.append(
-        f"{'total':<{width}}  " + "  ".join(f"{totals[s]:>6}" for s in SPLITS) + f"  {sum(totals.values()):>6}"
+        f"{'total':<{width}}  "
+        + "  ".join(f"{totals[s]:>6}" for s in SPLITS)
+        + f"  {sum(totals.values()):>6}"
     )
     return "\n".join(lines)
 
@@ -354,7 +353,9 @@ def read_manifest(workdir: str | Path) -> list[Sample]:
     """The manifest `prepare` wrote, or `DatasetError` telling the user to run prepare."""
     path = Path(workdir) / MANIFEST_FILE
     if not path.is_file():
-        raise DatasetError(f"{path} not found; run `python -m trainer prepare --data DIR --out {workdir}` first")
+        raise DatasetError(
+            f"{path} not found; run `python -m trainer prepare --data DIR --out {workdir}` first"
+        )
     with open(path, newline="", encoding="utf-8") as handle:
         return [
             Sample(path=Path(row["path"]), label=row["label"], split=row["split"], group=int(row["group"]))

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from catbreed_desktop.core.imaging import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, load_and_preprocess
+from trainer.errors import TrainerError
 from trainer.progress import bar
 
 PREPROCESSING_FILE = "preprocessing.json"
@@ -27,7 +28,7 @@ PRESETS = ("tiny",)
 TINY_IMAGE_SIZE = 32
 
 
-class ModelError(Exception):
+class ModelError(TrainerError):
     """A base model or checkpoint that cannot be used, with the reason in words."""
 
 
@@ -47,7 +48,7 @@ def preprocessing_for(base_model: str | None, preset: str | None, image_size: in
             processor = AutoImageProcessor.from_pretrained(base_model)
             mean = tuple(processor.image_mean)
             std = tuple(processor.image_std)
-        except (OSError, ValueError, AttributeError, TypeError):
+        except (OSError, ValueError, AttributeError, TypeError, ImportError):
             pass  # no processor config: ImageNet statistics, which nearly all ViTs use
     return Preprocessing(size=image_size, resize=round(image_size * 256 / 224), mean=mean, std=std)
 
@@ -80,7 +81,9 @@ def build_model(
     if preset is not None:
         raise ModelError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     if not base_model:
-        raise ModelError("give --base-model (a Hugging Face id or a local checkpoint folder) or --preset tiny")
+        raise ModelError(
+            "give --base-model (a Hugging Face id or a local checkpoint folder) or --preset tiny"
+        )
     try:
         return AutoModelForImageClassification.from_pretrained(
             base_model,
@@ -94,12 +97,19 @@ def build_model(
 
 
 def encoder_parts(model: nn.Module) -> tuple[nn.Module, Sequence[nn.Module]]:
-    """(embeddings, encoder layers) of a ViT-style classifier."""
+    """(embeddings, encoder layers) of a ViT-style classifier.
+
+    Layouts differ between models and transformers versions (DINOv2: `encoder.layer`; ViT in
+    transformers 5: `layers` on the model itself), so the known places are tried in turn.
+    """
     base = model.base_model
-    try:
-        return base.embeddings, list(base.encoder.layer)
-    except AttributeError:
-        raise ModelError(f"{type(model).__name__} has no embeddings/encoder.layer to freeze") from None
+    for path in ("encoder.layer", "encoder.layers", "layers", "layer"):
+        owner = base
+        for name in path.split("."):
+            owner = getattr(owner, name, None)
+        if isinstance(owner, nn.ModuleList) and hasattr(base, "embeddings"):
+            return base.embeddings, list(owner)
+    raise ModelError(f"{type(model).__name__} has no embeddings and encoder layers to freeze")
 
 
 def freeze_layers(model: nn.Module, count: int) -> int:

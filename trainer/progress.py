@@ -19,7 +19,9 @@ def progress_enabled() -> bool:
     return os.environ.get(_ENABLED_ENV, "1") != "0"
 
 
-def bar(iterable: Iterable[T], description: str, total: int | None = None, unit: str = "photo") -> Iterator[T]:
+def bar(
+    iterable: Iterable[T], description: str, total: int | None = None, unit: str = "photo"
+) -> Iterator[T]:
     """Wrap an iterable in a progress bar showing count, rate and time left."""
     return iter(
         tqdm(

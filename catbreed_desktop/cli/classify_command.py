@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         for result in classifier.classify(photos, on_progress=progress.update):
             if isinstance(result, Failure):
                 failures += 1
+            progress.clear()
             writer.write(result)
             sys.stdout.flush()
     finally:

@@ -111,6 +111,7 @@ class ProgressReporter:
         self.total = 0
         self._started = clock()
         self._last_drawn = float("-inf")
+        self._line_shown = False
 
     def update(self, done: int, total: int) -> None:
         self.done, self.total = done, total
@@ -119,6 +120,14 @@ class ProgressReporter:
             self._last_drawn = now
             self.stream.write("\r" + self.status_line() + "\x1b[K")
             self.stream.flush()
+            self._line_shown = True
+
+    def clear(self) -> None:
+        """Take the progress line off the terminal, so that other output starts on a clean line."""
+        if self._line_shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._line_shown = False
 
     def rate(self) -> float:
         elapsed = self.clock() - self._started
@@ -133,8 +142,7 @@ class ProgressReporter:
 
     def finish(self) -> None:
         elapsed = self.clock() - self._started
-        if self.interactive:
-            self.stream.write("\r\x1b[K")
+        self.clear()
         self.stream.write(
             f"{PROGRAM}: {self.done} {self.noun} in {elapsed:.1f} s ({self.rate():.1f} {self.noun}/s)\n"
         )

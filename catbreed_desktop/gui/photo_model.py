@@ -19,6 +19,7 @@ from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelInde
 NOT_CAT_TEXT = "Not a cat"
 UNSURE_TEXT = "Unsure"
 ALL_BREEDS = "All breeds"
+SORT_KEYS = ("Name", "Confidence (highest first)", "Confidence (lowest first)")
 
 RecordRole = Qt.ItemDataRole.UserRole + 1
 PathRole = Qt.ItemDataRole.UserRole + 2
@@ -201,6 +202,32 @@ class PhotoListModel(QAbstractListModel):
             index = self.index(row)
             self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
 
+    def sort_records(self, key: str) -> None:
+        """Reorder the photos by one of `SORT_KEYS`, as one layout change the views follow.
+
+        Sorting here with one Python key function is far cheaper than a proxy comparing rows
+        pair by pair through Python, which froze the window for a large folder.
+        """
+        if key not in SORT_KEYS:
+            raise ValueError(f"unknown sort order {key!r}; use one of {', '.join(SORT_KEYS)}")
+        if key == "Name":
+            order = sorted(range(len(self._records)), key=lambda row: _name_key(self._records[row]))
+        else:
+            sign = -1.0 if key == "Confidence (highest first)" else 1.0
+            order = sorted(
+                range(len(self._records)),
+                key=lambda row: (sign * self._records[row].confidence, _name_key(self._records[row])),
+            )
+        if order == list(range(len(order))):
+            return
+        self.layoutAboutToBeChanged.emit()
+        new_row = {old: new for new, old in enumerate(order)}
+        persistent = self.persistentIndexList()
+        self._records = [self._records[old] for old in order]
+        self._rows = {record.path: row for row, record in enumerate(self._records)}
+        self.changePersistentIndexList(persistent, [self.index(new_row[index.row()]) for index in persistent])
+        self.layoutChanged.emit()
+
     def _rows_changed(self, rows: Iterable[int]) -> None:
         rows = list(rows)
         if rows:
@@ -209,17 +236,21 @@ class PhotoListModel(QAbstractListModel):
 
 
 class PhotoFilterProxy(QSortFilterProxyModel):
-    """Breed filter, file-name search and sort order over the photos; re-applied on `refresh()`."""
+    """Breed filter and file-name search over the photos, and the sort order it asks the photos for.
 
-    SORT_KEYS = ("Name", "Confidence (highest first)", "Confidence (lowest first)")
+    Filter and order are re-applied on `refresh()` (the window calls it after each run and now and
+    then during one), not after every batch of results.
+    """
+
+    SORT_KEYS = SORT_KEYS
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
-        # Re-sorting thousands of rows after every batch of results would stall the window.
         self.setDynamicSortFilter(False)
         self._breed = ALL_BREEDS
         self._search = ""
         self._sort_key = "Name"
+        self._filtered = False
 
     @property
     def breed(self) -> str:
@@ -240,9 +271,18 @@ class PhotoFilterProxy(QSortFilterProxyModel):
         self.refresh()
 
     def refresh(self) -> None:
-        self.invalidate()
-        order = Qt.SortOrder.DescendingOrder if key_descending(self._sort_key) else Qt.SortOrder.AscendingOrder
-        self.sort(0, order)
+        self.sourceModel().sort_records(self._sort_key)
+        filtered = self._breed != ALL_BREEDS or bool(self._search)
+        if filtered or self._filtered:
+            self._refilter()
+        self._filtered = filtered
+
+    def _refilter(self) -> None:
+        if hasattr(self, "beginFilterChange"):  # Qt 6.9+ replaces invalidateRowsFilter with this pair
+            self.beginFilterChange()
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self.invalidateRowsFilter()
 
     def filterAcceptsRow(self, source_row: int, source_parent: ModelIndex) -> bool:
         record: PhotoRecord = self.sourceModel().record(source_row)
@@ -257,13 +297,6 @@ class PhotoFilterProxy(QSortFilterProxyModel):
             return record.classified and not record.is_cat
         return record.label == self._breed
 
-    def lessThan(self, left: ModelIndex, right: ModelIndex) -> bool:
-        model = self.sourceModel()
-        first, second = model.record(left.row()), model.record(right.row())
-        if self._sort_key == "Name":
-            return (first.path.name.casefold(), str(first.path)) < (second.path.name.casefold(), str(second.path))
-        return first.confidence < second.confidence
 
-
-def key_descending(key: str) -> bool:
-    return key == "Confidence (highest first)"
+def _name_key(record: PhotoRecord) -> tuple[str, str]:
+    return record.path.name.casefold(), str(record.path)

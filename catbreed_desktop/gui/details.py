@@ -1,0 +1,221 @@
+"""The details pane: the selected photo larger, its top three breeds, its file, and the review box.
+
+The review box is a type-ahead breed combo box: typing a few letters and pressing Enter sets the
+breed. The pane only reports what the person chose (`label_chosen`); the window records it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QPixmap, QResizeEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QCompleter,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from catbreed_desktop.gui.photo_model import NOT_CAT_TEXT, PhotoRecord
+from catbreed_desktop.gui.thumbnails import ThumbnailLoader
+
+PREVIEW_SIZE = 420
+TOP_K = 3
+
+
+class DetailsPane(QWidget):
+    """Shows one photo and lets the person confirm or correct its breed."""
+
+    label_chosen = Signal(str)
+    correction_cleared = Signal()
+
+    def __init__(self, loader: ThumbnailLoader, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._loader = loader
+        self._record: PhotoRecord | None = None
+        self.setMinimumWidth(280)
+
+        self.picture = QLabel("Select a photo to see it here.")
+        self.picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.picture.setMinimumHeight(240)
+        self.picture.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
+
+        self.top_labels: list[QLabel] = []
+        self.top_bars: list[QProgressBar] = []
+        top_form = QFormLayout()
+        for rank in range(TOP_K):
+            name, bar = QLabel("—"), QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setTextVisible(True)
+            bar.setFormat("")
+            self.top_labels.append(name)
+            self.top_bars.append(bar)
+            top_form.addRow(f"{rank + 1}.", _row(name, bar))
+
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.path_label = QLabel("")
+        self.path_label.setWordWrap(True)
+        self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.size_label = QLabel("")
+
+        self.breed_box = QComboBox()
+        self.breed_box.setEditable(True)
+        self.breed_box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.breed_box.setToolTip("Type a breed and press Enter to set it (Ctrl+L to come here)")
+        completer = QCompleter(self.breed_box.model(), self.breed_box)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        completer.setFilterMode(Qt.MatchFlag.MatchContains)
+        completer.setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+        self.breed_box.setCompleter(completer)
+        # The completer's popup passes Enter on to the line edit, which would report it twice:
+        # one choice per key press, taken once the event is over.
+        self._choice_timer = QTimer(self, singleShot=True, interval=0)
+        self._choice_timer.timeout.connect(self._choose_typed)
+        self.breed_box.lineEdit().returnPressed.connect(self._choice_timer.start)
+        self.set_button = QPushButton("Set breed")
+        self.set_button.clicked.connect(self._choose_typed)
+        self.clear_button = QPushButton("Use model's breed")
+        self.clear_button.clicked.connect(self.correction_cleared)
+        hint = QLabel(
+            "Keys: 1–3 pick the top breeds · Enter confirms · arrows move · Ctrl+L types a breed · "
+            "Backspace takes a correction back"
+        )
+        hint.setWordWrap(True)
+        hint.setEnabled(False)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.picture, 1)
+        layout.addLayout(top_form)
+        layout.addWidget(self.status)
+        review = QHBoxLayout()
+        review.addWidget(self.breed_box, 1)
+        review.addWidget(self.set_button)
+        layout.addLayout(review)
+        layout.addWidget(self.clear_button)
+        layout.addWidget(hint)
+        layout.addWidget(self.path_label)
+        layout.addWidget(self.size_label)
+        self._loader.ready.connect(self._thumbnail_ready)
+        self.show_record(None, 0.5)
+
+    def set_labels(self, labels: list[str]) -> None:
+        current = self.breed_box.currentText()
+        self.breed_box.clear()
+        self.breed_box.addItems(labels)
+        self.breed_box.setEditText(current)
+
+    def show_record(self, record: PhotoRecord | None, threshold: float) -> None:
+        self._record = record
+        enabled = record is not None and record.classified
+        for widget in (self.breed_box, self.set_button, self.clear_button):
+            widget.setEnabled(enabled)
+        if record is None:
+            self.picture.setPixmap(QPixmap())
+            self.picture.setText("Select a photo to see it here.")
+            for name, bar in zip(self.top_labels, self.top_bars, strict=True):
+                name.setText("—")
+                bar.setValue(0)
+                bar.setFormat("")
+            self.status.setText("")
+            self.path_label.setText("")
+            self.size_label.setText("")
+            return
+        self._show_picture()
+        top = record.prediction.top if record.prediction is not None else ()
+        for rank, (name, bar) in enumerate(zip(self.top_labels, self.top_bars, strict=True)):
+            if rank < len(top):
+                label, probability = top[rank]
+                name.setText(label)
+                bar.setValue(round(probability * 1000))
+                bar.setFormat(f"{probability:.1%}")
+            else:
+                name.setText("—")
+                bar.setValue(0)
+                bar.setFormat("")
+        self.status.setText(_status_text(record, threshold))
+        self.path_label.setText(str(record.path))
+        self.size_label.setText(_file_size(record.path))
+        if record.label is not None:
+            self.breed_box.setEditText(record.label)
+
+    def _show_picture(self) -> None:
+        if self._record is None:
+            return
+        image = self._loader.thumbnail(self._record.path, PREVIEW_SIZE)
+        if image is None:
+            self.picture.setPixmap(QPixmap())
+            self.picture.setText("Loading…")
+            return
+        pixmap = QPixmap.fromImage(image)
+        box = self.picture.size()
+        if pixmap.width() > box.width() or pixmap.height() > box.height():
+            pixmap = pixmap.scaled(
+                box, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+            )
+        self.picture.setPixmap(pixmap)
+        self.size_label.setText(f"{_file_size(self._record.path)} · {image.width()}×{image.height()} preview")
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._show_picture()  # fit the photo to the pane's new size
+
+    def _thumbnail_ready(self, path: str, size: int) -> None:
+        if self._record is not None and size == PREVIEW_SIZE and path == str(self._record.path):
+            self._show_picture()
+
+    def _choose_typed(self) -> None:
+        text = self.breed_box.currentText().strip()
+        labels = [self.breed_box.itemText(i) for i in range(self.breed_box.count())]
+        match = next((label for label in labels if label.casefold() == text.casefold()), None)
+        if match is None:
+            # Type-ahead: a unique partial match is meant, anything else is a typo to fix.
+            partial = [label for label in labels if text.casefold() in label.casefold()]
+            match = partial[0] if len(partial) == 1 else None
+        if match is None:
+            self.status.setText(f"“{text}” is not a breed of this model; pick one from the list.")
+            return
+        self.label_chosen.emit(match)
+
+
+def _row(name: QLabel, bar: QProgressBar) -> QWidget:
+    widget = QWidget()
+    layout = QHBoxLayout(widget)
+    layout.setContentsMargins(0, 0, 0, 0)
+    name.setMinimumWidth(120)
+    layout.addWidget(name, 1)
+    layout.addWidget(bar, 1)
+    return widget
+
+
+def _status_text(record: PhotoRecord, threshold: float) -> str:
+    if not record.classified:
+        return "Not classified yet."
+    if record.corrected_label is not None:
+        return f"Corrected by you: {record.corrected_label} (counts as sure when sorting)."
+    if record.reviewed:
+        return f"Confirmed by you: {record.label}."
+    if not record.is_cat:
+        return f"{NOT_CAT_TEXT}? The model thinks this photo may not show a cat."
+    if record.confidence < threshold:
+        return f"Unsure: below the {threshold:.0%} threshold; sorting puts it in “Unsure”."
+    return "Press Enter to confirm, or pick another breed."
+
+
+def _file_size(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "file not found"
+    for unit in ("bytes", "KB", "MB"):
+        if size < 1024 or unit == "MB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""

@@ -1,0 +1,136 @@
+"""The thumbnail grid: a QListView in icon mode and the delegate that paints each photo.
+
+The delegate asks the thumbnail loader for a picture only while painting, so only photos that
+are on screen are ever decoded; each cell shows the top breed and its confidence, in orange when
+the photo is below the threshold or may not be a cat.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QKeyEvent, QPainter, QPalette
+from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem
+
+from catbreed_desktop.gui.photo_model import PhotoRecord, RecordRole
+from catbreed_desktop.gui.thumbnails import ThumbnailLoader
+
+CAPTION_HEIGHT = 36
+PADDING = 6
+UNSURE_COLOUR = QColor(214, 120, 0)
+REVIEWED_COLOUR = QColor(30, 140, 60)
+
+
+class PhotoDelegate(QStyledItemDelegate):
+    """Paints a thumbnail with its breed caption; thumbnails are requested lazily."""
+
+    def __init__(
+        self, loader: ThumbnailLoader, thumbnail_size: int, threshold_source: Any, parent=None
+    ) -> None:
+        super().__init__(parent)
+        self._loader = loader
+        self.thumbnail_size = thumbnail_size
+        self._threshold_source = threshold_source  # the photo model, whose threshold moves with the slider
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
+        return QSize(self.thumbnail_size + 2 * PADDING, self.thumbnail_size + CAPTION_HEIGHT + 2 * PADDING)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        record: PhotoRecord | None = index.data(RecordRole)
+        if record is None:
+            return
+        painter.save()
+        style = option.widget.style() if option.widget else None
+        if style is not None:
+            style.drawPrimitive(QStyle.PrimitiveElement.PE_PanelItemViewItem, option, painter, option.widget)
+        size = self.thumbnail_size
+        cell = option.rect
+        picture_box = QRect(cell.x() + PADDING, cell.y() + PADDING, cell.width() - 2 * PADDING, size)
+        image = self._loader.thumbnail(record.path, size)
+        if image is not None:
+            scaled = image.size().scaled(picture_box.size(), Qt.AspectRatioMode.KeepAspectRatio)
+            target = QRect(0, 0, scaled.width(), scaled.height())
+            target.moveCenter(picture_box.center())
+            painter.drawImage(target, image)
+        else:
+            painter.fillRect(
+                picture_box.adjusted(8, 8, -8, -8), option.palette.color(QPalette.ColorRole.AlternateBase)
+            )
+
+        unsure = record.is_unsure(self._threshold_source.threshold)
+        caption_box = QRect(
+            cell.x() + PADDING, picture_box.bottom() + 4, cell.width() - 2 * PADDING, CAPTION_HEIGHT - 4
+        )
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        if selected:
+            colour = option.palette.color(QPalette.ColorRole.HighlightedText)
+        elif unsure:
+            colour = UNSURE_COLOUR
+        elif record.reviewed or record.corrected_label is not None:
+            colour = REVIEWED_COLOUR
+        else:
+            colour = option.palette.color(QPalette.ColorRole.Text)
+        painter.setPen(colour)
+        font = QFont(option.font)
+        font.setBold(unsure)
+        painter.setFont(font)
+        caption = record.caption() + ("  (unsure)" if unsure and record.is_cat else "")
+        metrics = painter.fontMetrics()
+        first_line = metrics.elidedText(caption, Qt.TextElideMode.ElideRight, caption_box.width())
+        painter.drawText(caption_box, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, first_line)
+        painter.setFont(option.font)
+        painter.setPen(option.palette.color(QPalette.ColorRole.PlaceholderText) if not selected else colour)
+        name = metrics.elidedText(record.path.name, Qt.TextElideMode.ElideMiddle, caption_box.width())
+        painter.drawText(caption_box, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom, name)
+        painter.restore()
+
+
+class PhotoGrid(QListView):
+    """Icon-mode list of photos laid out in batches, so thousands of items never block the window.
+
+    Review keys: 1-9 pick the model's breed of that rank, Enter confirms, Backspace or Delete
+    takes a correction back; arrow keys move as in any list.
+    """
+
+    rank_chosen = Signal(int)
+    confirmed = Signal()
+    correction_cleared = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setUniformItemSizes(True)
+        self.setLayoutMode(QListView.LayoutMode.Batched)
+        self.setBatchSize(200)
+        self.setSpacing(4)
+        self.setWordWrap(False)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setDragEnabled(False)
+        self.setAcceptDrops(False)  # drops go to the window, which adds the files
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+
+    def set_cell_size(self, delegate: PhotoDelegate, thumbnail_size: int) -> None:
+        delegate.thumbnail_size = thumbnail_size
+        self.setGridSize(delegate.sizeHint(QStyleOptionViewItem(), QModelIndex()) + QSize(4, 4))
+        self.scheduleDelayedItemsLayout()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        key, modifiers = event.key(), event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        if modifiers == Qt.KeyboardModifier.NoModifier:
+            if Qt.Key.Key_1 <= key <= Qt.Key.Key_9:
+                self.rank_chosen.emit(key - Qt.Key.Key_1)
+                return
+            if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                self.confirmed.emit()
+                return
+            if key in (Qt.Key.Key_Backspace, Qt.Key.Key_Delete):
+                self.correction_cleared.emit()
+                return
+        super().keyPressEvent(event)
+
+    def keyboardSearch(self, search: str) -> None:
+        # Letters are review shortcuts in this window; jumping by file name would fight them.
+        return

@@ -1,0 +1,211 @@
+"""The sort dialog: target folder, copy or move, threshold, and a preview of every planned operation.
+
+The preview is the core's `plan_sort` output as it stands; nothing on disk changes until the
+person presses Sort, and then the window executes exactly the plan that was shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from catbreed_desktop.core.sorting import SortItem, SortPlan, plan_sort
+
+COLUMNS = ("Photo", "Folder", "New path", "Action")
+
+
+class PlanTableModel(QAbstractTableModel):
+    """The operations of a sort plan as table rows."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._operations: list[Any] = []
+
+    def set_plan(self, plan: SortPlan | None) -> None:
+        self.beginResetModel()
+        self._operations = list(plan.operations) if plan is not None else []
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._operations)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    def data(
+        self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if not index.isValid() or role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+            return None
+        operation = self._operations[index.row()]
+        column = index.column()
+        if column == 0:
+            return str(operation.source) if role == Qt.ItemDataRole.ToolTipRole else operation.source.name
+        if column == 1:
+            return operation.folder
+        if column == 2:
+            return str(operation.destination)
+        action = operation.action
+        return "already there (left in place)" if action == "duplicate" else action
+
+
+class SortDialog(QDialog):
+    """Asks where and how to sort, shows the plan, and returns it from `plan()` when accepted."""
+
+    def __init__(
+        self,
+        items: Sequence[SortItem],
+        target: str,
+        mode: str,
+        threshold: float,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Sort photos into breed folders")
+        self.resize(900, 560)
+        self._items = list(items)
+        self._plan: SortPlan | None = None
+
+        self.target_edit = QLineEdit(target)
+        self.target_edit.setPlaceholderText("Folder that will hold one folder per breed")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        target_row = QHBoxLayout()
+        target_row.addWidget(self.target_edit, 1)
+        target_row.addWidget(browse)
+        self.move_button = QRadioButton("Move (the photos leave their folder)")
+        self.copy_button = QRadioButton("Copy (the originals stay)")
+        (self.copy_button if mode == "copy" else self.move_button).setChecked(True)
+        mode_row = QHBoxLayout()
+        mode_row.addWidget(self.move_button)
+        mode_row.addWidget(self.copy_button)
+        mode_row.addStretch(1)
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(0.0, 1.0)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setDecimals(2)
+        self.threshold_spin.setValue(threshold)
+        self.threshold_spin.setToolTip("Photos below this confidence go to the “Unsure” folder")
+
+        form = QFormLayout()
+        form.addRow("Target folder:", target_row)
+        form.addRow("Files:", mode_row)
+        form.addRow("Minimum confidence:", self.threshold_spin)
+
+        self.table_model = PlanTableModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.table_model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setColumnWidth(0, 200)
+        self.table.setColumnWidth(1, 140)
+        self.table.setColumnWidth(2, 420)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self.sort_button = self.buttons.addButton("Sort", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(QLabel(f"Preview of what will happen to {len(self._items)} classified photos:"))
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.buttons)
+
+        # Typing a path replans once the typing pauses, not on every key.
+        self._replan_timer = QTimer(self, singleShot=True, interval=250)
+        self._replan_timer.timeout.connect(self.update_preview)
+        self.target_edit.textChanged.connect(self._replan_timer.start)
+        self.move_button.toggled.connect(self._replan_timer.start)
+        self.threshold_spin.valueChanged.connect(self._replan_timer.start)
+        self.update_preview()
+
+    @property
+    def target(self) -> str:
+        return self.target_edit.text().strip()
+
+    @property
+    def mode(self) -> str:
+        return "copy" if self.copy_button.isChecked() else "move"
+
+    @property
+    def threshold(self) -> float:
+        return float(self.threshold_spin.value())
+
+    def plan(self) -> SortPlan | None:
+        """The plan shown in the preview (None when the options do not make one)."""
+        if self._replan_timer.isActive():
+            self._replan_timer.stop()
+            self.update_preview()
+        return self._plan
+
+    def update_preview(self) -> None:
+        self._plan = None
+        if not self.target:
+            self.summary.setText("Choose a target folder to see the plan.")
+        elif not self._items:
+            self.summary.setText("There are no classified photos to sort yet.")
+        else:
+            try:
+                self._plan = plan_sort(self._items, Path(self.target), self.mode, self.threshold)
+            except (OSError, ValueError) as error:
+                self.summary.setText(f"Cannot sort into this folder: {error}")
+            else:
+                self.summary.setText(_summary_text(self._plan))
+        self.table_model.set_plan(self._plan)
+        self.sort_button.setEnabled(self._plan is not None and bool(self._plan.operations))
+
+    def accept(self) -> None:
+        if self.plan() is None:
+            return
+        super().accept()
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Sort into folder", self.target)
+        if folder:
+            self.target_edit.setText(folder)
+            self.update_preview()
+
+
+def _summary_text(plan: SortPlan) -> str:
+    counts = plan.summary()
+    folders = ", ".join(f"{name}: {count}" for name, count in plan.folders().items())
+    action = "moved" if plan.mode == "move" else "copied"
+    text = f"{counts[plan.mode]} photos will be {action} into {plan.target}"
+    if counts["duplicate"]:
+        text += f"; {counts['duplicate']} are already there and stay where they are"
+    if not plan.operations:
+        return "Every photo is already in its folder: nothing to do."
+    return f"{text}. Folders — {folders}."

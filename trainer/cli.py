@@ -1,0 +1,261 @@
+"""`python -m trainer`: argument parsing and dispatch to the subcommand modules.
+
+Exit status: 0 success, 1 a check failed (e.g. an export that disagrees with PyTorch), 2 usage or
+input errors (printed as one line, no traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+PROGRAM = "python -m trainer"
+USAGE_ERROR = 2
+CHECK_FAILED = 1
+INTERRUPTED = 130
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _add_model_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base-model",
+        metavar="ID_OR_DIR",
+        help="Hugging Face model id (e.g. google/vit-base-patch16-224-in21k) or local checkpoint folder",
+    )
+    parser.add_argument("--preset", choices=("tiny",), help="a tiny ViT from scratch instead (for tests)")
+    parser.add_argument(
+        "--image-size", type=_positive, default=224, help="input size in pixels (default 224)"
+    )
+    parser.add_argument("--seed", type=int, default=83)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description="Train, evaluate and export CatBreed models.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    prepare = commands.add_parser("prepare", help="merge, clean, deduplicate and split datasets")
+    prepare.add_argument(
+        "--data", action="append", required=True, type=Path, metavar="DIR_OR_CSV",
+        help="folder with one sub-folder per breed, or a CSV with path,label (repeatable)",
+    )  # fmt: skip
+    prepare.add_argument("--out", required=True, type=Path, metavar="WORKDIR")
+    prepare.add_argument("--top-breeds", type=_positive, default=50, help="keep the N most common breeds")
+    prepare.add_argument("--seed", type=int, default=83)
+    prepare.add_argument(
+        "--aliases", type=Path, metavar="FILE", help="JSON alias table (default: trainer/aliases.json)"
+    )
+    prepare.add_argument("--workers", type=_positive, default=2, help="decoding threads (default 2)")
+    prepare.set_defaults(handler=_prepare)
+
+    baseline = commands.add_parser("baseline", help="logistic regression on frozen backbone features")
+    baseline.add_argument("workdir", type=Path, metavar="WORKDIR")
+    _add_model_source(baseline)
+    baseline.add_argument("--batch-size", type=_positive, default=16)
+    baseline.set_defaults(handler=_baseline)
+
+    train = commands.add_parser("train", help="fine-tune a classifier (resumes an interrupted run)")
+    train.add_argument("workdir", type=Path, metavar="WORKDIR")
+    _add_model_source(train)
+    train.add_argument("--epochs", type=_positive, default=3)
+    train.add_argument("--batch-size", type=_positive, default=8)
+    train.add_argument("--lr", type=float, default=1e-4)
+    train.add_argument("--weight-decay", type=float, default=1e-3)
+    train.add_argument(
+        "--freeze-layers", type=int, default=0, metavar="K", help="freeze embeddings + first K layers"
+    )
+    train.add_argument("--max-steps", type=_positive, help="stop (resumably) after this many steps in all")
+    train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    train.add_argument("--save-every", type=_positive, default=50, help="save the resume state every N steps")
+    train.add_argument("--mlflow-uri", metavar="URI", help="also log to this MLflow tracking server/folder")
+    train.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="test metrics, calibration, confusion matrix, OOD detector"
+    )
+    evaluate.add_argument("workdir", type=Path, metavar="WORKDIR")
+    evaluate.add_argument("--checkpoint", type=Path, metavar="DIR", help="default: WORKDIR/checkpoints/best")
+    evaluate.add_argument("--batch-size", type=_positive, default=16)
+    evaluate.set_defaults(handler=_evaluate)
+
+    export = commands.add_parser("export", help="ONNX export, checked against PyTorch, as a model bundle")
+    export.add_argument("workdir", type=Path, metavar="WORKDIR")
+    export.add_argument("--out", required=True, type=Path, metavar="BUNDLE_DIR")
+    export.add_argument("--checkpoint", type=Path, metavar="DIR", help="default: WORKDIR/checkpoints/best")
+    export.add_argument("--int8", action="store_true", help="ship a dynamically quantised int8 model")
+    export.add_argument(
+        "--int8-min-agreement", type=float, default=0.9, metavar="SHARE",
+        help="refuse an int8 model agreeing with fp32 on fewer test photos than this (default 0.9)",
+    )  # fmt: skip
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 17 (default 18)")
+    export.add_argument("--check-photos", type=_positive, default=64, help="validation photos to compare on")
+    export.set_defaults(handler=_export)
+
+    engine = commands.add_parser("build-engine", help="build the TensorRT engine of a bundle (needs a GPU)")
+    engine.add_argument("bundle", type=Path, metavar="BUNDLE_DIR")
+    engine.add_argument("--fp16", action="store_true")
+    engine.add_argument("--batch-size", type=_positive, default=8)
+    engine.set_defaults(handler=_build_engine)
+
+    report = commands.add_parser("report", help="write a Markdown model card")
+    report.add_argument("workdir", type=Path, metavar="WORKDIR")
+    report.add_argument("--out", required=True, type=Path, metavar="MODEL_CARD.md")
+    report.add_argument(
+        "--bundle", type=Path, metavar="DIR", help="default: the bundle the last export wrote"
+    )
+    report.add_argument("--speed-photos", type=_positive, default=32, help="photos timed for the speed table")
+    report.set_defaults(handler=_report)
+
+    for module_name in ("trainer.backbone_import", "trainer.negatives"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ImportError:
+            continue  # written by another engineer; the other commands work without it
+        module.register(commands)
+    return parser
+
+
+def command_line(argv: list[str] | None) -> str:
+    return f"{PROGRAM} {shlex.join(sys.argv[1:] if argv is None else argv)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return USAGE_ERROR
+    args.command_line = command_line(argv)
+    from trainer.errors import CheckFailed, user_errors
+
+    try:
+        return int(handler(args) or 0)
+    except CheckFailed as failure:
+        print(f"{PROGRAM}: check failed: {failure}", file=sys.stderr)
+        return CHECK_FAILED
+    except user_errors() as error:
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print(f"\n{PROGRAM}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+# ------------------------------------------------------------------------------------- handlers
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from trainer.dataset import format_count_table, prepare
+
+    summary = prepare(args.data, args.out, args.top_breeds, args.seed, args.aliases, args.workers)
+    print(format_count_table(summary["counts"]))
+    dup = summary["duplicates"]
+    print(
+        f"\n{summary['photos_kept']} photos kept of {summary['photos_found']} found; "
+        f"{len(summary['unreadable'])} unreadable, {len(summary['dropped_breeds'])} breeds outside the top "
+        f"{summary['top_breeds']}; {dup['exact_duplicate_pairs']} exact and {dup['near_duplicate_pairs']} near "
+        f"duplicate pairs kept inside one split"
+    )
+    for path, reason in summary["unreadable"].items():
+        print(f"  unreadable: {path}: {reason}", file=sys.stderr)
+    for old, new in summary["renamed_breeds"].items():
+        print(f"  breed name {old!r} read as {new!r}", file=sys.stderr)
+    print(f"wrote {args.out / 'manifest.csv'}, labels.json and summary.json")
+    return 0
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from trainer.baseline import run_baseline
+
+    metrics = run_baseline(
+        args.workdir, args.base_model, args.preset, args.image_size, args.seed, args.batch_size
+    )
+    test = metrics["test"]
+    print(
+        f"baseline (C={metrics['C']}): test accuracy {test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f} "
+        f"on {test['count']} photos -> {args.workdir / 'baseline' / 'metrics.json'}"
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from trainer.train import TrainSettings, train
+
+    settings = TrainSettings(
+        base_model=args.base_model,
+        preset=args.preset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        image_size=args.image_size,
+        freeze_layers=args.freeze_layers,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        workers=args.workers,
+        save_every=args.save_every,
+        mlflow_uri=args.mlflow_uri,
+        restart=args.restart,
+    )
+    position = train(args.workdir, settings)
+    if position.get("finished"):
+        print(
+            f"trained {settings.epochs} epochs ({position['global_step']} steps); best validation macro F1 "
+            f"{position['best_macro_f1']:.4f} at epoch {position['best_epoch']} -> "
+            f"{args.workdir / 'checkpoints' / 'best'}"
+        )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from trainer.evaluate import evaluate, format_summary
+
+    metrics = evaluate(args.workdir, args.checkpoint, args.batch_size)
+    print(format_summary(metrics))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from trainer.export import ExportSettings, export
+
+    result = export(
+        args.workdir,
+        args.out,
+        ExportSettings(
+            checkpoint=args.checkpoint,
+            int8=args.int8,
+            opset=args.opset,
+            check_photos=args.check_photos,
+            command_line=args.command_line,
+            int8_min_agreement=args.int8_min_agreement,
+        ),
+    )
+    print(result.describe())
+    return 0
+
+
+def _build_engine(args: argparse.Namespace) -> int:
+    from catbreed_desktop.core.bundle import load_bundle
+    from catbreed_desktop.core.engines import build_tensorrt_engine
+
+    bundle = load_bundle(args.bundle)
+    path = build_tensorrt_engine(bundle, fp16=args.fp16, batch_size=args.batch_size)
+    print(f"TensorRT engine ready: {path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from trainer.report import write_report
+
+    path = write_report(args.workdir, args.out, args.bundle, args.speed_photos)
+    print(f"wrote model card {path}")
+    return 0

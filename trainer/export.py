@@ -1,0 +1,379 @@
+"""`export`: a checkpoint as an ONNX model bundle the app loads as is, proven against PyTorch first.
+
+The graph (opset 17+, real LayerNormalization ops) takes `pixel_values` with a dynamic batch
+axis and returns `logits` and `embedding`. Before anything is written, ONNX Runtime's outputs on
+real validation photos are compared with PyTorch's: any top-1 disagreement or a logit difference
+over 1e-3 refuses the export. With `--int8` the weights are quantised dynamically (per-channel
+or per-tensor, whichever agrees better with fp32), its agreement and test accuracy are
+measured, and the bundle ships the int8 model. The bundle records labels, architecture,
+preprocessing, calibration temperature, OOD detector, evaluation metrics and provenance.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, write_bundle
+from catbreed_desktop.core.imaging import Preprocessing, load_and_preprocess
+from trainer.dataset import SUMMARY_FILE, read_labels, read_manifest, split_samples
+from trainer.errors import CheckFailed, TrainerError
+from trainer.evaluate import EVAL_DIR, OOD_FILE, OOD_PERCENTILE, default_checkpoint, load_ood
+from trainer.metrics import classification_scores
+from trainer.modeling import LogitsAndEmbedding, checkpoint_labels, load_checkpoint
+from trainer.progress import bar
+
+MIN_OPSET = 17
+FP32_TOLERANCE = 1e-3
+EXPORT_DIR = "export"
+CHECK_BATCH = 16
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    checkpoint: Path | None = None
+    int8: bool = False
+    opset: int = 18
+    check_photos: int = 64
+    command_line: str = ""
+    int8_min_agreement: float = 0.9
+
+
+@dataclass
+class ExportResult:
+    bundle: ModelBundle
+    fp32_check: dict
+    int8_check: dict | None = None
+    graph: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        c = self.fp32_check
+        lines = [
+            f"ONNX opset {self.graph['opset']}, {self.graph['layer_norm_ops']} LayerNormalization ops; "
+            f"checked on {c['photos']} real photos: max |logit diff| {c['max_abs_logit_diff']:.2e}, "
+            f"top-1 agreement {c['top1_agreement']:.2%}"
+        ]
+        if self.int8_check:
+            q = self.int8_check
+            lines.append(
+                f"int8 ({q['quantisation']}): top-1 agreement with fp32 {q['top1_agreement_vs_fp32']:.2%}; "
+                f"test accuracy {q['test_accuracy_fp32']:.4f} fp32 -> {q['test_accuracy_int8']:.4f} int8; "
+                f"{q['fp32_size_mb']:.1f} MB -> {q['int8_size_mb']:.1f} MB"
+            )
+        lines.append(f"bundle written to {self.bundle.path} ({self.bundle.model_file})")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ export
+
+
+def export_onnx(model: torch.nn.Module, image_size: int, path: Path, opset: int = 18) -> Path:
+    """Export (logits, embedding) of `model` to one self-contained ONNX file."""
+    if opset < MIN_OPSET:
+        raise TrainerError(f"--opset {opset} is too old: LayerNormalization needs opset {MIN_OPSET} or later")
+    wrapper = LogitsAndEmbedding(model, image_size).eval()
+    example = torch.zeros(2, 3, image_size, image_size)  # batch 2: a batch of 1 would be specialised
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=[LOGITS_NAME, EMBEDDING_NAME],
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+            dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1, max=1024)}},
+        )
+    program.save(str(path), external_data=False)  # the bundle holds one file
+    return path
+
+
+def inspect_graph(path: Path, opset: int) -> dict:
+    """Check the exported graph's interface and that layer norms are real LayerNormalization ops."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    ops = [node.op_type for node in model.graph.node]
+    # Functions hold ops too when the exporter keeps modules as local functions.
+    ops += [node.op_type for function in model.functions for node in function.node]
+    default_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    inputs = [i.name for i in model.graph.input]
+    outputs = [o.name for o in model.graph.output]
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    problems = []
+    if inputs != [INPUT_NAME]:
+        problems.append(f"inputs are {inputs}, not [{INPUT_NAME!r}]")
+    if outputs[:2] != [LOGITS_NAME, EMBEDDING_NAME]:
+        problems.append(f"outputs are {outputs}, not [{LOGITS_NAME!r}, {EMBEDDING_NAME!r}]")
+    if default_opset < MIN_OPSET:
+        problems.append(f"opset {default_opset} is below {MIN_OPSET}")
+    if "LayerNormalization" not in ops:
+        problems.append("no LayerNormalization op (layer norms were decomposed)")
+    if batch_dim.dim_value:
+        problems.append(f"the batch axis is fixed at {batch_dim.dim_value}, not dynamic")
+    if problems:
+        raise CheckFailed(f"exported graph {path}: " + "; ".join(problems))
+    return {
+        "opset": default_opset,
+        "layer_norm_ops": ops.count("LayerNormalization"),
+        "nodes": len(ops),
+        "batch_axis": batch_dim.dim_param,
+    }
+
+
+# ---------------------------------------------------------------------------------------- checking
+
+
+def onnx_session(path: Path):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_outputs(path: Path, pixels: np.ndarray, description: str) -> tuple[np.ndarray, np.ndarray]:
+    session = onnx_session(path)
+    logits, embeddings = [], []
+    starts = range(0, len(pixels), CHECK_BATCH)
+    for start in bar(starts, description, total=len(starts), unit="batch"):
+        out = session.run([LOGITS_NAME, EMBEDDING_NAME], {INPUT_NAME: pixels[start : start + CHECK_BATCH]})
+        logits.append(out[0])
+        embeddings.append(out[1])
+    return np.concatenate(logits), np.concatenate(embeddings)
+
+
+@torch.no_grad()
+def torch_outputs(wrapper: LogitsAndEmbedding, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    logits, embeddings = [], []
+    for start in range(0, len(pixels), CHECK_BATCH):
+        out = wrapper(torch.from_numpy(pixels[start : start + CHECK_BATCH]))
+        logits.append(out[0].numpy())
+        embeddings.append(out[1].numpy())
+    return np.concatenate(logits), np.concatenate(embeddings)
+
+
+def load_pixels(paths: list[Path], spec: Preprocessing, description: str) -> np.ndarray:
+    return np.stack([load_and_preprocess(p, spec) for p in bar(paths, description, total=len(paths))])
+
+
+def compare_fp32(reference: tuple[np.ndarray, np.ndarray], exported: tuple[np.ndarray, np.ndarray]) -> dict:
+    return {
+        "photos": len(reference[0]),
+        "max_abs_logit_diff": float(np.abs(reference[0] - exported[0]).max()),
+        "max_abs_embedding_diff": float(np.abs(reference[1] - exported[1]).max()),
+        "top1_agreement": float(np.mean(reference[0].argmax(1) == exported[0].argmax(1))),
+        "tolerance": FP32_TOLERANCE,
+    }
+
+
+def quantise_int8(
+    fp32_path: Path, out_dir: Path, check_pixels: np.ndarray, fp32_logits: np.ndarray
+) -> tuple[Path, dict]:
+    """Dynamic QInt8 weights, per-channel and per-tensor; keep whichever agrees better with fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = out_dir / "model_fp32_prepared.onnx"
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        # Shape inference and graph clean-up first, as ONNX Runtime advises for quantisation.
+        quant_pre_process(str(fp32_path), str(source), skip_symbolic_shape=False)
+    except Exception as error:  # pre-processing is an optimisation; quantise the plain export instead
+        print(f"note: quantisation pre-processing skipped ({error})", file=sys.stderr)
+        source = fp32_path
+    candidates = {}
+    for per_channel in (True, False):
+        name = "per-channel" if per_channel else "per-tensor"
+        path = out_dir / f"model_int8_{name}.onnx"
+        quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8, per_channel=per_channel)
+        logits, _ = onnx_outputs(path, check_pixels, f"checking int8 {name}")
+        candidates[name] = (
+            float(np.mean(logits.argmax(1) == fp32_logits.argmax(1))),
+            -float(np.abs(logits - fp32_logits).max()),
+            path,
+        )
+    name = max(candidates, key=lambda k: candidates[k][:2])
+    agreement, negative_diff, path = candidates[name]
+    return path, {
+        "quantisation": f"dynamic QInt8 weights, {name}",
+        "top1_agreement_vs_fp32_check_photos": agreement,
+        "max_abs_logit_diff_vs_fp32": -negative_diff,
+        "candidates": {
+            k: {"top1_agreement": v[0], "max_abs_logit_diff": -v[1]} for k, v in candidates.items()
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------- provenance
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def provenance(workdir: Path, checkpoint: Path, origin: dict, command_line: str) -> dict:
+    import onnxruntime
+    import transformers
+
+    summary_path = workdir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return {
+        "command_line": command_line or " ".join(sys.argv),
+        "data_sources": summary.get("sources"),
+        "data_photos": summary.get("photos_kept"),
+        "split_seed": summary.get("seed"),
+        "workdir": str(workdir.resolve()),
+        "checkpoint": str(checkpoint.resolve()),
+        "base_model": origin.get("base_model"),
+        "preset": origin.get("preset"),
+        "git_commit": git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "software": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def export(workdir: str | Path, out_dir: str | Path, settings: ExportSettings) -> ExportResult:
+    """Export, check, optionally quantise, and write the bundle; raises `CheckFailed` on disagreement."""
+    workdir = Path(workdir)
+    checkpoint = Path(settings.checkpoint) if settings.checkpoint else default_checkpoint(workdir)
+    model, spec, origin = load_checkpoint(checkpoint)
+    labels = checkpoint_labels(model)
+    eval_metrics = _evaluation_of(workdir, checkpoint)
+    if labels != read_labels(workdir):
+        raise TrainerError(f"{checkpoint} was trained on other breeds than {workdir / 'labels.json'} lists")
+    samples = read_manifest(workdir)
+    check_samples = (split_samples(samples, "val") + split_samples(samples, "test"))[: settings.check_photos]
+    test_samples = split_samples(samples, "test")
+
+    scratch = workdir / EXPORT_DIR
+    scratch.mkdir(parents=True, exist_ok=True)
+    fp32_path = export_onnx(model, spec.size, scratch / "model_fp32.onnx", settings.opset)
+    graph = inspect_graph(fp32_path, settings.opset)
+
+    check_pixels = load_pixels([s.path for s in check_samples], spec, "loading check photos")
+    reference = torch_outputs(LogitsAndEmbedding(model, spec.size).eval(), check_pixels)
+    exported = onnx_outputs(fp32_path, check_pixels, "checking ONNX fp32")
+    fp32_check = compare_fp32(reference, exported)
+    if fp32_check["top1_agreement"] < 1.0 or fp32_check["max_abs_logit_diff"] > FP32_TOLERANCE:
+        raise CheckFailed(
+            f"the ONNX export disagrees with PyTorch on {fp32_check['photos']} validation photos: top-1 "
+            f"agreement {fp32_check['top1_agreement']:.2%}, max |logit diff| {fp32_check['max_abs_logit_diff']:.2e} "
+            f"(tolerance {FP32_TOLERANCE:.0e}); no bundle was written"
+        )
+
+    ood = load_ood(workdir / EVAL_DIR / OOD_FILE)
+    shipped = fp32_path
+    int8_check = None
+    if settings.int8:
+        shipped, int8_check = quantise_int8(fp32_path, scratch, check_pixels, exported[0])
+        index = {label: i for i, label in enumerate(labels)}
+        targets = np.array([index[s.label] for s in test_samples])
+        test_pixels = load_pixels([s.path for s in test_samples], spec, "loading test photos")
+        fp32_test = onnx_outputs(fp32_path, test_pixels, "test fp32")[0].argmax(1)
+        int8_test = onnx_outputs(shipped, test_pixels, "test int8")[0].argmax(1)
+        fp32_scores = classification_scores(targets, fp32_test, len(labels))
+        int8_scores = classification_scores(targets, int8_test, len(labels))
+        int8_check |= {
+            "top1_agreement_vs_fp32": float(np.mean(fp32_test == int8_test)),
+            "test_photos": len(targets),
+            "test_accuracy_fp32": fp32_scores["accuracy"],
+            "test_accuracy_int8": int8_scores["accuracy"],
+            "test_macro_f1_fp32": fp32_scores["macro_f1"],
+            "test_macro_f1_int8": int8_scores["macro_f1"],
+            "fp32_size_mb": fp32_path.stat().st_size / 1e6,
+            "int8_size_mb": shipped.stat().st_size / 1e6,
+        }
+        if int8_check["top1_agreement_vs_fp32"] < settings.int8_min_agreement:
+            raise CheckFailed(
+                f"the int8 model agrees with fp32 on only {int8_check['top1_agreement_vs_fp32']:.2%} of test "
+                f"photos (minimum {settings.int8_min_agreement:.0%}); export without --int8"
+            )
+        if ood is not None:
+            ood = _rethreshold_for(shipped, ood, [s.path for s in split_samples(samples, "val")], spec)
+            int8_check["ood_threshold_int8"] = ood["threshold"]
+
+    metrics = {
+        "test": eval_metrics["test"],
+        "validation": eval_metrics["validation"],
+        "calibration": {
+            k: eval_metrics["calibration"][k]
+            for k in ("temperature", "fitted_on", "bins", "test_ece_before", "test_ece_after")
+        },
+        "per_breed": eval_metrics["per_breed"],
+        "ood": eval_metrics["ood"],
+        "export_check": fp32_check,
+    }
+    baseline_path = workdir / "baseline" / "metrics.json"
+    if baseline_path.is_file():
+        metrics["baseline_test"] = json.loads(baseline_path.read_text())["test"]
+    if int8_check:
+        metrics["int8"] = int8_check
+    bundle = write_bundle(
+        out_dir,
+        shipped,
+        labels=labels,
+        architecture=origin.get("architecture", type(model).__name__),
+        preprocessing=spec,
+        temperature=eval_metrics["calibration"]["temperature"],
+        metrics=metrics,
+        provenance=provenance(workdir, checkpoint, origin, settings.command_line)
+        | {"precision": "int8" if settings.int8 else "fp32"},
+        ood=ood,
+    )
+    record = {"bundle": str(bundle.path), "graph": graph, "fp32_check": fp32_check, "int8": int8_check}
+    (scratch / "metrics.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return ExportResult(bundle=bundle, fp32_check=fp32_check, int8_check=int8_check, graph=graph)
+
+
+def _evaluation_of(workdir: Path, checkpoint: Path) -> dict:
+    path = workdir / EVAL_DIR / "metrics.json"
+    if not path.is_file():
+        raise TrainerError(f"{path} not found; run `python -m trainer evaluate {workdir}` before exporting")
+    metrics = json.loads(path.read_text())
+    if Path(metrics["checkpoint"]) != checkpoint.resolve():
+        raise TrainerError(
+            f"{path} evaluates {metrics['checkpoint']}, not {checkpoint}; run evaluate with --checkpoint {checkpoint}"
+        )
+    return metrics
+
+
+def _rethreshold_for(model_path: Path, ood: dict, val_paths: list[Path], spec: Preprocessing) -> dict:
+    """Keep the detector's means and precision, but set its threshold on the shipped model's own
+    validation embeddings, so quantisation noise does not shift the share of flagged cats."""
+    from catbreed_desktop.core.ood import mahalanobis_scores
+
+    _, embeddings = onnx_outputs(
+        model_path, load_pixels(val_paths, spec, "loading validation photos"), "OOD int8"
+    )
+    scores = mahalanobis_scores(embeddings, np.asarray(ood["means"]), np.asarray(ood["precision"]))
+    return ood | {"threshold": float(np.percentile(scores, OOD_PERCENTILE))}

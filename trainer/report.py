@@ -1,0 +1,275 @@
+"""`report`: a Markdown model card from what prepare, baseline, train, evaluate and export wrote.
+
+It also measures speed on this CPU: photos per second of the bundle under ONNX Runtime beside
+the PyTorch checkpoint in eager mode, on the same preprocessed test photos and batch size.
+Images (confusion matrix, reliability diagram) are copied next to the card.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from catbreed_desktop.core.bundle import load_bundle
+from trainer.dataset import SUMMARY_FILE, read_manifest, split_samples
+from trainer.errors import TrainerError
+from trainer.evaluate import EVAL_DIR
+from trainer.export import EXPORT_DIR, load_pixels, onnx_outputs, onnx_session, torch_outputs
+from trainer.modeling import LogitsAndEmbedding, load_checkpoint
+
+SPEED_BATCH = 8
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measure_speed(bundle_dir: Path, checkpoint: Path, paths: list[Path], repeats: int = 2) -> dict:
+    """Photos/s of the bundle (ONNX Runtime CPU) and of the checkpoint (PyTorch eager), best of `repeats`."""
+    import torch
+
+    bundle = load_bundle(bundle_dir)
+    model, spec, _ = load_checkpoint(checkpoint)
+    pixels = load_pixels(paths, bundle.preprocessing, "loading speed photos")
+    onnx_outputs(bundle.model_path, pixels[:SPEED_BATCH], "warm-up")  # first run pays for graph set-up
+
+    def best_rate(run) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return len(pixels) / min(times)
+
+    session = onnx_session(bundle.model_path)
+
+    def run_onnx() -> None:
+        for start in range(0, len(pixels), SPEED_BATCH):
+            session.run(None, {"pixel_values": pixels[start : start + SPEED_BATCH]})
+
+    wrapper = LogitsAndEmbedding(model, spec.size).eval()
+
+    def run_torch() -> None:
+        torch_outputs(wrapper, pixels)
+
+    onnx_rate = best_rate(run_onnx)
+    torch_rate = best_rate(run_torch)
+    return {
+        "photos": len(pixels),
+        "batch_size": SPEED_BATCH,
+        "bundle_photos_per_s": onnx_rate,
+        "pytorch_photos_per_s": torch_rate,
+        "speed_up": onnx_rate / torch_rate,
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "bundle_precision": bundle.provenance.get("precision", "fp32"),
+    }
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.1%}"
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def build_card(workdir: Path, bundle_dir: Path | None, speed: dict | None, images: dict[str, str]) -> str:
+    """The model card text."""
+    summary = _read_json(workdir / SUMMARY_FILE) or {}
+    baseline = _read_json(workdir / "baseline" / "metrics.json")
+    evaluation = _read_json(workdir / EVAL_DIR / "metrics.json")
+    if evaluation is None:
+        raise TrainerError(f"{workdir / EVAL_DIR / 'metrics.json'} not found; run `evaluate` first")
+    bundle = load_bundle(bundle_dir, verify=False) if bundle_dir else None
+    int8 = bundle.metrics.get("int8") if bundle else None
+    test = evaluation["test"]
+    lines = [
+        "# CatBreed model card",
+        "",
+        f"Generated {datetime.date.today().isoformat()} by `python -m trainer report`.",
+        "",
+        "## Model",
+        "",
+        f"- Architecture: {evaluation.get('architecture')}; base model: {evaluation.get('base_model') or evaluation.get('preset')}",
+        f"- Breeds: {len(evaluation['labels'])}",
+    ]
+    if bundle:
+        lines += [
+            f"- Bundle: `{bundle.path}` ({bundle.provenance.get('precision', 'fp32')}, sha256 `{bundle.model_sha256[:16]}…`)",
+            f"- Preprocessing: shorter side {bundle.preprocessing.resize} px, centre crop {bundle.preprocessing.size} px, "
+            f"mean {list(bundle.preprocessing.mean)}, std {list(bundle.preprocessing.std)}",
+            f"- Git commit: {bundle.provenance.get('git_commit') or 'unknown'}; exported {bundle.provenance.get('date')}",
+            f"- Export command: `{bundle.provenance.get('command_line')}`",
+        ]
+    lines += ["", "## Data", ""]
+    counts = summary.get("counts", {})
+    if counts:
+        totals = {s: sum(row[s] for row in counts.values()) for s in ("train", "val", "test")}
+        dup = summary.get("duplicates", {})
+        lines += [
+            f"{summary.get('photos_kept')} photos of {len(counts)} breeds (train {totals['train']}, validation "
+            f"{totals['val']}, test {totals['test']}; split seed {summary.get('seed')}), from "
+            + ", ".join(f"`{s}`" for s in summary.get("sources", []))
+            + ".",
+            f"{len(summary.get('unreadable', {}))} unreadable files dropped; {dup.get('exact_duplicate_pairs', 0)} exact and "
+            f"{dup.get('near_duplicate_pairs', 0)} near-duplicate pairs kept inside one split each (no test photo, "
+            "nor a near copy of it, is in training).",
+            "",
+            "**Sources and licences:** _TODO (lead): name each dataset, its licence and how it may be used._",
+        ]
+    lines += ["", "## Results on the test split", ""]
+    rows = []
+    if baseline:
+        rows.append(
+            [
+                "Baseline: logistic regression on frozen features",
+                _num(baseline["test"]["accuracy"]),
+                _num(baseline["test"]["macro_f1"]),
+                "n/a",
+            ]
+        )
+    rows.append(
+        ["Fine-tuned (PyTorch)", _num(test["accuracy"]), _num(test["macro_f1"]), _num(test["weighted_f1"])]
+    )
+    if int8:
+        rows.append(
+            [
+                "Bundle fp32 (ONNX Runtime)",
+                _num(int8["test_accuracy_fp32"]),
+                _num(int8.get("test_macro_f1_fp32")),
+                "n/a",
+            ]
+        )
+        rows.append(
+            [
+                "Bundle int8 (ONNX Runtime)",
+                _num(int8["test_accuracy_int8"]),
+                _num(int8.get("test_macro_f1_int8")),
+                "n/a",
+            ]
+        )
+    lines += _table(["Model", "Accuracy", "Macro F1", "Weighted F1"], rows)
+    lines.append(f"\n{test['count']} test photos.")
+    if bundle and "export_check" in bundle.metrics:
+        check = bundle.metrics["export_check"]
+        lines.append(
+            f"ONNX fp32 vs PyTorch on {check['photos']} photos: top-1 agreement {_pct(check['top1_agreement'])}, "
+            f"max |logit diff| {check['max_abs_logit_diff']:.1e}."
+        )
+    if int8:
+        lines.append(
+            f"int8 ({int8['quantisation']}) vs fp32: top-1 agreement {_pct(int8['top1_agreement_vs_fp32'])} on "
+            f"{int8['test_photos']} test photos; model {int8['fp32_size_mb']:.1f} MB -> {int8['int8_size_mb']:.1f} MB."
+        )
+    lines += ["", "### Per breed", ""]
+    lines += _table(
+        ["Breed", "Precision", "Recall", "F1", "Test photos"],
+        [
+            [breed, _num(r["precision"], 3), _num(r["recall"], 3), _num(r["f1"], 3), str(r["support"])]
+            for breed, r in evaluation["per_breed"].items()
+        ],
+    )
+    if "confusion" in images:
+        lines += ["", f"![Confusion matrix on the test split]({images['confusion']})"]
+    cal = evaluation["calibration"]
+    lines += [
+        "",
+        "## Calibration",
+        "",
+        f"Temperature {cal['temperature']:.3f}, fitted on the validation split (L-BFGS on the negative "
+        f"log-likelihood). Expected calibration error on the test split ({cal['bins']} bins): "
+        f"{_num(cal['test_ece_before'])} before, {_num(cal['test_ece_after'])} after.",
+    ]
+    if "reliability" in images:
+        lines += ["", f"![Reliability diagram]({images['reliability']})"]
+    ood = evaluation.get("ood")
+    if ood:
+        lines += [
+            "",
+            "## Not-a-cat detector",
+            "",
+            f"Mahalanobis distance of the {ood['embedding_size']}-dimensional embedding to the nearest breed mean "
+            f"(shared, shrunk covariance fitted on training photos). Threshold {ood['threshold']:.3f} "
+            f"({ood['threshold_rule']}); it flags {_pct(ood['test_cats_flagged_not_cat'])} of test cat photos.",
+        ]
+    if speed:
+        lines += [
+            "",
+            "## Speed on this CPU",
+            "",
+            f"{speed['cpu']}, {speed['cores']} cores ({speed['torch_threads']} PyTorch threads), batches of "
+            f"{speed['batch_size']}, {speed['photos']} preprocessed test photos, best of 2 runs:",
+            "",
+        ]
+        lines += _table(
+            ["Runtime", "Photos/s"],
+            [
+                [
+                    f"Bundle, ONNX Runtime CPU ({speed['bundle_precision']})",
+                    f"{speed['bundle_photos_per_s']:.1f}",
+                ],
+                ["PyTorch eager (fp32)", f"{speed['pytorch_photos_per_s']:.1f}"],
+            ],
+        )
+        lines.append(f"\nThe bundle runs {speed['speed_up']:.2f}x the PyTorch speed.")
+    lines += [
+        "",
+        "## Intended use and limits",
+        "",
+        "_TODO (lead): intended use, known failure modes, breeds that are confused, licence of the weights._",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(
+    workdir: str | Path, out: str | Path, bundle_dir: str | Path | None = None, speed_photos: int = 32
+) -> Path:
+    """Write the model card (and its images next to it); returns its path."""
+    workdir, out = Path(workdir), Path(out)
+    if bundle_dir is None:
+        record = _read_json(workdir / EXPORT_DIR / "metrics.json")
+        bundle_dir = Path(record["bundle"]) if record else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    images = {}
+    for key, name in (("confusion", "confusion_matrix.png"), ("reliability", "reliability.png")):
+        source = workdir / EVAL_DIR / name
+        if source.is_file():
+            target = out.parent / f"{out.stem}_{name}"
+            shutil.copyfile(source, target)
+            images[key] = target.name
+    speed = None
+    if bundle_dir is not None:
+        evaluation = _read_json(workdir / EVAL_DIR / "metrics.json") or {}
+        checkpoint = Path(evaluation.get("checkpoint", workdir / "checkpoints" / "best"))
+        photos = [s.path for s in split_samples(read_manifest(workdir), "test")][:speed_photos]
+        if photos and checkpoint.is_dir():
+            speed = measure_speed(Path(bundle_dir), checkpoint, photos)
+    text = build_card(workdir, Path(bundle_dir) if bundle_dir else None, speed, images)
+    out.write_text(text, encoding="utf-8")
+    if speed:
+        (workdir / EVAL_DIR / "speed.json").write_text(json.dumps(speed, indent=2) + "\n")
+    return out

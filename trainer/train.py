@@ -1,0 +1,366 @@
+"""`train`: fine-tune an image classifier on the prepared split, resumably.
+
+A plain PyTorch loop: AdamW, linear schedule with 10% warm-up, PIL augmentations, class-balanced
+cross-entropy weights (no resampling). After each epoch the validation macro F1 decides whether
+the model becomes WORKDIR/checkpoints/best (a `save_pretrained` folder). Model, optimizer,
+scheduler, RNG and position (epoch, step) go to WORKDIR/checkpoints/last/state.pt after every
+epoch, every `--save-every` steps and on Ctrl-C, so running the same command again continues
+where it stopped. Sample order and augmentation are seeded by (seed, epoch, index), which makes
+an interrupted-and-resumed run reproduce an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from catbreed_desktop.core.imaging import Preprocessing, load_photo
+from trainer.augment import augment
+from trainer.dataset import DatasetError, Sample, read_labels, read_manifest, split_samples
+from trainer.errors import TrainerError
+from trainer.metrics import classification_scores
+from trainer.modeling import (
+    build_model,
+    forward_options,
+    freeze_layers,
+    preprocessing_for,
+    run_on_photos,
+    save_checkpoint,
+)
+from trainer.progress import manual_bar
+from trainer.tracking import Tracker
+
+STATE_FILE = "state.pt"
+WARMUP_FRACTION = 0.1
+LOG_EVERY = 10
+
+
+class TrainingError(TrainerError):
+    """Training cannot start or continue, with the reason in words."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that shapes a training run; the fields in `RESUME_KEYS` must match to resume."""
+
+    base_model: str | None = None
+    preset: str | None = None
+    epochs: int = 3
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 1e-3
+    image_size: int = 224
+    freeze_layers: int = 0
+    seed: int = 83
+    max_steps: int | None = None
+    workers: int = 0
+    save_every: int = 50
+    mlflow_uri: str | None = None
+    restart: bool = False
+
+    RESUME_KEYS = (
+        "base_model",
+        "preset",
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "image_size",
+        "freeze_layers",
+        "seed",
+    )
+
+    def resume_identity(self) -> dict:
+        return {key: getattr(self, key) for key in self.RESUME_KEYS}
+
+
+class AugmentedPhotos(Dataset):
+    """Training photos, each a fresh augmented view seeded by (seed, epoch, index)."""
+
+    def __init__(
+        self, samples: list[Sample], label_index: dict[str, int], spec: Preprocessing, seed: int
+    ) -> None:
+        self.samples = samples
+        self.targets = [label_index[s.label] for s in samples]
+        self.spec = spec
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        pixels = augment(load_photo(self.samples[index].path), self.spec, rng)
+        return torch.from_numpy(pixels), self.targets[index]
+
+
+def class_weights(targets: list[int], num_labels: int) -> torch.Tensor:
+    """Inverse-frequency weights n / (C * n_c), so every breed weighs the same in the loss."""
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_labels).astype(np.float64)
+    weights = np.where(counts > 0, len(targets) / (num_labels * np.maximum(counts, 1)), 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def linear_warmup_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = max(1, round(total_steps * WARMUP_FRACTION))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _save_atomically(payload: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)  # a crash mid-write leaves the previous state intact
+
+
+def _replace_folder(staging: Path, target: Path) -> None:
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class Trainer:
+    """One training run over a prepared work folder."""
+
+    def __init__(self, workdir: str | Path, settings: TrainSettings) -> None:
+        self.workdir = Path(workdir)
+        self.settings = settings
+        self.labels = read_labels(self.workdir)
+        samples = read_manifest(self.workdir)
+        self.train_samples = split_samples(samples, "train")
+        self.val_samples = split_samples(samples, "val")
+        if not self.train_samples:
+            raise DatasetError("the training split is empty; prepare more photos")
+        if not self.val_samples:
+            raise DatasetError("the validation split is empty; best-checkpoint selection needs it")
+        self.label_index = {label: i for i, label in enumerate(self.labels)}
+        self.spec = preprocessing_for(settings.base_model, settings.preset, settings.image_size)
+        self.checkpoints = self.workdir / "checkpoints"
+        self.state_path = self.checkpoints / "last" / STATE_FILE
+        self.best_dir = self.checkpoints / "best"
+
+    # ------------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        s = self.settings
+        torch.manual_seed(s.seed)
+        random.seed(s.seed)
+        model = build_model(self.labels, s.base_model, s.preset, seed=s.seed)
+        trainable = freeze_layers(model, s.freeze_layers)
+        options = forward_options(model, self.spec.size)
+        dataset = AugmentedPhotos(self.train_samples, self.label_index, self.spec, s.seed)
+        steps_per_epoch = math.ceil(len(dataset) / s.batch_size)
+        total_steps = steps_per_epoch * s.epochs
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=s.lr, weight_decay=s.weight_decay
+        )
+        scheduler = linear_warmup_schedule(optimizer, total_steps)
+        loss_fn = nn.CrossEntropyLoss(weight=class_weights(dataset.targets, len(self.labels)))
+
+        position = self._resume(model, optimizer, scheduler)
+        if position["epoch"] >= s.epochs:
+            print(
+                f"training already finished ({s.epochs} epochs, best validation macro F1 "
+                f"{position['best_macro_f1']:.4f}); pass --restart to train again",
+                file=sys.stderr,
+            )
+            return position
+        tracker = Tracker(
+            self.workdir / "runs" / position["run"],
+            position["run"],
+            s.mlflow_uri,
+            position.get("mlflow_run_id"),
+        )
+        position["mlflow_run_id"] = tracker.mlflow_run_id
+        if position["global_step"] == 0:
+            tracker.log_params(
+                dataclasses.asdict(s)
+                | {
+                    "labels": len(self.labels),
+                    "train_photos": len(dataset),
+                    "val_photos": len(self.val_samples),
+                    "trainable_parameters": trainable,
+                    "preprocessing": self.spec.to_dict(),
+                }
+            )
+        else:
+            print(
+                f"resuming run {position['run']} at epoch {position['epoch'] + 1}, "
+                f"step {position['global_step']} of {total_steps}",
+                file=sys.stderr,
+            )
+        progress = manual_bar(total_steps, "training", initial=position["global_step"])
+        state = (model, optimizer, scheduler)
+        try:
+            finished = self._loop(
+                state, dataset, loss_fn, options, position, tracker, progress, steps_per_epoch
+            )
+        except KeyboardInterrupt:
+            self._save_last(state, position)
+            progress.close()
+            tracker.close()
+            print(
+                f"\ninterrupted; saved step {position['global_step']}: run the same command to resume",
+                file=sys.stderr,
+            )
+            raise
+        progress.close()
+        tracker.close()
+        position["finished"] = finished
+        return position
+
+    def _loop(self, state, dataset, loss_fn, options, position, tracker, progress, steps_per_epoch) -> bool:
+        model, optimizer, scheduler = state
+        s = self.settings
+        running_loss, running_count = 0.0, 0
+        while position["epoch"] < s.epochs:
+            epoch = position["epoch"]
+            dataset.epoch = epoch
+            order = np.random.default_rng([s.seed, epoch]).permutation(len(dataset)).tolist()
+            loader = DataLoader(
+                dataset,
+                batch_size=s.batch_size,
+                sampler=order[position["step_in_epoch"] * s.batch_size :],
+                num_workers=s.workers,
+            )
+            model.train()
+            for pixels, targets in loader:
+                logits = model(pixel_values=pixels, **options).logits
+                loss = loss_fn(logits, targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                position["global_step"] += 1
+                position["step_in_epoch"] += 1
+                progress.update(1)
+                progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+                running_loss += loss.item() * len(targets)
+                running_count += len(targets)
+                if position["global_step"] % LOG_EVERY == 0:
+                    tracker.log_metrics(
+                        position["global_step"],
+                        {"train_loss": running_loss / running_count, "lr": scheduler.get_last_lr()[0]},
+                    )
+                    running_loss, running_count = 0.0, 0
+                if position["global_step"] % s.save_every == 0:
+                    self._save_last(state, position)
+                if s.max_steps is not None and position["global_step"] >= s.max_steps:
+                    self._save_last(state, position)
+                    progress.write(
+                        f"stopped at step {position['global_step']} (--max-steps); "
+                        "run without --max-steps to continue",
+                        file=sys.stderr,
+                    )
+                    return False
+            scores = self._validate(model)
+            tracker.log_metrics(
+                position["global_step"],
+                {"epoch": epoch + 1, "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"]},
+            )
+            if scores["macro_f1"] > position["best_macro_f1"]:
+                position["best_macro_f1"] = scores["macro_f1"]
+                position["best_epoch"] = epoch + 1
+                self._save_best(model, scores, epoch + 1)
+            position["epoch"] += 1
+            position["step_in_epoch"] = 0
+            self._save_last(state, position)
+            progress.write(
+                f"epoch {epoch + 1}/{s.epochs}: validation accuracy {scores['accuracy']:.4f}, "
+                f"macro F1 {scores['macro_f1']:.4f} (best {position['best_macro_f1']:.4f}, epoch {position['best_epoch']})",
+                file=sys.stderr,
+            )
+        return True
+
+    def _validate(self, model: nn.Module) -> dict:
+        model.eval()
+        logits, _ = run_on_photos(
+            model, [s.path for s in self.val_samples], self.spec, description="validating"
+        )
+        targets = [self.label_index[s.label] for s in self.val_samples]
+        return classification_scores(targets, logits.argmax(axis=1).tolist(), len(self.labels))
+
+    def _save_best(self, model: nn.Module, scores: dict, epoch: int) -> None:
+        staging = self.checkpoints / "best.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        save_checkpoint(model, staging, self.spec, self.settings.base_model, self.settings.preset)
+        (staging / "validation.json").write_text(json.dumps(scores | {"epoch": epoch}, indent=2) + "\n")
+        _replace_folder(staging, self.best_dir)
+
+    def _save_last(self, state, position: dict) -> None:
+        model, optimizer, scheduler = state
+        _save_atomically(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": np.random.get_state(),
+                "python_rng": random.getstate(),
+                "position": dict(position),
+                "settings": self.settings.resume_identity(),
+            },
+            self.state_path,
+        )
+
+    def _resume(self, model, optimizer, scheduler) -> dict:
+        fresh = {
+            "run": time.strftime("run-%Y%m%d-%H%M%S"),
+            "epoch": 0,
+            "step_in_epoch": 0,
+            "global_step": 0,
+            "best_macro_f1": -1.0,
+            "best_epoch": 0,
+            "mlflow_run_id": None,
+        }
+        if self.settings.restart or not self.state_path.is_file():
+            return fresh
+        saved = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        identity = self.settings.resume_identity()
+        if saved["settings"] != identity:
+            changed = ", ".join(
+                f"{k} {saved['settings'].get(k)!r} -> {v!r}"
+                for k, v in identity.items()
+                if saved["settings"].get(k) != v
+            )
+            raise TrainingError(
+                f"{self.state_path} was saved by a run with other settings ({changed}); "
+                "rerun with the same settings to resume, or pass --restart to start over"
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        np.random.set_state(saved["numpy_rng"])
+        random.setstate(saved["python_rng"])
+        return fresh | saved["position"]
+
+
+def train(workdir: str | Path, settings: TrainSettings) -> dict:
+    """Train (or resume) and return the final position: epoch, global_step, best_macro_f1, run, finished."""
+    return Trainer(workdir, settings).run()
