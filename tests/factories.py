@@ -18,7 +18,9 @@ COLOURS = {"Red Cat": (220, 30, 30), "Green Cat": (30, 200, 40), "Blue Cat": (30
 TINY_SPEC = Preprocessing(size=32, resize=36)
 
 
-def make_photo(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:
+def make_photo(
+    path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), seed: int = 0
+) -> Path:
     """Write a noisy photo of one dominant colour; the format follows the suffix."""
     rng = np.random.default_rng(seed)
     base = np.array(colour, dtype=np.int16)

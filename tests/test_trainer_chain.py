@@ -123,11 +123,19 @@ def test_int8_export_and_model_card(chain):
     assert "QInt8" in int8["quantisation"]
 
     card = root / "card" / "MODEL_CARD.md"
-    _run("report", str(workdir), "--out", str(card), "--speed-photos", "8")
+    notes = root / "notes.md"
+    notes.write_text("## Sources and licences\n\nSynthetic shapes made by the test.\n")
+    _run("negatives", "--out", str(root / "negatives"), "--faces", "4", "--synthetic", "4")
+    _run(
+        "report", str(workdir), "--out", str(card), "--speed-photos", "8",
+        "--negatives", str(root / "negatives"), "--notes", str(notes),
+    )  # fmt: skip
     text = card.read_text()
     for heading in ("Per breed", "Calibration", "Not-a-cat detector", "Speed on this CPU", "Baseline"):
         assert heading in text
-    assert "Bundle int8" in text and "TODO (lead)" in text
+    assert "Bundle int8" in text
+    assert "| Non-cat: faces | 4 |" in text and "| Non-cat: synthetic | 4 |" in text
+    assert text.rstrip().endswith("Synthetic shapes made by the test.")
     assert (card.parent / "MODEL_CARD_confusion_matrix.png").is_file()
 
 

@@ -11,6 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from trainer import backbone_import, negatives, triton
+
 PROGRAM = "python -m trainer"
 USAGE_ERROR = 2
 CHECK_FAILED = 1
@@ -67,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive, default=3)
     train.add_argument("--batch-size", type=_positive, default=8)
     train.add_argument("--lr", type=float, default=1e-4)
+    train.add_argument(
+        "--head-lr", type=float, default=None, help="learning rate of the new classifier head (default: --lr)"
+    )
     train.add_argument("--weight-decay", type=float, default=1e-3)
     train.add_argument(
         "--freeze-layers", type=int, default=0, metavar="K", help="freeze embeddings + first K layers"
@@ -112,13 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--bundle", type=Path, metavar="DIR", help="default: the bundle the last export wrote"
     )
     report.add_argument("--speed-photos", type=_positive, default=32, help="photos timed for the speed table")
+    report.add_argument(
+        "--negatives",
+        type=Path,
+        metavar="DIR",
+        help="held-out non-cat photos (`negatives`) to measure not-a-cat on",
+    )
+    report.add_argument(
+        "--notes", type=Path, metavar="FILE", help="Markdown appended to the card (data, licences, use)"
+    )
     report.set_defaults(handler=_report)
 
-    for module_name in ("trainer.backbone_import", "trainer.negatives"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ImportError:
-            continue  # written by another engineer; the other commands work without it
+    for module in (backbone_import, negatives, triton):
         module.register(commands)
     return parser
 
@@ -196,6 +206,7 @@ def _train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        head_lr=args.head_lr,
         weight_decay=args.weight_decay,
         image_size=args.image_size,
         freeze_layers=args.freeze_layers,
@@ -256,6 +267,6 @@ def _build_engine(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from trainer.report import write_report
 
-    path = write_report(args.workdir, args.out, args.bundle, args.speed_photos)
+    path = write_report(args.workdir, args.out, args.bundle, args.speed_photos, args.negatives, args.notes)
     print(f"wrote model card {path}")
     return 0

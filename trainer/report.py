@@ -96,8 +96,15 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
 
-def build_card(workdir: Path, bundle_dir: Path | None, speed: dict | None, images: dict[str, str]) -> str:
-    """The model card text."""
+def build_card(
+    workdir: Path,
+    bundle_dir: Path | None,
+    speed: dict | None,
+    images: dict[str, str],
+    not_a_cat: dict | None = None,
+    notes: str | None = None,
+) -> str:
+    """The model card text; `notes` (Markdown: sources, licences, intended use) ends it."""
     summary = _read_json(workdir / SUMMARY_FILE) or {}
     baseline = _read_json(workdir / "baseline" / "metrics.json")
     evaluation = _read_json(workdir / EVAL_DIR / "metrics.json")
@@ -137,8 +144,6 @@ def build_card(workdir: Path, bundle_dir: Path | None, speed: dict | None, image
             f"{len(summary.get('unreadable', {}))} unreadable files dropped; {dup.get('exact_duplicate_pairs', 0)} exact and "
             f"{dup.get('near_duplicate_pairs', 0)} near-duplicate pairs kept inside one split each (no test photo, "
             "nor a near copy of it, is in training).",
-            "",
-            "**Sources and licences:** _TODO (lead): name each dataset, its licence and how it may be used._",
         ]
     lines += ["", "## Results on the test split", ""]
     rows = []
@@ -215,6 +220,8 @@ def build_card(workdir: Path, bundle_dir: Path | None, speed: dict | None, image
             f"(shared, shrunk covariance fitted on training photos). Threshold {ood['threshold']:.3f} "
             f"({ood['threshold_rule']}); it flags {_pct(ood['test_cats_flagged_not_cat'])} of test cat photos.",
         ]
+    if not_a_cat:
+        lines += _not_a_cat_section(not_a_cat)
     if speed:
         lines += [
             "",
@@ -235,20 +242,53 @@ def build_card(workdir: Path, bundle_dir: Path | None, speed: dict | None, image
             ],
         )
         lines.append(f"\nThe bundle runs {speed['speed_up']:.2f}x the PyTorch speed.")
-    lines += [
-        "",
-        "## Intended use and limits",
-        "",
-        "_TODO (lead): intended use, known failure modes, breeds that are confused, licence of the weights._",
-        "",
-    ]
+    if notes:
+        lines += ["", notes.strip()]
+    lines.append("")
     return "\n".join(lines)
 
 
+def _not_a_cat_section(measure: dict) -> list[str]:
+    """What sorting does with held-out non-cat photos and with the test cats, through the bundle."""
+    threshold = measure["min_confidence"]
+    rows = [
+        [f"Non-cat: {group}", str(r["photos"]), _pct(r["not_cat"]), _pct(r["unsure"]), _pct(r["breed"])]
+        for group, r in measure["negatives"].items()
+    ]
+    cats = measure["cats"]
+    rows.append(
+        ["Test cats", str(cats["photos"]), _pct(cats["not_cat"]), _pct(cats["unsure"]), _pct(cats["breed"])]
+    )
+    lines = [
+        "",
+        "### Held-out photos without a cat, through the shipped bundle",
+        "",
+        f"Each photo run through the app's classifier and sorted as `catbreed sort --min-confidence {threshold}` "
+        "would: into *Not a cat*, into *Unsure*, or into a breed folder. None of the non-cat photos was used "
+        "in training or for the threshold.",
+        "",
+    ]
+    lines += _table(["Photos", "Count", "Not a cat", "Unsure", "Breed folder"], rows)
+    if cats.get("accuracy_of_filed") is not None:
+        lines.append(
+            f"\nOf the test cats filed into a breed folder, {_pct(cats['accuracy_of_filed'])} are in the right one."
+        )
+    return lines
+
+
 def write_report(
-    workdir: str | Path, out: str | Path, bundle_dir: str | Path | None = None, speed_photos: int = 32
+    workdir: str | Path,
+    out: str | Path,
+    bundle_dir: str | Path | None = None,
+    speed_photos: int = 32,
+    negatives_dir: str | Path | None = None,
+    notes_file: str | Path | None = None,
 ) -> Path:
-    """Write the model card (and its images next to it); returns its path."""
+    """Write the model card (and its images next to it); returns its path.
+
+    With `negatives_dir` (see `python -m trainer negatives`) the card measures what the bundle does
+    with photos that show no cat; `notes_file` is Markdown appended as the card's last sections.
+    """
     workdir, out = Path(workdir), Path(out)
     if bundle_dir is None:
         record = _read_json(workdir / EXPORT_DIR / "metrics.json")
@@ -268,7 +308,17 @@ def write_report(
         photos = [s.path for s in split_samples(read_manifest(workdir), "test")][:speed_photos]
         if photos and checkpoint.is_dir():
             speed = measure_speed(Path(bundle_dir), checkpoint, photos)
-    text = build_card(workdir, Path(bundle_dir) if bundle_dir else None, speed, images)
+    not_a_cat = None
+    if bundle_dir is not None and negatives_dir is not None:
+        from trainer.ood_check import measure_not_a_cat
+
+        test = split_samples(read_manifest(workdir), "test")
+        not_a_cat = measure_not_a_cat(
+            Path(bundle_dir), Path(negatives_dir), [s.path for s in test], [s.label for s in test]
+        )
+        (workdir / EVAL_DIR / "not_a_cat.json").write_text(json.dumps(not_a_cat, indent=2) + "\n")
+    notes = Path(notes_file).read_text(encoding="utf-8") if notes_file else None
+    text = build_card(workdir, Path(bundle_dir) if bundle_dir else None, speed, images, not_a_cat, notes)
     out.write_text(text, encoding="utf-8")
     if speed:
         (workdir / EVAL_DIR / "speed.json").write_text(json.dumps(speed, indent=2) + "\n")

@@ -61,6 +61,7 @@ class TrainSettings:
     epochs: int = 3
     batch_size: int = 8
     lr: float = 1e-4
+    head_lr: float | None = None
     weight_decay: float = 1e-3
     image_size: int = 224
     freeze_layers: int = 0
@@ -77,6 +78,7 @@ class TrainSettings:
         "epochs",
         "batch_size",
         "lr",
+        "head_lr",
         "weight_decay",
         "image_size",
         "freeze_layers",
@@ -106,6 +108,20 @@ class AugmentedPhotos(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         pixels = augment(load_photo(self.samples[index].path), self.spec, rng)
         return torch.from_numpy(pixels), self.targets[index]
+
+
+def parameter_groups(model: nn.Module, lr: float, head_lr: float | None) -> list[dict]:
+    """Trainable parameters as optimizer groups; the new classifier head may learn faster.
+
+    The head starts from random weights while the backbone starts pretrained, so a larger head
+    rate reaches a good head within a few epochs without disturbing the backbone.
+    """
+    head, body = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (head if name.startswith("classifier.") else body).append(parameter)
+    rate = head_lr if head_lr is not None else lr
+    return [group for group in ({"params": body, "lr": lr}, {"params": head, "lr": rate}) if group["params"]]
 
 
 def class_weights(targets: list[int], num_labels: int) -> torch.Tensor:
@@ -176,9 +192,7 @@ class Trainer:
         dataset = AugmentedPhotos(self.train_samples, self.label_index, self.spec, s.seed)
         steps_per_epoch = math.ceil(len(dataset) / s.batch_size)
         total_steps = steps_per_epoch * s.epochs
-        optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=s.lr, weight_decay=s.weight_decay
-        )
+        optimizer = torch.optim.AdamW(parameter_groups(model, s.lr, s.head_lr), weight_decay=s.weight_decay)
         scheduler = linear_warmup_schedule(optimizer, total_steps)
         loss_fn = nn.CrossEntropyLoss(weight=class_weights(dataset.targets, len(self.labels)))
 

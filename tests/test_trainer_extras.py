@@ -1,0 +1,48 @@
+"""The trainer's smaller subcommands: Triton repository layout and the held-out non-cat photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from factories import make_ood_colour_bundle
+from PIL import Image
+
+from catbreed_desktop.core.imaging import load_photo
+from trainer.cli import main as trainer_main
+from trainer.negatives import write_negatives
+from trainer.triton import write_triton_repository
+
+
+def test_triton_repository_holds_model_labels_and_config(tmp_path: Path) -> None:
+    bundle = make_ood_colour_bundle(tmp_path / "bundle")
+
+    model_dir = write_triton_repository(bundle.path, tmp_path / "repo", name="cats", max_batch_size=16)
+
+    assert (model_dir / "1" / "model.onnx").read_bytes() == bundle.model_path.read_bytes()
+    assert (model_dir / "labels.txt").read_text().split("\n")[:3] == list(bundle.labels)
+    config = (model_dir / "config.pbtxt").read_text()
+    assert 'name: "cats"' in config and "max_batch_size: 16" in config
+    assert "dims: [ 3, 32, 32 ]" in config
+    assert 'name: "logits"' in config and "dims: [ 3 ]" in config
+    assert 'name: "embedding"' in config
+
+
+def test_triton_repo_command_refuses_a_broken_bundle(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    status = trainer_main(["triton-repo", str(tmp_path / "empty"), "--out", str(tmp_path / "repo")])
+    assert status == 2
+    assert "no bundle.json" in capsys.readouterr().out
+    assert not (tmp_path / "repo").exists()
+
+
+def test_negatives_are_decodable_non_cat_photos(tmp_path: Path) -> None:
+    counts = write_negatives(tmp_path, faces=5, synthetic=6)
+
+    assert counts["faces"] == 5 and counts["synthetic"] == 6
+    assert counts["photos"] >= 10  # scikit-image, scikit-learn and matplotlib sample photos
+    names = {path.name for path in (tmp_path / "photos").iterdir()}
+    assert not any("chelsea" in name for name in names)  # scikit-image's sample cat is no negative
+    for path in sorted(tmp_path.rglob("*.png")):
+        assert load_photo(path).mode == "RGB"
+    with Image.open(tmp_path / "synthetic" / "synthetic-000.png") as image:
+        assert image.size == (256, 256)
