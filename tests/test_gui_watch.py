@@ -13,16 +13,6 @@ from catbreed_desktop.gui.main_window import MainWindow
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def window(qtbot, colour_bundle) -> MainWindow:
-    window = MainWindow(Settings(engine="cpu", batch_size=4), model_path=colour_bundle.path)
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: window.classifier is not None, timeout=10_000)
-    yield window
-    window.close()
-
-
 def spy_on_classifier(window: MainWindow) -> list[tuple[Path, bytes]]:
     """Record each path the classifier is given, with its bytes at that moment."""
     seen: list[tuple[Path, bytes]] = []

@@ -32,16 +32,6 @@ def photos(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def window(qtbot, colour_bundle) -> MainWindow:
-    window = MainWindow(Settings(engine="cpu", batch_size=4), model_path=colour_bundle.path)
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: window.classifier is not None, timeout=10_000)
-    yield window
-    window.close()
-
-
 def add_and_wait(qtbot, window: MainWindow, *inputs: Path) -> None:
     window.add_inputs(list(inputs))
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=20_000)

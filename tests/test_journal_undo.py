@@ -16,6 +16,7 @@ from catbreed_desktop.core.sorting import (
     fileops,
     last_journal,
     list_journals,
+    moves_to_undo,
     plan_sort,
     resume_interrupted_sort,
     undo_last_sort,
@@ -69,6 +70,18 @@ def test_sort_then_undo_restores_paths_and_bytes_exactly(tmp_path: Path) -> None
     assert (undone.restored, undone.removed_copies, undone.problems) == (4, 0, [])
     assert snapshot(tmp_path) == before
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Bengal"]
+
+
+def test_moves_to_undo_names_each_moved_photo_before_the_undo(tmp_path: Path) -> None:
+    sources = _library(tmp_path)
+    assert moves_to_undo() == []
+    result = execute_plan(plan_sort(items_for(sources), tmp_path / "out"))
+
+    pending = moves_to_undo()
+    assert sorted(pending) == sorted((op.destination, op.source) for op in result.done)
+    assert all(now.exists() and not before.exists() for now, before in pending)
+    undo_last_sort()
+    assert moves_to_undo() == []
 
 
 def test_the_journal_writes_each_intent_before_its_done(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ keeps the photo model up to date from their results and records the person's rev
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from catbreed_desktop.core.imaging import PHOTO_SUFFIXES
 from catbreed_desktop.core.paths import default_model_dir
 from catbreed_desktop.core.settings import Settings, load_settings, save_settings
 from catbreed_desktop.core.watching import FolderWatcher
@@ -379,7 +381,7 @@ class MainWindow(QMainWindow):
         self.model_error = message
         self.engine_label.setText("Engine: no model")
         self.banner.setText(
-            f"<b>No model is loaded.</b> {_escape(message)}<br>"
+            f"<b>No model is loaded.</b> {html.escape(message)}<br>"
             "Train one with <code>python -m trainer</code> (it writes a bundle into the project's "
             "<code>models/</code> folder), or choose <b>File ▸ Open model bundle…</b> to use a bundle "
             "you already have. Photos can be added and browsed meanwhile."
@@ -430,7 +432,7 @@ class MainWindow(QMainWindow):
             self,
             "Add photos",
             "",
-            "Photos (*.jpg *.jpeg *.png *.webp *.bmp *.gif *.tif *.tiff *.heic *.heif)",
+            "Photos (" + " ".join(f"*{suffix}" for suffix in sorted(PHOTO_SUFFIXES)) + ")",
         )
         if files:
             self.add_inputs(files)
@@ -993,26 +995,12 @@ def _undo_with_moves(watcher: FolderWatcher, progress: Callable[[int, int], None
     The photos about to come back are announced to the watcher first, so their return into a
     watched folder is not taken for new photos.
     """
-    from catbreed_desktop.core.sorting import undo_last_sort
-    from catbreed_desktop.core.sorting.journal import list_journals, read_journal
+    from catbreed_desktop.core.sorting import moves_to_undo, undo_last_sort
 
-    moved: list[tuple[Path, Path]] = []
-    for journal in reversed(list_journals()):
-        state = read_journal(journal)
-        if not state.is_undone:
-            moved = [
-                (op.last_intent.destination, op.planned.source)
-                for op in state.operations
-                if op.outcome == "done" and op.last_intent is not None and op.last_intent.action == "move"
-            ]
-            break
+    moved = moves_to_undo()
     watcher.expect(source for _, source in moved)
     result = undo_last_sort(progress)
     back = [
         (destination, source) for destination, source in moved if source.exists() and not destination.exists()
     ]
     return result, back
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

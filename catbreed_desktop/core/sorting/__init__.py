@@ -7,7 +7,7 @@ from catbreed_desktop.core.sorting.executor import SortResult, execute_plan, res
 from catbreed_desktop.core.sorting.journal import JournalError, last_journal, list_journals
 from catbreed_desktop.core.sorting.names import NOT_CAT_FOLDER, UNSURE_FOLDER, safe_folder_name
 from catbreed_desktop.core.sorting.plan import PlannedOperation, SortItem, SortPlan, plan_sort
-from catbreed_desktop.core.sorting.undo import NothingToUndo, UndoResult, undo_last_sort
+from catbreed_desktop.core.sorting.undo import NothingToUndo, UndoResult, moves_to_undo, undo_last_sort
 
 __all__ = [
     "NOT_CAT_FOLDER",
@@ -22,6 +22,7 @@ __all__ = [
     "execute_plan",
     "last_journal",
     "list_journals",
+    "moves_to_undo",
     "plan_sort",
     "resume_interrupted_sort",
     "safe_folder_name",

@@ -64,6 +64,26 @@ def undo_last_sort(on_progress: ProgressCallback | None = None) -> UndoResult:
     return result
 
 
+def moves_to_undo() -> list[tuple[Path, Path]]:
+    """(where it is now, where it came from) of each photo the next undo will move back.
+
+    Lets a caller prepare before undoing, e.g. a folder watcher that must not take the returning
+    photos for new ones. Empty when there is nothing to undo.
+    """
+    try:
+        state = _last_undoable()
+    except NothingToUndo:
+        return []
+    return [
+        (op.last_intent.destination, op.planned.source)
+        for op in state.operations
+        if op.outcome == "done"
+        and not op.undone
+        and op.last_intent is not None
+        and op.last_intent.action == "move"
+    ]
+
+
 def _last_undoable() -> JournalState:
     for path in reversed(list_journals()):
         state = read_journal(path)
