@@ -231,3 +231,29 @@ def test_frozen_layers_get_no_gradient_and_record_no_graph():
     assert layer0_output.grad_fn is None  # nothing was recorded for backward: as cheap as no_grad
     assert all(p.grad is None for p in layers[0].parameters())
     assert all(p.grad is not None for p in layers[1].parameters())
+
+
+def test_probe_head_starts_training_from_the_logistic_regression(chain):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from trainer.dataset import read_labels
+    from trainer.modeling import build_model, preprocessing_for
+    from trainer.train import PROBE_C, fit_head_by_probe
+
+    workdir = chain["prepared"]
+    labels = read_labels(workdir)
+    index = {label: i for i, label in enumerate(labels)}
+    train = split_samples(read_manifest(workdir), "train")
+    spec = preprocessing_for(None, "tiny", 224)
+    model = build_model(labels, preset="tiny").eval()
+    _, features = run_on_photos(model, [s.path for s in train], spec)
+    targets = np.array([index[s.label] for s in train])
+
+    fit_head_by_probe(model, train, index, spec, seed=83)
+
+    logits, _ = run_on_photos(model, [s.path for s in train], spec)
+    scaler = StandardScaler().fit(features)
+    probe = LogisticRegression(C=PROBE_C, max_iter=2000, random_state=83).fit(scaler.transform(features), targets)
+    expected = probe.decision_function(scaler.transform(features))
+    np.testing.assert_allclose(logits, expected, atol=1e-3)

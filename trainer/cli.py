@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--freeze-layers", type=int, default=0, metavar="K", help="freeze embeddings + first K layers"
     )
+    train.add_argument(
+        "--probe-head",
+        action="store_true",
+        help="start the head from a logistic regression on frozen features (LP-FT)",
+    )
     train.add_argument("--max-steps", type=_positive, help="stop (resumably) after this many steps in all")
     train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     train.add_argument("--save-every", type=_positive, default=50, help="save the resume state every N steps")
@@ -210,6 +215,7 @@ def _train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         image_size=args.image_size,
         freeze_layers=args.freeze_layers,
+        probe_head=args.probe_head,
         seed=args.seed,
         max_steps=args.max_steps,
         workers=args.workers,
