@@ -254,6 +254,8 @@ def test_probe_head_starts_training_from_the_logistic_regression(chain):
 
     logits, _ = run_on_photos(model, [s.path for s in train], spec)
     scaler = StandardScaler().fit(features)
-    probe = LogisticRegression(C=PROBE_C, max_iter=2000, random_state=83).fit(scaler.transform(features), targets)
+    probe = LogisticRegression(C=PROBE_C, max_iter=2000, random_state=83).fit(
+        scaler.transform(features), targets
+    )
     expected = probe.decision_function(scaler.transform(features))
     np.testing.assert_allclose(logits, expected, atol=1e-3)

@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from PySide6.QtWidgets import QApplication
 
-    from catbreed_desktop.gui.main_window import APP_TITLE, MainWindow
+    from catbreed_desktop.gui import APP_TITLE
+    from catbreed_desktop.gui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName(APP_TITLE)

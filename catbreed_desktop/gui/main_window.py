@@ -3,19 +3,24 @@
 Every piece of real work is the core's (classify, plan_sort, execute_plan, undo_last_sort,
 corrections export, folder watching), run in the background threads of `workers`; the window
 keeps the photo model up to date from their results and records the person's review.
+
+One `MainWindow` object owns every widget, thread and the watcher; groups of its methods live in
+mixins: `window_actions` (menus, toolbar, status bar), `window_review` (selection, labels,
+corrections export), `window_sorting` (sort, undo, background tasks), `window_watching`
+(watched folders). This module keeps building the window, model loading, adding photos,
+classification, settings, the screenshot and shutdown.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QDockWidget,
     QFileDialog,
@@ -24,13 +29,8 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
-    QMessageBox,
-    QProgressBar,
-    QPushButton,
     QSlider,
     QSplitter,
-    QStyle,
-    QToolBar,
     QVBoxLayout,
     QWidget,
 )
@@ -39,6 +39,7 @@ from catbreed_desktop.core.imaging import PHOTO_SUFFIXES
 from catbreed_desktop.core.paths import default_model_dir
 from catbreed_desktop.core.settings import Settings, load_settings, save_settings
 from catbreed_desktop.core.watching import FolderWatcher
+from catbreed_desktop.gui import APP_TITLE
 from catbreed_desktop.gui.details import DetailsPane
 from catbreed_desktop.gui.grid import PhotoDelegate, PhotoGrid
 from catbreed_desktop.gui.panels import ErrorsPanel, WatchPanel
@@ -48,17 +49,19 @@ from catbreed_desktop.gui.photo_model import (
     UNSURE_TEXT,
     PhotoFilterProxy,
     PhotoListModel,
-    PhotoRecord,
 )
 from catbreed_desktop.gui.thumbnails import ThumbnailLoader
+from catbreed_desktop.gui.window_actions import ActionsMixin
+from catbreed_desktop.gui.window_review import ReviewMixin
+from catbreed_desktop.gui.window_sorting import SortingMixin
+from catbreed_desktop.gui.window_watching import WatchingMixin
 from catbreed_desktop.gui.workers import ClassifyThread, ModelLoadThread, ScanThread, TaskThread
 
-APP_TITLE = "CatBreed"
 # While a long run goes on, the sorted and filtered view catches up at most this often.
 VIEW_REFRESH_MS = 1500
 
 
-class MainWindow(QMainWindow):
+class MainWindow(ActionsMixin, ReviewMixin, SortingMixin, WatchingMixin, QMainWindow):
     """The CatBreed window. `settings` default to the saved ones; `model_path` overrides the bundle."""
 
     model_ready = Signal(str)  # the engine in use
@@ -207,116 +210,6 @@ class MainWindow(QMainWindow):
         self.watch_panel.folder_removed.connect(self.remove_watch_folder)
         self.watch_panel.auto_sort_changed.connect(self.set_auto_sort)
         self.watch_panel.target_changed.connect(self.set_sort_target)
-
-    def _action(
-        self, text: str, slot: Callable, shortcut: Any = None, icon: Any = None, tip: str = ""
-    ) -> QAction:
-        action = QAction(text, self)
-        if icon is not None:
-            action.setIcon(self.style().standardIcon(icon))
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-        if tip:
-            action.setStatusTip(tip)
-            action.setToolTip(tip)
-        action.triggered.connect(lambda checked=False: slot())
-        return action
-
-    def _build_actions(self) -> None:
-        pixmap = QStyle.StandardPixmap
-        self.add_folder_action = self._action(
-            "Add &folder…", self.choose_folder, QKeySequence.StandardKey.Open, pixmap.SP_DirOpenIcon,
-            "Add every photo of a folder",
-        )  # fmt: skip
-        self.add_files_action = self._action(
-            "Add &photos…", self.choose_files, "Ctrl+Shift+O", pixmap.SP_FileIcon, "Add photo files"
-        )
-        self.subfolders_action = QAction("Include sub&folders", self, checkable=True)
-        self.subfolders_action.setChecked(self.settings.include_subfolders)
-        self.subfolders_action.toggled.connect(self._set_include_subfolders)
-        self.open_model_action = self._action(
-            "Open &model bundle…", self.choose_model, None, pixmap.SP_DriveHDIcon, "Use another model bundle"
-        )
-        self.sort_action = self._action(
-            "&Sort into folders…", self.open_sort_dialog, "Ctrl+S", pixmap.SP_DialogApplyButton,
-            "Move or copy the photos into one folder per breed, after a preview",
-        )  # fmt: skip
-        self.undo_action = self._action(
-            "&Undo last sort", self.undo_last_sort, QKeySequence.StandardKey.Undo, pixmap.SP_ArrowBack,
-            "Put the photos of the last sort back where they were",
-        )  # fmt: skip
-        self.cancel_action = self._action(
-            "&Cancel", self.cancel, "Esc", pixmap.SP_BrowserStop, "Stop classifying or sorting"
-        )
-        self.cancel_action.setEnabled(False)
-        self.export_csv_action = self._action("Export corrections as &CSV…", self.choose_csv_export)
-        self.export_folders_action = self._action(
-            "Export corrections as &folders…", self.choose_folder_export
-        )
-        self.settings_action = self._action(
-            "Se&ttings…",
-            self.open_settings,
-            QKeySequence.StandardKey.Preferences,
-            pixmap.SP_FileDialogDetailedView,
-        )
-        self.clear_action = self._action(
-            "C&lear photos", self.clear_photos, None, pixmap.SP_DialogResetButton
-        )
-        self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.watch_action = self.watch_dock.toggleViewAction()
-        self.watch_action.setIcon(self.style().standardIcon(pixmap.SP_FileDialogContentsView))
-        self.watch_action.setText("&Watched folders")
-        self.problems_action = self.errors_dock.toggleViewAction()
-        self.problems_action.setIcon(self.style().standardIcon(pixmap.SP_MessageBoxWarning))
-
-        menu = self.menuBar().addMenu("&File")
-        menu.addActions([self.add_folder_action, self.add_files_action])
-        self.recent_menu = menu.addMenu("&Recent folders")
-        menu.addAction(self.subfolders_action)
-        menu.addSeparator()
-        menu.addActions([self.open_model_action, self.export_csv_action, self.export_folders_action])
-        menu.addSeparator()
-        menu.addActions([self.clear_action, self.quit_action])
-        edit = self.menuBar().addMenu("&Edit")
-        edit.addActions([self.undo_action, self.sort_action, self.cancel_action])
-        edit.addSeparator()
-        edit.addAction(self.settings_action)
-        view = self.menuBar().addMenu("&View")
-        view.addActions([self.watch_action, self.problems_action])
-        self._rebuild_recent_menu()
-
-        toolbar = QToolBar("Main", self)
-        toolbar.setObjectName("main-toolbar")
-        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        toolbar.setMovable(False)
-        toolbar.addActions([self.add_folder_action, self.add_files_action])
-        self.subfolders_box = QCheckBox("Include subfolders")
-        self.subfolders_box.setChecked(self.settings.include_subfolders)
-        self.subfolders_box.toggled.connect(self.subfolders_action.setChecked)
-        self.subfolders_action.toggled.connect(self.subfolders_box.setChecked)
-        toolbar.addWidget(self.subfolders_box)
-        toolbar.addSeparator()
-        toolbar.addActions([self.sort_action, self.undo_action, self.cancel_action])
-        toolbar.addSeparator()
-        toolbar.addActions([self.watch_action, self.settings_action])
-        self.addToolBar(toolbar)
-
-    def _build_status_bar(self) -> None:
-        bar = self.statusBar()
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(240)
-        self.progress.hide()
-        self.rate_label = QLabel()
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        self.cancel_button.hide()
-        self.count_label = QLabel()
-        self.engine_label = QLabel("Engine: loading model…")
-        bar.addPermanentWidget(self.rate_label)
-        bar.addPermanentWidget(self.progress)
-        bar.addPermanentWidget(self.cancel_button)
-        bar.addPermanentWidget(self.count_label)
-        bar.addPermanentWidget(self.engine_label)
 
     # --- model loading --------------------------------------------------------------------------------
 
@@ -559,314 +452,6 @@ class MainWindow(QMainWindow):
             or (self._queue and self.classifier is not None)
         )
 
-    # --- review -----------------------------------------------------------------------------------------
-
-    def current_record(self) -> PhotoRecord | None:
-        index = self.grid.currentIndex()
-        if not index.isValid():
-            return None
-        return self.photos.record(self.proxy.mapToSource(index).row())
-
-    def _selected_rows(self) -> list[int]:
-        indexes = self.grid.selectionModel().selectedIndexes()
-        if not indexes and self.grid.currentIndex().isValid():
-            indexes = [self.grid.currentIndex()]
-        return sorted({self.proxy.mapToSource(index).row() for index in indexes})
-
-    def select_path(self, path: Path) -> None:
-        row = self.photos.row_of(path)
-        if row is None:
-            return
-        index = self.proxy.mapFromSource(self.photos.index(row))
-        self.grid.setCurrentIndex(index)
-        self.grid.selectionModel().select(index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
-
-    def set_label(self, label: str, rows: Sequence[int] | None = None) -> None:
-        """Record the person's breed for the selected photos (or `rows`); sorting will use it."""
-        for row in rows if rows is not None else self._selected_rows():
-            if self.photos.record(row).classified:
-                self.photos.set_label(row, label)
-        self._show_current()
-
-    def choose_top_label(self, rank: int) -> None:
-        """Number keys: give the current photo the model's breed of that rank."""
-        record = self.current_record()
-        if record is None or record.prediction is None or rank >= len(record.prediction.top):
-            return
-        self.set_label(record.prediction.top[rank][0])
-
-    def confirm_selection(self) -> None:
-        """Enter: the shown breed is right; move on to the next photo."""
-        rows = self._selected_rows()
-        for row in rows:
-            record = self.photos.record(row)
-            if record.classified:
-                self.photos.set_label(row, record.label)
-        self._move_current(1)
-
-    def clear_correction(self) -> None:
-        for row in self._selected_rows():
-            self.photos.set_label(row, None, reviewed=False)
-        self._show_current()
-
-    def _label_typed(self, label: str) -> None:
-        self.set_label(label)
-        self.grid.setFocus()
-        self._move_current(1)
-
-    def _move_current(self, step: int) -> None:
-        index = self.grid.currentIndex()
-        if not index.isValid():
-            return
-        following = self.proxy.index(index.row() + step, 0)
-        if following.isValid():
-            self.grid.setCurrentIndex(following)
-        self._show_current()
-
-    def _focus_breed_box(self) -> None:
-        self.details.breed_box.setFocus()
-        self.details.breed_box.lineEdit().selectAll()
-
-    def _show_current(self, *args: Any) -> None:
-        self.details.show_record(self.current_record(), self.photos.threshold)
-
-    def corrections(self) -> list[Any]:
-        """Every photo the person corrected or confirmed, with its label."""
-        from catbreed_desktop.core.corrections import Correction
-
-        return [
-            Correction(r.path, r.label)
-            for r in self.photos.records
-            if (r.reviewed or r.corrected_label is not None) and r.label is not None
-        ]
-
-    def choose_csv_export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export corrections as CSV", "corrections.csv", "CSV (*.csv)"
-        )
-        if path:
-            self.export_corrections_csv(Path(path))
-
-    def export_corrections_csv(self, path: Path) -> None:
-        from catbreed_desktop.core.corrections import export_corrections_csv
-
-        try:
-            count = export_corrections_csv(self.corrections(), path)
-        except OSError as error:
-            QMessageBox.warning(self, APP_TITLE, f"Could not write {path}: {error}")
-            return
-        self.statusBar().showMessage(
-            f"Wrote {count} reviewed labels to {path} (use: python -m trainer prepare --data {path})", 8000
-        )
-
-    def choose_folder_export(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Export corrections into folder")
-        if folder:
-            self.export_corrections_folders(Path(folder))
-
-    def export_corrections_folders(self, folder: Path) -> None:
-        from catbreed_desktop.core.corrections import export_corrections_folders
-
-        corrections = self.corrections()
-        self._run_task(
-            "export",
-            f"Copying {len(corrections)} reviewed photos…",
-            lambda progress, stop: export_corrections_folders(corrections, folder, progress),
-            self._export_done,
-        )
-
-    def _export_done(self, result: Any) -> None:
-        self._report([(path, reason) for path, reason in result.failed])
-        self.statusBar().showMessage(
-            f"Exported {len(result.copied)} photos; {len(result.skipped_duplicates)} were already there", 8000
-        )
-
-    # --- sorting ----------------------------------------------------------------------------------------
-
-    def sort_items(self) -> list[Any]:
-        """What sorting gets: each classified photo with the reviewed label when there is one."""
-        from catbreed_desktop.core.sorting import SortItem
-
-        return [SortItem(r.path, r.label, r.confidence, r.is_cat) for r in self.photos.records if r.label]
-
-    def make_sort_dialog(self) -> Any:
-        from catbreed_desktop.gui.sort_dialog import SortDialog
-
-        return SortDialog(
-            self.sort_items(), self.settings.sort_target, self.settings.sort_mode, self.photos.threshold, self
-        )
-
-    def open_sort_dialog(self) -> None:
-        if self._task_thread is not None:
-            self.statusBar().showMessage("Wait for the running sort to finish first", 4000)
-            return
-        dialog = self.make_sort_dialog()
-        if dialog.exec() and dialog.plan() is not None:
-            self.settings.sort_target = dialog.target
-            self.settings.sort_mode = dialog.mode
-            self._save_settings()
-            self.start_sort(dialog.plan())
-
-    def start_sort(self, plan: Any) -> None:
-        """Execute a previewed plan in the background; the grid follows the moved files."""
-        from catbreed_desktop.core.sorting import execute_plan
-
-        self._ignore_target(plan.target)
-        self._run_task(
-            "sort",
-            f"Sorting {len(plan.operations)} photos…",
-            lambda progress, stop: execute_plan(plan, progress, stop),
-            self._sort_done,
-        )
-
-    def _sort_done(self, result: Any) -> None:
-        moves = [(op.source, op.destination) for op in result.done if op.action == "move"]
-        self.photos.move_paths(moves)
-        self._report([(op.source, reason) for op, reason in result.failed])
-        stopped = " (stopped)" if result.stopped else ""
-        self.statusBar().showMessage(
-            f"Sorted {len(result.done)} photos{stopped}; {len(result.duplicates)} were already there; "
-            f"{len(result.failed)} could not be sorted. Edit ▸ Undo last sort puts them back.",
-            10000,
-        )
-        self._show_current()
-
-    def undo_last_sort(self) -> None:
-        watcher = self.watcher
-        self._run_task(
-            "undo", "Undoing the last sort…", lambda p, s: _undo_with_moves(watcher, p), self._undo_done
-        )
-
-    def _undo_done(self, outcome: tuple[Any, list[tuple[Path, Path]]]) -> None:
-        result, moves = outcome
-        self.photos.move_paths(moves)
-        self._report([(None, problem) for problem in result.problems])
-        self.statusBar().showMessage(
-            f"Undone: {result.restored} photos put back, {result.removed_copies} copies removed", 10000
-        )
-        self._show_current()
-
-    def _run_task(self, kind: str, message: str, task: Callable, on_done: Callable[[Any], None]) -> bool:
-        if self._task_thread is not None or self._closed:
-            self.statusBar().showMessage("Another sort is still running; try again when it ends", 4000)
-            return False
-        thread = TaskThread(task, self)
-        thread.progress.connect(self._on_task_progress)
-        thread.finished_with.connect(on_done)
-        thread.failed.connect(lambda text: self._task_failed(kind, text))
-        thread.finished.connect(self._task_done)
-        self._task_thread, self._task_kind = thread, kind
-        self._set_busy(True, message)
-        thread.start()
-        return True
-
-    def _on_task_progress(self, done: int, total: int) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        self.rate_label.setText(f"{done} / {total}")
-
-    def _task_failed(self, kind: str, message: str) -> None:
-        self.statusBar().showMessage(message, 10000)
-        self._report([(None, f"{kind}: {message}")])
-
-    def _task_done(self) -> None:
-        thread, kind = self._task_thread, self._task_kind
-        if thread is not None:
-            thread.wait()
-        self._task_thread = None
-        self._set_busy(self._classify_thread is not None, None)
-        self.task_finished.emit(kind)
-        self._run_auto_sort()
-
-    def _run_auto_sort(self) -> None:
-        """Sort photos that came from watched folders, once classified, when auto-sort is on."""
-        if not (self.settings.auto_sort and self.settings.sort_target) or self._task_thread is not None:
-            return
-        rows = [self.photos.row_of(path) for path in self._auto_sort_paths]
-        records = [self.photos.record(row) for row in rows if row is not None]
-        records = [r for r in records if r.label is not None]
-        if not records:
-            return
-        self._auto_sort_paths = []
-        from catbreed_desktop.core.sorting import SortItem, execute_plan, plan_sort
-
-        items = [SortItem(r.path, r.label, r.confidence, r.is_cat) for r in records]
-        target, mode, threshold = (
-            Path(self.settings.sort_target),
-            self.settings.sort_mode,
-            self.photos.threshold,
-        )
-        self._ignore_target(target)
-        self._run_task(
-            "sort",
-            f"Sorting {len(items)} new photos…",
-            lambda progress, stop: execute_plan(plan_sort(items, target, mode, threshold), progress, stop),
-            self._sort_done,
-        )
-
-    # --- watching ---------------------------------------------------------------------------------------
-
-    def _restore_watching(self) -> None:
-        folders = []
-        for folder in self.settings.watched_folders:
-            try:
-                folders.append(str(self.watcher.add_folder(folder)))
-            except NotADirectoryError as error:
-                self._report([(None, f"{error}; it is no longer watched")])
-        self.settings.watched_folders = folders
-        self._ignore_target(self.settings.sort_target)
-        self.watcher.start()
-        self._show_watch_state()
-        if folders:
-            self.watch_dock.show()
-
-    def add_watch_folder(self, folder: str | Path) -> None:
-        try:
-            path = self.watcher.add_folder(folder)
-        except NotADirectoryError as error:
-            QMessageBox.warning(self, APP_TITLE, str(error))
-            return
-        if str(path) not in self.settings.watched_folders:
-            self.settings.watched_folders.append(str(path))
-        self._save_settings()
-        self._show_watch_state()
-        self.watch_dock.show()
-
-    def remove_watch_folder(self, folder: str | Path) -> None:
-        self.watcher.remove_folder(folder)
-        self.settings.watched_folders = [f for f in self.settings.watched_folders if f != str(folder)]
-        self._save_settings()
-        self._show_watch_state()
-
-    def set_auto_sort(self, enabled: bool) -> None:
-        self.settings.auto_sort = bool(enabled)
-        self._save_settings()
-        self._show_watch_state()
-
-    def set_sort_target(self, target: str) -> None:
-        self.settings.sort_target = str(target)
-        self._ignore_target(target)
-        self._save_settings()
-        self._show_watch_state()
-
-    def _ignore_target(self, target: str | Path) -> None:
-        if target:
-            self.watcher.set_ignored_folders([target])
-
-    def _show_watch_state(self) -> None:
-        self.watch_panel.show_state(
-            self.settings.watched_folders, self.settings.auto_sort, self.settings.sort_target
-        )
-
-    def _on_watched_photos(self, paths: list[Path]) -> None:
-        if self._closed:
-            return
-        new = self.photos.add_paths(paths, from_watch=True)
-        if new:
-            self.statusBar().showMessage(f"{len(new)} new photos in watched folders", 4000)
-        self._queue.extend(new)
-        self._start_classification()
-
     # --- settings and look ----------------------------------------------------------------------------
 
     def open_settings(self) -> None:
@@ -987,20 +572,3 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self.shutdown()
         super().closeEvent(event)
-
-
-def _undo_with_moves(watcher: FolderWatcher, progress: Callable[[int, int], None]) -> tuple[Any, list]:
-    """Undo the last sort; also say which moved photos went back where, for the grid to follow.
-
-    The photos about to come back are announced to the watcher first, so their return into a
-    watched folder is not taken for new photos.
-    """
-    from catbreed_desktop.core.sorting import moves_to_undo, undo_last_sort
-
-    moved = moves_to_undo()
-    watcher.expect(source for _, source in moved)
-    result = undo_last_sort(progress)
-    back = [
-        (destination, source) for destination, source in moved if source.exists() and not destination.exists()
-    ]
-    return result, back
