@@ -312,3 +312,31 @@ def test_write_bundle_needs_an_existing_model(tmp_path: Path) -> None:
             preprocessing=TINY_SPEC,
         )
     assert not (tmp_path / "bundle").exists()
+
+
+def test_detector_matrices_live_in_a_checksummed_side_file(tmp_path: Path) -> None:
+    ood = {
+        "method": "mahalanobis",
+        "means": np.arange(6.0).reshape(3, 2),
+        "precision": np.array([[2.0, 0.5], [0.5, 1.0]]),
+        "threshold": 4.0,
+    }
+    bundle = make_colour_bundle(tmp_path / "bundle", ood=ood)
+
+    manifest = json.loads((tmp_path / "bundle" / BUNDLE_FILE).read_text())
+    assert "precision" not in manifest["ood"]
+    assert manifest["ood"]["arrays_file"] == "ood.npz"
+    assert bundle.ood == {
+        "method": "mahalanobis",
+        "means": [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]],
+        "precision": [[2.0, 0.5], [0.5, 1.0]],
+        "threshold": 4.0,
+    }
+    assert load_bundle(tmp_path / "bundle") == bundle
+
+    (tmp_path / "bundle" / "ood.npz").write_bytes(b"not the detector")
+    with pytest.raises(BundleError, match="checksum mismatch .*ood.npz"):
+        load_bundle(tmp_path / "bundle")
+
+    make_colour_bundle(tmp_path / "bundle")  # a new bundle without a detector drops the old file
+    assert not (tmp_path / "bundle" / "ood.npz").exists()

@@ -7,7 +7,10 @@ all of it and says exactly what is wrong.
 
 The ONNX graph takes `pixel_values` (N, 3, size, size) float32 and returns `logits` (N, labels)
 as its first output; a second output `embedding` (N, D), when present, feeds the bundle's
-optional out-of-distribution ("not a cat") detector described under `ood`.
+optional out-of-distribution ("not a cat") detector described under `ood`. The detector's
+matrices are too large for readable JSON (a 768 x 768 precision matrix is 12 MB of text), so
+they live beside it in `ood.npz`, named and checksummed in the `ood` section; a loaded bundle
+holds them in `ood` as plain lists again, so readers see one shape whichever way it was stored.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from catbreed_desktop.core.imaging import Preprocessing
 
 FORMAT_VERSION = 1
@@ -31,6 +36,8 @@ MODEL_FILE = "model.onnx"
 INPUT_NAME = "pixel_values"
 LOGITS_NAME = "logits"
 EMBEDDING_NAME = "embedding"
+OOD_ARRAYS_FILE = "ood.npz"
+OOD_ARRAYS = ("means", "precision")
 _SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
@@ -135,6 +142,8 @@ def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
     metrics = _optional_object(data, "metrics", manifest) or {}
     provenance = _optional_object(data, "provenance", manifest) or {}
     ood = _optional_object(data, "ood", manifest)
+    if ood is not None and "arrays_file" in ood:
+        ood = _read_ood_arrays(ood, folder, manifest)
     model_file = data.get("model_file", MODEL_FILE)
     if not isinstance(model_file, str) or not model_file or Path(model_file).name != model_file:
         # A path would let a bundle point at files outside its own folder.
@@ -194,6 +203,34 @@ def _optional_object(data: dict[str, Any], key: str, manifest: Path) -> dict[str
     if not isinstance(value, dict):
         raise BundleError(f"{manifest}: {key!r} must be a JSON object")
     return dict(value)
+
+
+def _read_ood_arrays(ood: dict[str, Any], folder: Path, manifest: Path) -> dict[str, Any]:
+    """The `ood` section with its matrices read back from the checksummed side file."""
+    name, expected = ood.pop("arrays_file"), ood.pop("arrays_sha256", None)
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise BundleError(f"{manifest}: 'ood' arrays_file must be a plain file name, not {name!r}")
+    path = folder / name
+    if not path.is_file():
+        raise BundleError(f"model bundle {folder} has no {name}, which its 'ood' section names")
+    if sha256_file(path) != expected:
+        raise BundleError(f"checksum mismatch for {path}: the not-a-cat detector file was changed or damaged")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return ood | {key: arrays[key].tolist() for key in OOD_ARRAYS}
+    except (OSError, ValueError, KeyError) as error:
+        raise BundleError(f"{path} is not a readable detector file: {error}") from None
+
+
+def _write_ood_arrays(ood: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The `ood` section as bundle.json stores it, its matrices saved to `folder`/ood.npz."""
+    if not all(key in ood for key in OOD_ARRAYS):
+        return ood
+    arrays = {key: np.asarray(ood[key], dtype=np.float64) for key in OOD_ARRAYS}
+    path = folder / OOD_ARRAYS_FILE
+    np.savez_compressed(path, **arrays)
+    rest = {key: value for key, value in ood.items() if key not in OOD_ARRAYS}
+    return rest | {"arrays_file": OOD_ARRAYS_FILE, "arrays_sha256": sha256_file(path)}
 
 
 def _check_model_signature(bundle: ModelBundle) -> None:
@@ -274,13 +311,20 @@ def write_bundle(
             provenance=dict(provenance or {}),
             ood=ood,
         )
-        text = json.dumps(bundle.to_json(), indent=2, default=_json_default) + "\n"
+        manifest = bundle.to_json()
+        if ood is not None:
+            manifest["ood"] = _write_ood_arrays(ood, staging)
+        text = json.dumps(manifest, indent=2, default=_json_default) + "\n"
         (staging / BUNDLE_FILE).write_text(text, encoding="utf-8")
         staged = load_bundle(staging)
-        # Model first, manifest last: a reader in between sees a checksum mismatch, never a
-        # manifest that vouches for the wrong model.
+        # Data files first, manifest last: a reader in between sees a checksum mismatch, never
+        # a manifest that vouches for the wrong model.
         os.replace(staged_model, folder / MODEL_FILE)
+        if (staging / OOD_ARRAYS_FILE).is_file():
+            os.replace(staging / OOD_ARRAYS_FILE, folder / OOD_ARRAYS_FILE)
         os.replace(staging / BUNDLE_FILE, folder / BUNDLE_FILE)
+        if "arrays_file" not in manifest.get("ood", {}):
+            (folder / OOD_ARRAYS_FILE).unlink(missing_ok=True)  # an older bundle's detector
     except (TypeError, ValueError) as error:
         raise BundleError(f"cannot write a bundle to {folder}: {error}") from None
     finally:
