@@ -80,6 +80,9 @@ def test_bundle_records_preprocessing_calibration_ood_metrics_and_provenance(cha
     assert bundle.metrics["export_check"]["max_abs_logit_diff"] <= 1e-3
     assert bundle.metrics["test"]["macro_f1"] == evaluation["test"]["macro_f1"]
     assert {"command_line", "git_commit", "date", "data_sources", "base_model"} <= set(bundle.provenance)
+    training = bundle.provenance["training"]
+    assert training["settings"]["preset"] == "tiny" and training["settings"]["lr"] == pytest.approx(3e-3)
+    assert 1 <= training["epoch"] <= 3
 
     import onnx
 

@@ -28,7 +28,7 @@ from trainer.dataset import SUMMARY_FILE, read_labels, read_manifest, split_samp
 from trainer.errors import CheckFailed, TrainerError
 from trainer.evaluate import EVAL_DIR, OOD_FILE, OOD_PERCENTILE, default_checkpoint, load_ood
 from trainer.metrics import classification_scores
-from trainer.modeling import LogitsAndEmbedding, checkpoint_labels, load_checkpoint
+from trainer.modeling import TRAINING_FILE, LogitsAndEmbedding, checkpoint_labels, load_checkpoint
 from trainer.progress import bar
 
 MIN_OPSET = 17
@@ -239,6 +239,8 @@ def provenance(workdir: Path, checkpoint: Path, origin: dict, command_line: str)
 
     summary_path = workdir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    training_path = checkpoint / TRAINING_FILE
+    training = json.loads(training_path.read_text()) if training_path.is_file() else None
     return {
         "command_line": command_line or " ".join(sys.argv),
         "data_sources": summary.get("sources"),
@@ -248,6 +250,7 @@ def provenance(workdir: Path, checkpoint: Path, origin: dict, command_line: str)
         "checkpoint": str(checkpoint.resolve()),
         "base_model": origin.get("base_model"),
         "preset": origin.get("preset"),
+        "training": training,
         "git_commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "software": {

@@ -24,6 +24,7 @@ from trainer.progress import bar
 
 PREPROCESSING_FILE = "preprocessing.json"
 TRAINER_FILE = "trainer.json"
+TRAINING_FILE = "training.json"  # the settings of the run that saved a best checkpoint
 PRESETS = ("tiny",)
 TINY_IMAGE_SIZE = 32
 

@@ -29,6 +29,14 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def _shown_path(path: Path) -> str:
+    """A path relative to the working folder where it lies below it: cards get committed."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -125,7 +133,7 @@ def build_card(
     ]
     if bundle:
         lines += [
-            f"- Bundle: `{bundle.path}` ({bundle.provenance.get('precision', 'fp32')}, sha256 `{bundle.model_sha256[:16]}…`)",
+            f"- Bundle: `{_shown_path(bundle.path)}` ({bundle.provenance.get('precision', 'fp32')}, sha256 `{bundle.model_sha256[:16]}…`)",
             f"- Preprocessing: shorter side {bundle.preprocessing.resize} px, centre crop {bundle.preprocessing.size} px, "
             f"mean {list(bundle.preprocessing.mean)}, std {list(bundle.preprocessing.std)}",
             f"- Git commit: {bundle.provenance.get('git_commit') or 'unknown'}; exported {bundle.provenance.get('date')}",

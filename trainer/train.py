@@ -33,6 +33,7 @@ from trainer.dataset import DatasetError, Sample, read_labels, read_manifest, sp
 from trainer.errors import TrainerError
 from trainer.metrics import classification_scores
 from trainer.modeling import (
+    TRAINING_FILE,
     build_model,
     forward_options,
     freeze_layers,
@@ -346,7 +347,7 @@ class Trainer:
             if scores["macro_f1"] > position["best_macro_f1"]:
                 position["best_macro_f1"] = scores["macro_f1"]
                 position["best_epoch"] = epoch + 1
-                self._save_best(model, scores, epoch + 1)
+                self._save_best(model, scores, epoch + 1, position["run"])
             position["epoch"] += 1
             position["step_in_epoch"] = 0
             self._save_last(state, position)
@@ -365,11 +366,14 @@ class Trainer:
         targets = [self.label_index[s.label] for s in self.val_samples]
         return classification_scores(targets, logits.argmax(axis=1).tolist(), len(self.labels))
 
-    def _save_best(self, model: nn.Module, scores: dict, epoch: int) -> None:
+    def _save_best(self, model: nn.Module, scores: dict, epoch: int, run: str) -> None:
         staging = self.checkpoints / "best.partial"
         shutil.rmtree(staging, ignore_errors=True)
         save_checkpoint(model, staging, self.spec, self.settings.base_model, self.settings.preset)
         (staging / "validation.json").write_text(json.dumps(scores | {"epoch": epoch}, indent=2) + "\n")
+        # The export copies this into the bundle, so a shipped model says how it was trained.
+        recipe = {"run": run, "epoch": epoch, "settings": dataclasses.asdict(self.settings)}
+        (staging / TRAINING_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
         _replace_folder(staging, self.best_dir)
 
     def _save_last(self, state, position: dict) -> None:

@@ -48,6 +48,8 @@ class OnnxRuntimeEngine(Engine):
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        # Idle ORT threads otherwise spin on the cores that the photo-decoding threads need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list = [CPU_PROVIDER]
         if device == "cuda":
             providers = [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER]
