@@ -139,10 +139,10 @@ def fit_head_by_probe(
     """Start the classifier head from a logistic regression on the frozen features (LP-FT).
 
     A random head sends large, noisy gradients into the pretrained layers during the first
-    steps, which costs more accuracy than the fine-tuning later wins back on a small dataset;
-    a head that already classifies well lets fine-tuning only refine the features. The scaler's
-    mean and scale are folded into the head's weights, so the head stays one linear layer.
-    Returns the probe's training accuracy.
+    steps and can distort features that were already good (Kumar et al., "Fine-Tuning can
+    Distort Pretrained Features", 2022); a head that already classifies well lets fine-tuning
+    refine them instead. The scaler's mean and scale are folded into the head's weights, so the
+    head stays one linear layer. Returns the probe's training accuracy.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -243,7 +243,11 @@ class Trainer:
 
         position = self._resume(model, optimizer, scheduler)
         if s.probe_head and position["global_step"] == 0:
-            fit_head_by_probe(model, self.train_samples, self.label_index, self.spec, s.seed)
+            accuracy = fit_head_by_probe(model, self.train_samples, self.label_index, self.spec, s.seed)
+            print(
+                f"head initialised from a logistic regression (training accuracy {accuracy:.4f})",
+                file=sys.stderr,
+            )
         if position["epoch"] >= s.epochs:
             print(
                 f"training already finished ({s.epochs} epochs, best validation macro F1 "
