@@ -22,7 +22,8 @@ from trainer.modeling import build_model, preprocessing_for, run_on_photos
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 
 
-def _classifier(c: float, seed: int):
+def logistic_probe(c: float, seed: int):
+    """Standardised features into a logistic regression: the baseline, and the head `--probe-head` starts from."""
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
 
 
@@ -56,12 +57,12 @@ def run_baseline(
 
     search = {}
     for c in C_GRID:
-        fitted = _classifier(c, seed).fit(features["train"], targets["train"])
+        fitted = logistic_probe(c, seed).fit(features["train"], targets["train"])
         search[c] = classification_scores(targets["val"], fitted.predict(features["val"]), len(labels))[
             "macro_f1"
         ]
     best_c = max(C_GRID, key=lambda c: (search[c], -c))  # ties go to the stronger regularisation
-    final = _classifier(best_c, seed).fit(
+    final = logistic_probe(best_c, seed).fit(
         np.concatenate([features["train"], features["val"]]),
         np.concatenate([targets["train"], targets["val"]]),
     )

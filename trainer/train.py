@@ -144,16 +144,15 @@ def fit_head_by_probe(
     refine them instead. The scaler's mean and scale are folded into the head's weights, so the
     head stays one linear layer. Returns the probe's training accuracy.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+    from trainer.baseline import logistic_probe
 
     head = model.classifier
     if not isinstance(head, nn.Linear):
         raise TrainingError(f"--probe-head needs a linear classifier head, not {type(head).__name__}")
     _, features = run_on_photos(model, [s.path for s in samples], spec, description="probe features")
     targets = np.array([label_index[s.label] for s in samples])
-    scaler = StandardScaler().fit(features)
-    probe = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(scaler.transform(features), targets)
+    fitted = logistic_probe(c, seed).fit(features, targets)
+    scaler, probe = fitted[0], fitted[-1]
     classes = probe.classes_.tolist()
     weight = np.zeros((head.out_features, head.in_features))
     bias = np.full(head.out_features, -20.0)  # a breed absent from training stays improbable
@@ -166,7 +165,7 @@ def fit_head_by_probe(
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(weight))
         head.bias.copy_(torch.from_numpy(bias))
-    return float(probe.score(scaler.transform(features), targets))
+    return float(fitted.score(features, targets))
 
 
 def class_weights(targets: list[int], num_labels: int) -> torch.Tensor:
