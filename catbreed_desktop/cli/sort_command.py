@@ -19,6 +19,7 @@ from pathlib import Path
 from catbreed_desktop.cli.common import PROGRAM, ProgressReporter, add_model_options, fail, open_classifier
 from catbreed_desktop.core.classify import Failure
 from catbreed_desktop.core.imaging import iter_photo_paths
+from catbreed_desktop.core.printable import plural
 from catbreed_desktop.core.sorting import (
     JournalError,
     NothingToUndo,
@@ -141,7 +142,12 @@ def run_undo(args: argparse.Namespace) -> int:
     except JournalError as error:
         raise fail(str(error)) from None
     progress.finish()
-    print(f"undo: {result.restored} photos put back, {result.removed_copies} copies removed")
+    summary = f"undo: {plural(result.restored, 'photo')} put back, {plural(result.removed_copies, 'copy', 'copies')} removed"
+    if result.kept_copies:
+        summary += f", {plural(len(result.kept_copies), 'copy', 'copies')} kept (their originals are gone or changed)"
+    print(summary)
+    for kept in result.kept_copies:
+        print(f"{PROGRAM}: {kept}", file=sys.stderr)
     for problem in result.problems:
         print(f"{PROGRAM}: not undone: {problem}", file=sys.stderr)
     return SOME_FAILED if result.problems else 0

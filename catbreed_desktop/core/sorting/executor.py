@@ -21,8 +21,8 @@ from catbreed_desktop.core.sorting.journal import (
     JournalState,
     OperationState,
     exclusive_lock,
-    list_journals,
     read_journal,
+    read_journals_newest_first,
 )
 from catbreed_desktop.core.sorting.names import collision_names, is_inside
 from catbreed_desktop.core.sorting.plan import PlannedOperation, SortPlan, check_mode
@@ -73,11 +73,8 @@ def resume_interrupted_sort(
 
 def latest_active_journal() -> JournalState | None:
     """The most recent sort that no undo has touched, or None."""
-    journals = list_journals()
-    if not journals:
-        return None
-    state = read_journal(journals[-1])
-    return None if state.undo_started else state
+    state = next(read_journals_newest_first(), None)
+    return None if state is None or state.undo_started else state
 
 
 def _run(
@@ -181,10 +178,27 @@ class _Runner:
                     {"type": "abandoned", "id": operation.index, "destination": str(candidate)}
                 )
                 continue
+            except OSError as error:
+                if self.mode == "move":
+                    return self._take_back_copy(operation, intent, error)
+                raise
             self.journal.append({"type": "done", "id": operation.index, "destination": str(candidate)})
             contents.add(candidate, content=content)
             return None
         return self._fail(operation, f"no free name found in {folder}")
+
+    def _take_back_copy(self, operation: OperationState, intent: Intent, error: OSError) -> None:
+        """A move across disks that placed its copy but could not remove the original (a read-only
+        folder, say): remove our verified copy again, so the photo is in one place, its original."""
+        reason = error.strerror or str(error)
+        placed = intent.destination
+        if fileops.holds_its_own_copy(intent.source, placed, intent.content) and fileops.has_content(
+            placed, intent.content
+        ):
+            os.unlink(placed)
+            fileops.fsync_dir(placed.parent)
+            reason = f"the original could not be removed ({reason}), so it was left where it is"
+        self._fail(operation, reason)
 
     def _candidates(self, planned: PlannedOperation) -> Iterator[Path]:
         tried = set()
@@ -240,12 +254,16 @@ def reconcile(operation: OperationState, journal: Journal) -> None:
     if not fileops.has_content(destination, content):
         return  # not done: the source is untouched, the operation runs again
     if intent.action == "move" and source_there:
-        if not (os.path.samefile(source, destination) or fileops.has_content(source, content)):
+        if fileops.holds_its_own_copy(source, destination, content):
+            # A second name (hard link) or a verified copy left by the interrupted move.
+            os.unlink(source)
+            fileops.fsync_dir(source.parent)
+        elif not (os.path.islink(source) or fileops.same_entry(source, destination)):
             reason = "the original changed during the move; both were kept"
             journal.append({"type": "failed", "id": operation.index, "reason": reason})
             return
-        os.unlink(source)  # the destination holds the same bytes (or is the same file)
-        fileops.fsync_dir(source.parent)
+        # Otherwise the source path is a link, or leads to the destination itself through a linked
+        # folder: the photo is in place, and removing that name could remove the photo.
     journal.append({"type": "done", "id": operation.index, "destination": str(destination)})
 
 

@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +200,47 @@ def move_file(source: Path, destination: Path, temp: Path, expected: Fingerprint
     verified_copy(source, destination, temp, expected)
     os.unlink(source)
     fsync_dir(source.parent)
+
+
+def same_entry(first: Path, second: Path) -> bool:
+    """Whether two paths name one and the same directory entry, links in their folders followed.
+
+    `os.path.samefile` would also say yes for a symbolic link to the file and for a hard link,
+    where removing one name keeps the photo; here only "the very same entry" counts, where removing
+    one name removes the photo. A name that cannot be examined counts as the same entry, because
+    that is the answer that never leads to a removal.
+    """
+    try:
+        first_info, second_info = os.lstat(first), os.lstat(second)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    if not os.path.samestat(first_info, second_info):
+        return False
+    try:
+        same_folder = os.path.samefile(first.parent, second.parent)
+    except OSError:
+        return True
+    # Two names of one inode in one folder are hard links, unless the names differ only in the way
+    # a case-insensitive file system ignores; then they may be one entry, and keeping both is safe.
+    return same_folder and first.name.casefold() == second.name.casefold()
+
+
+def is_regular_file(path: Path) -> bool:
+    """A regular file at `path` itself: a symbolic link there is not one, whatever it points to."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def holds_its_own_copy(original: Path, other: Path, expected: Fingerprint) -> bool:
+    """Whether `original` is a regular file of its own (not a link, not `other` itself) with the expected bytes.
+
+    Only then may `other` be removed without losing the photo.
+    """
+    return is_regular_file(original) and not same_entry(original, other) and has_content(original, expected)
 
 
 def remove_if_exists(path: Path) -> bool:

@@ -8,6 +8,7 @@ records to the same file, so a journal also says whether its sort was undone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import time
@@ -17,25 +18,57 @@ from pathlib import Path
 
 from catbreed_desktop.core import paths
 from catbreed_desktop.core.sorting.fileops import Fingerprint, fsync_dir
-from catbreed_desktop.core.sorting.plan import PlannedOperation, SortPlan
+from catbreed_desktop.core.sorting.plan import ACTIONS, MODES, PlannedOperation, SortPlan
 
 FORMAT_VERSION = 1
 JOURNAL_GLOB = "sort-*.jsonl"
+# A journal holds one sort's plan; a file far past any real sort is not one of ours.
+MAX_JOURNAL_BYTES = 512 * 1024 * 1024
 
 
 class JournalError(Exception):
     """A journal that cannot be read or is already in use by another sort or undo."""
 
 
+class EmptyJournal(JournalError):
+    """A journal with no complete record: its sort stopped before it began, so nothing was done.
+
+    Earlier versions could leave one behind on a full disk; readers skip it.
+    """
+
+
+class JournalWriteError(JournalError):
+    """The journal could not be written (disk full, folder read-only): the sort or undo stops here.
+
+    Nothing is half-recorded: a record is either whole in the file or not there at all, so the
+    journal stays readable and `resume` or `undo` can go on once the cause is removed.
+    """
+
+
 def journals_dir() -> Path:
-    folder = paths.data_dir() / "journals"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder = paths.data_dir() / "journals"
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise JournalError(
+            f"cannot use the folder for sort journals ({error.filename or paths.data_dir()}): "
+            f"{error.strerror or error}; sorting needs it to be able to undo"
+        ) from None
     return folder
 
 
 def list_journals() -> list[Path]:
     """Every sort journal, oldest first (names start with the UTC time of the sort)."""
     return sorted(journals_dir().glob(JOURNAL_GLOB))
+
+
+def read_journals_newest_first() -> Iterator[JournalState]:
+    """Every journal's state, newest first, skipping those whose sort never began."""
+    for path in reversed(list_journals()):
+        try:
+            yield read_journal(path)
+        except EmptyJournal:
+            continue
 
 
 def last_journal() -> Path | None:
@@ -56,7 +89,11 @@ def exclusive_lock() -> Iterator[None]:
     except ImportError:
         yield
         return
-    handle = open(journals_dir() / ".lock", "a")  # noqa: SIM115 - released in finally
+    lock_path = journals_dir() / ".lock"
+    try:
+        handle = open(lock_path, "a")  # noqa: SIM115 - released in finally
+    except OSError as error:
+        raise JournalError(f"cannot open the journal lock {lock_path}: {error.strerror or error}") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -67,22 +104,41 @@ def exclusive_lock() -> Iterator[None]:
         handle.close()
 
 
+def encode_record(record: dict) -> bytes:
+    """One journal line. ASCII with escapes, so a file name that is not valid UTF-8 (kept by
+    Python as surrogate escapes) is stored losslessly and reads back as the very same name."""
+    return (json.dumps(record, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii")
+
+
 class Journal:
-    """An open journal that appends records and syncs each one before returning."""
+    """An open journal that appends whole records and syncs each one before returning."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except OSError as error:
+            raise JournalError(f"cannot open the sort journal {path}: {error.strerror or error}") from None
+        try:
+            self._drop_torn_tail()
+        except OSError as error:
+            self.close()
+            raise JournalWriteError(
+                f"cannot repair the sort journal {path}: {error.strerror or error}"
+            ) from None
 
     @classmethod
     def create(cls, plan: SortPlan) -> Journal:
-        """Start the journal of a new sort, with its whole plan as the first record."""
+        """Start the journal of a new sort, with its whole plan as the first record.
+
+        The start record is written and synced under a hidden name first, so a journal is only
+        ever seen complete: a full disk leaves no empty journal behind to block later undos.
+        """
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         micros = f"{time.time_ns() // 1000 % 1_000_000:06d}"
-        path = journals_dir() / f"sort-{stamp}-{micros}-{os.getpid()}.jsonl"
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        journal = cls(path)
-        journal.append(
+        folder = journals_dir()
+        path = folder / f"sort-{stamp}-{micros}-{os.getpid()}.jsonl"
+        start = encode_record(
             {
                 "type": "start",
                 "version": FORMAT_VERSION,
@@ -101,12 +157,63 @@ class Journal:
                 ],
             }
         )
-        fsync_dir(path.parent)
-        return journal
+        partial = folder / f".{path.name}.new"
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _write_all(fd, start)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if os.path.lexists(path):  # the name holds this process id and the microsecond
+                raise FileExistsError(errno.EEXIST, "a journal of this name already exists")
+            os.replace(partial, path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+            raise JournalWriteError(
+                f"cannot write the sort journal in {folder}: {error.strerror or error}; nothing was sorted"
+            ) from None
+        fsync_dir(folder)
+        return cls(path)
 
     def append(self, record: dict) -> None:
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        os.write(self._fd, line)
+        """Add one record, whole or not at all; raises JournalWriteError when it cannot be written."""
+        line = encode_record(record)
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            _write_all(self._fd, line)
+            os.fsync(self._fd)
+        except OSError as error:
+            # Take back a partly written line, so the next record does not run into it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, end)
+                os.fsync(self._fd)
+            raise JournalWriteError(
+                f"cannot write the sort journal {self.path}: {error.strerror or error}"
+            ) from None
+
+    def _drop_torn_tail(self) -> None:
+        """Cut off a last record that a kill or a full disk left without its end of line.
+
+        Readers already ignore it (it never happened); appending after it would make it a damaged
+        line in the middle, and the journal could never be read again.
+        """
+        size = os.lseek(self._fd, 0, os.SEEK_END)
+        if size == 0 or os.pread(self._fd, 1, size - 1) == b"\n":
+            return
+        keep, position = 0, size
+        while position > 0 and keep == 0:
+            block_start = max(0, position - 65536)
+            block = os.pread(self._fd, position - block_start, block_start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                keep = block_start + newline + 1
+            position = block_start
+        if _parse_record(os.pread(self._fd, size - keep, keep)) is not None:
+            _write_all(self._fd, b"\n")  # only the end of line is missing: readers take it as whole
+        else:
+            os.ftruncate(self._fd, keep)
         os.fsync(self._fd)
 
     def close(self) -> None:
@@ -121,6 +228,16 @@ class Journal:
         self.close()
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (a full disk, a signal): go on until all is written."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
 @dataclass(frozen=True)
 class Intent:
     """What an operation was about to do: the exact destination and the bytes it carries."""
@@ -133,12 +250,17 @@ class Intent:
 
     @classmethod
     def from_record(cls, record: dict) -> Intent:
+        size, digest = record["size"], record["sha256"]
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise TypeError("'size' is not a file size")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise TypeError("'sha256' is not a SHA-256")
         return cls(
-            action=record["action"],
-            source=Path(record["source"]),
-            destination=Path(record["destination"]),
-            temp=Path(record["temp"]),
-            content=Fingerprint(record["size"], record["sha256"]),
+            action=_choice(record, "action", MODES),
+            source=_path(record, "source"),
+            destination=_path(record, "destination"),
+            temp=_path(record, "temp"),
+            content=Fingerprint(size, digest),
         )
 
     def to_record(self, index: int) -> dict:
@@ -178,6 +300,7 @@ class JournalState:
     path: Path
     plan: SortPlan
     operations: list[OperationState]
+    created: str = ""  # UTC time the sort started, as written in the journal
     created_dirs: list[Path] = field(default_factory=list)
     ended: bool = False
     stopped: bool = False
@@ -194,64 +317,143 @@ class JournalState:
         return self.undo_ended
 
 
-def _parse_lines(path: Path) -> list[dict]:
+def _parse_record(line: bytes) -> dict | None:
+    """A JSON object, or None for a line that is not one (cut short, or not JSON at all)."""
     try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _parse_lines(path: Path) -> list[tuple[int, dict]]:
+    """(line number, record) of every record; a last line cut short by a kill never happened."""
+    try:
+        if path.stat().st_size > MAX_JOURNAL_BYTES:
+            raise JournalError(f"{path} is too large to be a sort journal")
         lines = path.read_bytes().splitlines()
     except OSError as error:
-        raise JournalError(f"cannot read the journal {path}: {error}") from error
+        raise JournalError(f"cannot read the journal {path}: {error.strerror or error}") from None
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            records.append(json.loads(line))
-        except ValueError as error:
+        record = _parse_record(line)
+        if record is None:
             if number == len(lines):
-                break  # a record cut short by a kill: it never happened
-            raise JournalError(f"the journal {path} is damaged at line {number}") from error
+                break
+            raise JournalError(f"the journal {path} is damaged at line {number}")
+        records.append((number, record))
     return records
 
 
 def read_journal(path: Path) -> JournalState:
-    """Read a journal back into its plan and per-operation state."""
+    """Read a journal back into its plan and per-operation state.
+
+    Raises JournalError naming the file and line for anything that is not what this version
+    writes, so a damaged journal is reported, never half-understood.
+    """
     records = _parse_lines(path)
-    if not records or records[0].get("type") != "start":
+    if not records:
+        raise EmptyJournal(f"{path} holds no complete record")
+    if records[0][1].get("type") != "start":
         raise JournalError(f"{path} is not a sort journal")
-    start = records[0]
+    number, start = records[0]
     if start.get("version") != FORMAT_VERSION:
         raise JournalError(f"{path} was written by another version (format {start.get('version')})")
-    planned = [
-        PlannedOperation(Path(op["source"]), Path(op["destination"]), op["action"], op["folder"])
-        for op in start["operations"]
-    ]
-    plan = SortPlan(Path(start["target"]), start["mode"], start["min_confidence"], planned)
-    state = JournalState(path, plan, [OperationState(i, op) for i, op in enumerate(planned)])
-    for record in records[1:]:
-        kind = record.get("type")
-        op = state.operations[record["id"]] if "id" in record else None
-        if kind == "intent":
-            op.intents.append(Intent.from_record(record))
-        elif kind in ("done", "duplicate", "failed"):
-            op.outcome = kind
-            op.reason = record.get("reason", "")
-            if kind == "duplicate":
-                op.planned = PlannedOperation(
-                    op.planned.source, Path(record["existing"]), "duplicate", op.planned.folder
-                )
-        elif kind == "abandoned":
-            pass  # the name was taken at the last moment; a new intent follows
-        elif kind == "mkdir":
-            state.created_dirs.append(Path(record["path"]))
-        elif kind == "end":
-            state.ended, state.stopped = True, bool(record.get("stopped"))
-        elif kind == "undo-start":
-            state.undo_started = True
-        elif kind == "undo-intent":
-            op.undo_temps.append(Path(record["temp"]))
-        elif kind == "undo-done":
-            op.undone = True
-        elif kind == "undo-end":
-            state.undo_ended = True
-        else:
-            raise JournalError(f"{path} has an unknown record type {kind!r}")
+    try:
+        state = _start_state(path, start)
+    except _MALFORMED as error:
+        raise _damaged(path, number, error) from None
+    for number, record in records[1:]:
+        try:
+            _apply(state, record)
+        except _MALFORMED as error:
+            raise _damaged(path, number, error) from None
     return state
+
+
+# What reading a record with missing or mistyped fields raises.
+_MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+
+
+def _damaged(path: Path, number: int, error: Exception) -> JournalError:
+    what = f"no {error.args[0]!r}" if isinstance(error, KeyError) else str(error) or type(error).__name__
+    return JournalError(f"the journal {path} is damaged at line {number} ({what})")
+
+
+def _text(record: dict, key: str) -> str:
+    value = record[key]
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{key!r} is not a name")
+    return value
+
+
+def _path(record: dict, key: str) -> Path:
+    return Path(_text(record, key))
+
+
+def _choice(record: dict, key: str, allowed: tuple[str, ...]) -> str:
+    value = record[key]
+    if value not in allowed:
+        raise ValueError(f"{key!r} is {value!r}")
+    return value
+
+
+def _start_state(path: Path, start: dict) -> JournalState:
+    operations = start["operations"]
+    if not isinstance(operations, list):
+        raise TypeError("'operations' is not a list")
+    planned = [
+        PlannedOperation(
+            _path(op, "source"), _path(op, "destination"), _choice(op, "action", ACTIONS), str(op["folder"])
+        )
+        for op in operations
+    ]
+    min_confidence = start["min_confidence"]
+    if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)):
+        raise TypeError("'min_confidence' is not a number")
+    plan = SortPlan(_path(start, "target"), _choice(start, "mode", MODES), float(min_confidence), planned)
+    state = JournalState(path, plan, [OperationState(i, op) for i, op in enumerate(planned)])
+    state.created = str(start.get("created", ""))
+    return state
+
+
+def _operation(state: JournalState, record: dict) -> OperationState:
+    index = record["id"]
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(state.operations):
+        raise IndexError(f"operation {index!r} is not in the plan")
+    return state.operations[index]
+
+
+def _apply(state: JournalState, record: dict) -> None:
+    """Fold one record after the start into the state."""
+    kind = record.get("type")
+    if kind == "intent":
+        _operation(state, record).intents.append(Intent.from_record(record))
+    elif kind in ("done", "duplicate", "failed"):
+        op = _operation(state, record)
+        op.outcome = kind
+        op.reason = str(record.get("reason", ""))
+        if kind == "done" and op.last_intent is None:
+            raise ValueError("an operation is done with no intent before it")
+        if kind == "duplicate":
+            op.planned = PlannedOperation(
+                op.planned.source, _path(record, "existing"), "duplicate", op.planned.folder
+            )
+    elif kind == "abandoned":
+        _operation(state, record)  # the name was taken at the last moment; a new intent follows
+    elif kind == "mkdir":
+        state.created_dirs.append(_path(record, "path"))
+    elif kind == "end":
+        state.ended, state.stopped = True, bool(record.get("stopped"))
+    elif kind == "undo-start":
+        state.undo_started = True
+    elif kind == "undo-intent":
+        _operation(state, record).undo_temps.append(_path(record, "temp"))
+    elif kind == "undo-done":
+        _operation(state, record).undone = True
+    elif kind == "undo-end":
+        state.undo_ended = True
+    else:
+        raise ValueError(f"unknown record type {kind!r}")

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.sorting import fileops
 from catbreed_desktop.core.sorting.executor import ProgressCallback, reconcile
 from catbreed_desktop.core.sorting.journal import (
@@ -20,8 +21,8 @@ from catbreed_desktop.core.sorting.journal import (
     OperationState,
     exclusive_lock,
     journals_dir,
-    list_journals,
     read_journal,
+    read_journals_newest_first,
 )
 
 
@@ -31,10 +32,11 @@ class NothingToUndo(Exception):
 
 @dataclass
 class UndoResult:
-    """Photos put back, copies removed, and what could not be undone (with the reason)."""
+    """Photos put back, copies removed, copies kept because their original is gone, and problems."""
 
     restored: int = 0
     removed_copies: int = 0
+    kept_copies: list[str] = field(default_factory=list)  # copies whose original is gone: not removed
     problems: list[str] = field(default_factory=list)
 
 
@@ -64,6 +66,79 @@ def undo_last_sort(on_progress: ProgressCallback | None = None) -> UndoResult:
     return result
 
 
+@dataclass
+class UndoPreview:
+    """What the next undo will do, worked out without changing anything: for a confirmation."""
+
+    journal: Path
+    created: str
+    mode: str
+    target: Path
+    to_move_back: int = 0
+    copies_to_remove: int = 0
+    copies_to_keep: int = 0  # their original is gone or changed: undo keeps them
+    changed: int = 0  # changed after the sort: undo leaves them alone
+    interrupted: int = 0  # operations cut off by a crash, settled before undoing
+
+    def describe(self) -> str:
+        """One paragraph for the user: which sort, and what will happen to its files."""
+        parts = [f"Undo the {self.mode} sort into {printable(self.target)} of {self.created}:"]
+        if self.to_move_back:
+            parts.append(
+                f"{plural(self.to_move_back, 'photo')} will be moved back to where {_was(self.to_move_back)}."
+            )
+        if self.copies_to_remove:
+            parts.append(
+                f"{plural(self.copies_to_remove, 'copy', 'copies')} will be removed "
+                "(their originals are still in place with the same bytes)."
+            )
+        if self.copies_to_keep:
+            parts.append(
+                f"{plural(self.copies_to_keep, 'copy', 'copies')} will be kept, because "
+                f"{'its original is' if self.copies_to_keep == 1 else 'their originals are'} gone or changed."
+            )
+        if self.changed:
+            parts.append(
+                f"{plural(self.changed, 'file')} changed after the sort will be left where {_was(self.changed, now=True)}."
+            )
+        if self.interrupted:
+            parts.append(
+                f"{plural(self.interrupted, 'operation')} cut off by an interruption will be settled first."
+            )
+        if len(parts) == 1:
+            parts.append("nothing is left to put back.")
+        return " ".join(parts)
+
+
+def _was(number: int, now: bool = False) -> str:
+    if now:
+        return "it is" if number == 1 else "they are"
+    return "it was" if number == 1 else "they were"
+
+
+def plan_undo() -> UndoPreview:
+    """What `undo_last_sort` would do now; raises NothingToUndo when there is no sort to undo."""
+    state = _last_undoable()
+    preview = UndoPreview(state.path, state.created, state.plan.mode, state.plan.target)
+    preview.interrupted = sum(1 for op in state.pending if op.last_intent is not None)
+    for operation in state.operations:
+        intent = operation.last_intent
+        if operation.outcome != "done" or operation.undone or intent is None:
+            continue
+        placed, original, content = intent.destination, intent.source, intent.content
+        if not os.path.lexists(placed):
+            continue
+        if not fileops.has_content(placed, content):
+            preview.changed += 1
+        elif intent.action == "move":
+            preview.to_move_back += 1
+        elif fileops.holds_its_own_copy(original, placed, content):
+            preview.copies_to_remove += 1
+        else:
+            preview.copies_to_keep += 1
+    return preview
+
+
 def moves_to_undo() -> list[tuple[Path, Path]]:
     """(where it is now, where it came from) of each photo the next undo will move back.
 
@@ -85,11 +160,16 @@ def moves_to_undo() -> list[tuple[Path, Path]]:
 
 
 def _last_undoable() -> JournalState:
-    for path in reversed(list_journals()):
-        state = read_journal(path)
+    undone = 0
+    for state in read_journals_newest_first():
         if not state.is_undone:
             return state
-    raise NothingToUndo(f"There is no sort to undo (no sort journal left in {journals_dir()}).")
+        undone += 1
+    if undone:
+        raise NothingToUndo(
+            f"There is no sort to undo: all {undone} sorts journaled in {journals_dir()} are undone."
+        )
+    raise NothingToUndo(f"There is no sort to undo: no sort has been journaled in {journals_dir()}.")
 
 
 def _undo_one(operation: OperationState, journal: Journal, result: UndoResult) -> None:
@@ -98,38 +178,56 @@ def _undo_one(operation: OperationState, journal: Journal, result: UndoResult) -
     if intent.action == "copy":
         if not os.path.lexists(placed):
             pass  # the copy was already deleted: nothing to undo
-        elif fileops.has_content(placed, content):
+        elif not fileops.has_content(placed, content):
+            result.problems.append(f"{printable(placed)} was changed after the sort, so this copy was kept")
+            return
+        elif not fileops.holds_its_own_copy(original, placed, content):
+            # "Copy, check, delete the originals": the copy may be the only one left.
+            result.kept_copies.append(
+                f"{printable(placed)} was kept: its original {printable(original)} is gone or changed"
+            )
+            return
+        else:
             os.unlink(placed)
             fileops.fsync_dir(placed.parent)
             result.removed_copies += 1
-        else:
-            result.problems.append(f"{placed} was changed after the sort, so this copy was kept")
-            return
         journal.append({"type": "undo-done", "id": operation.index})
         return
 
     for temp in operation.undo_temps:
         fileops.remove_if_exists(temp)
+    shown_original, shown_placed = printable(original), printable(placed)
     if not os.path.lexists(placed):
-        if fileops.has_content(original, content):
+        if fileops.is_regular_file(original) and fileops.has_content(original, content):
             result.restored += 1  # an earlier, interrupted undo already put it back
             journal.append({"type": "undo-done", "id": operation.index})
         else:
-            result.problems.append(f"{placed} is no longer there, so it could not be put back at {original}")
+            result.problems.append(
+                f"{shown_placed} is no longer there, so it could not be put back at {shown_original}"
+            )
         return
     if os.path.lexists(original):
-        if _same_file(original, placed) or (
-            fileops.has_content(original, content) and fileops.has_content(placed, content)
-        ):
-            # The original place already holds these exact bytes: drop the second name.
+        if os.path.islink(original):
+            result.problems.append(f"{shown_original} is now a link, so {shown_placed} was left where it is")
+        elif fileops.same_entry(original, placed):
+            result.problems.append(
+                f"{shown_original} now leads to {shown_placed} itself (a folder on the way was replaced "
+                "by a link), so it was left where it is"
+            )
+        elif fileops.has_content(placed, content) and fileops.holds_its_own_copy(original, placed, content):
+            # The original place already holds these exact bytes (an interrupted undo, or a hard
+            # link left by an interrupted move): drop the second name.
             os.unlink(placed)
+            fileops.fsync_dir(placed.parent)
             result.restored += 1
             journal.append({"type": "undo-done", "id": operation.index})
         else:
-            result.problems.append(f"{original} is taken by another file, so {placed} was left where it is")
+            result.problems.append(
+                f"{shown_original} is taken by another file, so {shown_placed} was left where it is"
+            )
         return
     if not fileops.has_content(placed, content):
-        result.problems.append(f"{placed} was changed after the sort, so it was left where it is")
+        result.problems.append(f"{shown_placed} was changed after the sort, so it was left where it is")
         return
     temp = fileops.temp_name_for(original, f"undo{operation.index}")
     try:
@@ -137,20 +235,17 @@ def _undo_one(operation: OperationState, journal: Journal, result: UndoResult) -
         journal.append({"type": "undo-intent", "id": operation.index, "temp": str(temp)})
         fileops.move_file(placed, original, temp, content)
     except FileExistsError:
-        result.problems.append(f"{original} was taken meanwhile, so {placed} was left where it is")
+        result.problems.append(
+            f"{shown_original} was taken meanwhile, so {shown_placed} was left where it is"
+        )
         return
     except OSError as error:
-        result.problems.append(f"{placed} could not be put back at {original}: {error.strerror or error}")
+        result.problems.append(
+            f"{shown_placed} could not be put back at {shown_original}: {error.strerror or error}"
+        )
         return
     result.restored += 1
     journal.append({"type": "undo-done", "id": operation.index})
-
-
-def _same_file(first: Path, second: Path) -> bool:
-    try:
-        return os.path.samefile(first, second)
-    except OSError:
-        return False
 
 
 def _remove_created_folders(state: JournalState) -> None:
