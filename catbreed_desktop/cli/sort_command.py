@@ -17,21 +17,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from catbreed_desktop.cli.common import PROGRAM, ProgressReporter, add_model_options, fail, open_classifier
-from catbreed_desktop.core.classify import Failure
+from catbreed_desktop.core.classify import Classifier, Failure
 from catbreed_desktop.core.imaging import iter_photo_paths
-from catbreed_desktop.core.printable import plural
+from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.sorting import (
     JournalError,
+    JournalWriteError,
     NothingToUndo,
     SortItem,
     SortPlan,
     SortResult,
     execute_plan,
     plan_sort,
+    plan_undo,
     resume_interrupted_sort,
     undo_last_sort,
 )
 from catbreed_desktop.core.sorting.executor import latest_active_journal
+from catbreed_desktop.core.sorting.sources import leave_out_sorted
 
 SOME_FAILED = 1
 
@@ -85,10 +88,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "undo",
         help="undo the last sort",
         description=(
-            "Put the photos of the last sort back where they were and remove the copies it made "
-            "(only while they are unchanged). Nothing is overwritten. Run it again to undo the sort before."
+            "Put the photos of the last sort back where they were and remove the copies it made, "
+            "only while they are unchanged and their originals are still in place with the same bytes "
+            "(a copy whose original is gone is kept). Nothing is overwritten. Run it again to undo the "
+            "sort before."
         ),
     )
+    undo.add_argument("--dry-run", action="store_true", help="say what undo would do and change nothing")
     undo.set_defaults(handler=run_undo)
 
     resume = subparsers.add_parser(
@@ -102,39 +108,70 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_sort(args: argparse.Namespace) -> int:
     target = Path(args.into).expanduser()
     if target.exists() and not target.is_dir():
-        raise fail(f"--into {target} is a file, not a folder")
-    photos = _photos_outside(iter_photo_paths(args.sources, recursive=args.recursive), target)
-    if not photos:
+        raise fail(f"--into {printable(target)} is a file, not a folder")
+    unreadable: list[tuple[Path, str]] = []
+
+    def unreadable_folder(folder: Path, reason: str) -> None:
+        print(f"{PROGRAM}: skipped folder, left untouched: {printable(folder)}: {reason}", file=sys.stderr)
+        unreadable.append((folder, reason))
+
+    found = iter_photo_paths(args.sources, recursive=args.recursive, on_error=unreadable_folder)
+    if not found:
         hint = "" if args.recursive else " (use --recursive to look into sub-folders)"
-        raise fail(f"no photos found in {', '.join(args.sources)}{hint}")
+        raise fail(f"no photos found in {', '.join(map(printable, args.sources))}{hint}")
     _warn_if_interrupted()
 
-    items, unreadable = _classify(args, photos)
-    for path, reason in unreadable:
-        print(f"{PROGRAM}: skipped, left untouched: {path}: {reason}", file=sys.stderr)
-    plan = plan_sort(items, target, mode=args.mode, min_confidence=args.min_confidence)
-    _print_plan(plan, each_file=args.dry_run or getattr(args, "verbose", False))
-    if args.dry_run:
-        print(f"dry run: nothing was changed ({len(unreadable)} unreadable files skipped)")
-        return SOME_FAILED if unreadable else 0
-    if not plan.operations:
+    classifier = open_classifier(args, top_k=3)
+    photos, filed = leave_out_sorted(found, args.sources, target, classifier.bundle.labels)
+    if filed:
+        print(
+            f"{PROGRAM}: left out {plural(len(filed), 'photo')} already filed in the breed folders of "
+            f"{printable(target)} (name such a folder itself to sort it again)",
+            file=sys.stderr,
+        )
+    if not photos:
+        classifier.close()
         print("nothing to sort")
         return SOME_FAILED if unreadable else 0
+    items, unreadable_photos = _classify(classifier, photos)
+    unreadable += unreadable_photos
+    for path, reason in unreadable_photos:
+        print(f"{PROGRAM}: skipped, left untouched: {printable(path)}: {reason}", file=sys.stderr)
+    plan = plan_sort(items, target, mode=args.mode, min_confidence=args.min_confidence)
+    for path, reason in plan.skipped:
+        print(f"{PROGRAM}: skipped, left untouched: {printable(path)}: {reason}", file=sys.stderr)
+    problems = len(unreadable) + len(plan.skipped)
+    _print_plan(plan, each_file=args.dry_run or getattr(args, "verbose", False))
+    if args.dry_run:
+        print(f"dry run: nothing was changed ({plural(problems, 'file')} skipped)")
+        return SOME_FAILED if problems else 0
+    if not plan.operations:
+        print("nothing to sort")
+        return SOME_FAILED if problems else 0
 
     progress = ProgressReporter(noun="files")
     try:
         with _stop_on_interrupt() as stop_requested:
             result = execute_plan(plan, on_progress=progress.update, should_stop=stop_requested.is_set)
+    except JournalWriteError as error:
+        progress.clear()
+        raise fail(
+            f"{error}. The sort stopped; every photo is in its old place or its new one. Once the "
+            "journal can be written again, `catbreed resume` finishes the sort and `catbreed undo` undoes it."
+        ) from None
     except JournalError as error:
         raise fail(str(error)) from None
     progress.finish()
     _print_result(result, plan.mode)
-    return SOME_FAILED if (unreadable or result.failed or result.stopped) else 0
+    return SOME_FAILED if (problems or result.failed or result.stopped) else 0
 
 
 def run_undo(args: argparse.Namespace) -> int:
     progress = ProgressReporter(noun="files")
     try:
+        if args.dry_run:
+            print(plan_undo().describe())
+            return 0
         result = undo_last_sort(on_progress=progress.update)
     except NothingToUndo as error:
         print(f"{PROGRAM}: {error}", file=sys.stderr)
@@ -168,12 +205,6 @@ def run_resume(args: argparse.Namespace) -> int:
     return SOME_FAILED if (result.failed or result.stopped) else 0
 
 
-def _photos_outside(photos: list[Path], target: Path) -> list[Path]:
-    """Leave out photos already inside the target, so sorting a folder into its own sub-folder is safe."""
-    resolved_target = target.resolve()
-    return [photo for photo in photos if not photo.resolve().is_relative_to(resolved_target)]
-
-
 def _warn_if_interrupted() -> None:
     try:
         state = latest_active_journal()
@@ -187,8 +218,7 @@ def _warn_if_interrupted() -> None:
         )
 
 
-def _classify(args: argparse.Namespace, photos: list[Path]) -> tuple[list[SortItem], list[tuple[Path, str]]]:
-    classifier = open_classifier(args, top_k=3)
+def _classify(classifier: Classifier, photos: list[Path]) -> tuple[list[SortItem], list[tuple[Path, str]]]:
     progress = ProgressReporter()
     items: list[SortItem] = []
     unreadable: list[tuple[Path, str]] = []
@@ -208,24 +238,28 @@ def _print_plan(plan: SortPlan, each_file: bool) -> None:
     verbs = {"move": "move", "copy": "copy", "duplicate": "already there"}
     for operation in plan.operations if each_file else ():
         arrow = "=" if operation.action == "duplicate" else "->"
-        print(f"{verbs[operation.action]:<13} {operation.source} {arrow} {operation.destination}")
+        print(
+            f"{verbs[operation.action]:<13} {printable(operation.source)} {arrow} {printable(operation.destination)}"
+        )
     counts = plan.summary()
     print(
-        f"plan into {plan.target}: {counts['move']} to move, {counts['copy']} to copy, "
+        f"plan into {printable(plan.target)}: {counts['move']} to move, {counts['copy']} to copy, "
         f"{counts['duplicate']} already there (left in place)"
     )
     for folder, count in plan.folders().items():
-        print(f"  {folder}: {count}")
+        print(f"  {printable(folder)}: {count}")
 
 
 def _print_result(result: SortResult, mode: str) -> None:
     verb = {"move": "moved", "copy": "copied"}.get(mode, "sorted")
     print(f"{len(result.done)} {verb}, {len(result.duplicates)} already there (left in place)")
     for operation, reason in result.failed:
-        print(f"{PROGRAM}: failed, left where it is: {operation.source}: {reason}", file=sys.stderr)
+        print(
+            f"{PROGRAM}: failed, left where it is: {printable(operation.source)}: {reason}", file=sys.stderr
+        )
     if result.stopped:
         print(f"{PROGRAM}: stopped before the end; `catbreed resume` finishes it", file=sys.stderr)
-    print(f"journal: {result.journal}")
+    print(f"journal: {printable(result.journal)}")
     print("undo with: catbreed undo")
 
 

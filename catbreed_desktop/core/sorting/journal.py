@@ -400,6 +400,11 @@ def _choice(record: dict, key: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _within(path: Path, folder: Path) -> bool:
+    """`path` is `folder` or below it, by name alone (the journal is read without the disk)."""
+    return path.is_absolute() and ".." not in path.parts and path.is_relative_to(folder)
+
+
 def _start_state(path: Path, start: dict) -> JournalState:
     operations = start["operations"]
     if not isinstance(operations, list):
@@ -414,6 +419,8 @@ def _start_state(path: Path, start: dict) -> JournalState:
     if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)):
         raise TypeError("'min_confidence' is not a number")
     plan = SortPlan(_path(start, "target"), _choice(start, "mode", MODES), float(min_confidence), planned)
+    if not plan.target.is_absolute() or not all(op.source.is_absolute() for op in planned):
+        raise ValueError("the plan holds a relative path")
     state = JournalState(path, plan, [OperationState(i, op) for i, op in enumerate(planned)])
     state.created = str(start.get("created", ""))
     return state
@@ -430,7 +437,17 @@ def _apply(state: JournalState, record: dict) -> None:
     """Fold one record after the start into the state."""
     kind = record.get("type")
     if kind == "intent":
-        _operation(state, record).intents.append(Intent.from_record(record))
+        op = _operation(state, record)
+        intent = Intent.from_record(record)
+        # Undo and resume move files by these names: they must be the plan's, inside its target.
+        if intent.source != op.planned.source:
+            raise ValueError("the intent's source is not the planned one")
+        if (
+            not _within(intent.destination, state.plan.target)
+            or intent.temp.parent != intent.destination.parent
+        ):
+            raise ValueError("the intent's destination is not inside the target")
+        op.intents.append(intent)
     elif kind in ("done", "duplicate", "failed"):
         op = _operation(state, record)
         op.outcome = kind
@@ -444,13 +461,20 @@ def _apply(state: JournalState, record: dict) -> None:
     elif kind == "abandoned":
         _operation(state, record)  # the name was taken at the last moment; a new intent follows
     elif kind == "mkdir":
-        state.created_dirs.append(_path(record, "path"))
+        folder = _path(record, "path")
+        if not (_within(folder, state.plan.target) or _within(state.plan.target, folder)):
+            raise ValueError("a created folder is not on the way to the target")
+        state.created_dirs.append(folder)
     elif kind == "end":
         state.ended, state.stopped = True, bool(record.get("stopped"))
     elif kind == "undo-start":
         state.undo_started = True
     elif kind == "undo-intent":
-        _operation(state, record).undo_temps.append(_path(record, "temp"))
+        op = _operation(state, record)
+        temp = _path(record, "temp")
+        if temp.parent != op.planned.source.parent:
+            raise ValueError("an undo's temporary file is not next to the original")
+        op.undo_temps.append(temp)
     elif kind == "undo-done":
         _operation(state, record).undone = True
     elif kind == "undo-end":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -10,7 +11,10 @@ from pathlib import Path
 UNSURE_FOLDER = "Unsure"
 NOT_CAT_FOLDER = "Not a cat"
 UNKNOWN_FOLDER = "Unknown breed"
+SPECIAL_FOLDERS = (UNSURE_FOLDER, NOT_CAT_FOLDER, UNKNOWN_FOLDER)
 MAX_FOLDER_NAME = 80
+# The longest file name, in bytes, of every common file system (ext4, NTFS in UTF-16 units, APFS).
+MAX_NAME_BYTES = 255
 
 # Characters Windows refuses in names, plus both path separators so no label can nest folders.
 _FORBIDDEN = re.compile(r'[<>:"/\\|?*]')
@@ -39,6 +43,19 @@ def safe_folder_name(label: str) -> str:
     if stem.rstrip().upper() in _WINDOWS_RESERVED:
         # Windows ignores the extension ("NUL.txt" is the device too), so the stem itself must change.
         text = f"{stem.rstrip()}_{dot}{rest}"
+    if name_key(text) in {name_key(special) for special in SPECIAL_FOLDERS}:
+        # A breed called "Unsure" must not share the folder of the photos the model was unsure of.
+        text = f"{text} (breed)"
+    return text
+
+
+def truncate_to_bytes(text: str, max_bytes: int) -> str:
+    """The longest start of `text` whose file-system encoding fits in `max_bytes`, cut between characters."""
+    size = 0
+    for index, character in enumerate(text):
+        size += len(os.fsencode(character))
+        if size > max_bytes:
+            return text[:index]
     return text
 
 
@@ -48,7 +65,10 @@ def collision_names(original: Path) -> Iterator[Path]:
     stem, suffix = original.stem, original.suffix
     number = 2
     while True:
-        yield original.with_name(f"{stem} ({number}){suffix}")
+        # A name near the limit is shortened, never pushed over it by " (2)".
+        mark = f" ({number}){suffix}"
+        short_stem = truncate_to_bytes(stem, MAX_NAME_BYTES - len(os.fsencode(mark)))
+        yield original.with_name(f"{short_stem}{mark}")
         number += 1
 
 

@@ -58,6 +58,7 @@ class SortPlan:
     mode: str
     min_confidence: float
     operations: list[PlannedOperation] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (photo, why it cannot be sorted)
 
     def summary(self) -> dict[str, int]:
         """How many photos will be moved, copied, or found already there, and the total."""
@@ -110,7 +111,9 @@ def plan_sort(
         folder = folder_for(item, min_confidence)
         folder_path = target / folder
         if not is_inside(folder_path, target):
-            raise ValueError(f"the folder for label {item.label!r} would leave {target}")
+            # A link in the target leading elsewhere: this photo stays, the others go on.
+            plan.skipped.append((source, f"its folder {folder_path} leads out of {target}"))
+            continue
         if source.parent == folder_path:
             continue
         contents = folders.get(folder) or folders.setdefault(folder, FolderContents(folder_path))
