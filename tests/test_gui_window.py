@@ -8,6 +8,7 @@ import pytest
 from factories import COLOURS, make_photo
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QMessageBox
 
 from catbreed_desktop.core.corrections import read_corrections_csv
 from catbreed_desktop.core.settings import Settings
@@ -161,11 +162,47 @@ def test_sort_with_preview_then_undo(qtbot, window: MainWindow, photos: Path, tm
     assert corrected.path.parent.name == "Red Cat"  # the correction is what sorting uses
     assert {p.name for p in (target / "Blue Cat").iterdir()} == {"Blue-2.png", "Blue-5.png", "Blue-deep.png"}
 
+    asked = []
+    window.ask_to_undo = lambda preview: asked.append(preview.describe()) or True
     window.undo_last_sort()
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=10_000)
+    assert len(asked) == 1 and f"{len(originals)} photos will be moved back" in asked[0]
     assert {record.path for record in window.photos.records} == set(originals)
     for path, content in originals.items():
         assert path.read_bytes() == content
+
+
+def test_undo_asks_first_and_cancel_changes_nothing(
+    qtbot, window: MainWindow, photos: Path, tmp_path: Path
+) -> None:
+    add_and_wait(qtbot, window, photos)
+    target = tmp_path / "sorted"
+    dialog = window.make_sort_dialog()
+    dialog.target_edit.setText(str(target))
+    dialog.copy_button.setChecked(True)
+    plan = dialog.plan()
+    dialog.close()
+    window.start_sort(plan)
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=10_000)
+    copies = sorted(target.rglob("*.png"))
+    next(photos.glob("Red-*.png")).unlink()  # one original deleted after the sort
+    questions = []
+
+    def decline(preview) -> bool:
+        question = window.make_undo_question(preview)
+        questions.append(question.text())
+        assert question.defaultButton() == question.button(QMessageBox.StandardButton.Cancel)
+        return False
+
+    window.ask_to_undo = decline
+    window.undo_action.trigger()  # Ctrl+Z
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=10_000)
+
+    assert sorted(target.rglob("*.png")) == copies  # nothing undone
+    assert len(questions) == 1
+    assert f"{len(copies) - 1} copies will be removed" in questions[0]
+    assert "1 copy will be kept, because its original is gone" in questions[0]
+    assert "cancelled" in window.statusBar().currentMessage()
 
 
 def test_undo_without_any_sort_says_so(qtbot, window: MainWindow) -> None:

@@ -84,6 +84,7 @@ class MainWindow(ActionsMixin, ReviewMixin, SortingMixin, WatchingMixin, QMainWi
         self._scan_threads: list[ScanThread] = []
         self._task_thread: TaskThread | None = None
         self._task_kind = ""
+        self._task_outcome: tuple[Any, Any] | None = None  # (on_done, result) of the task that ended
         self._auto_sort_paths: list[Path] = []
         self._screenshot_path: Path | None = None
         self._closed = False

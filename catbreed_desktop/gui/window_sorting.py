@@ -3,7 +3,7 @@
 It also runs every other background task of the window (`_run_task`: sort, undo, corrections
 export) one at a time, and auto-sorts photos from watched folders. A mixin of `MainWindow`:
 it relies on attributes `MainWindow.__init__` creates (`settings`, `photos`, `watcher`,
-`progress`, `rate_label`, `_task_thread`, `_task_kind`, `_classify_thread`, `_auto_sort_paths`,
+`progress`, `rate_label`, `_task_thread`, `_task_kind`, `_task_outcome`, `_classify_thread`, `_auto_sort_paths`,
 `_closed`, the `task_finished` signal), on its `_set_busy`, `_report`, `_save_settings`, and on
 `_show_current` (`ReviewMixin`) and `_ignore_target` (`WatchingMixin`).
 """
@@ -14,6 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtWidgets import QMessageBox
+
+from catbreed_desktop.core.printable import plural
 from catbreed_desktop.core.watching import FolderWatcher
 from catbreed_desktop.gui.workers import TaskThread
 
@@ -63,13 +66,40 @@ class SortingMixin:
         self._report([(op.source, reason) for op, reason in result.failed])
         stopped = " (stopped)" if result.stopped else ""
         self.statusBar().showMessage(
-            f"Sorted {len(result.done)} photos{stopped}; {len(result.duplicates)} were already there; "
+            f"Sorted {plural(len(result.done), 'photo')}{stopped}; {len(result.duplicates)} already there; "
             f"{len(result.failed)} could not be sorted. Edit ▸ Undo last sort puts them back.",
             10000,
         )
         self._show_current()
 
     def undo_last_sort(self) -> None:
+        """Edit ▸ Undo last sort: work out what undo would do (in the background), ask, then undo."""
+        from catbreed_desktop.core.sorting import plan_undo
+
+        self._run_task("undo-check", "Checking the last sort…", lambda p, s: plan_undo(), self._confirm_undo)
+
+    def make_undo_question(self, preview: Any) -> QMessageBox:
+        """The confirmation shown before an undo, saying what will happen to which files."""
+        question = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Undo last sort",
+            preview.describe(),
+            QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        question.addButton("Undo sort", QMessageBox.ButtonRole.AcceptRole)
+        question.setDefaultButton(QMessageBox.StandardButton.Cancel)  # Enter must not undo by accident
+        return question
+
+    def ask_to_undo(self, preview: Any) -> bool:
+        question = self.make_undo_question(preview)
+        question.exec()
+        return question.buttonRole(question.clickedButton()) == QMessageBox.ButtonRole.AcceptRole
+
+    def _confirm_undo(self, preview: Any) -> None:
+        if not self.ask_to_undo(preview):
+            self.statusBar().showMessage("Undo cancelled; nothing was changed", 4000)
+            return
         watcher = self.watcher
         self._run_task(
             "undo", "Undoing the last sort…", lambda p, s: _undo_with_moves(watcher, p), self._undo_done
@@ -79,8 +109,15 @@ class SortingMixin:
         result, moves = outcome
         self.photos.move_paths(moves)
         self._report([(None, problem) for problem in result.problems])
+        kept = (
+            f", {plural(len(result.kept_copies), 'copy', 'copies')} kept because their originals are gone"
+            if result.kept_copies
+            else ""
+        )
         self.statusBar().showMessage(
-            f"Undone: {result.restored} photos put back, {result.removed_copies} copies removed", 10000
+            f"Undone: {plural(result.restored, 'photo')} put back, "
+            f"{plural(result.removed_copies, 'copy', 'copies')} removed{kept}",
+            10000,
         )
         self._show_current()
 
@@ -90,7 +127,8 @@ class SortingMixin:
             return False
         thread = TaskThread(task, self)
         thread.progress.connect(self._on_task_progress)
-        thread.finished_with.connect(on_done)
+        # on_done runs once the thread is over (in _task_done), so it may start the next task.
+        thread.finished_with.connect(lambda result: setattr(self, "_task_outcome", (on_done, result)))
         thread.failed.connect(lambda text: self._task_failed(kind, text))
         thread.finished.connect(self._task_done)
         self._task_thread, self._task_kind = thread, kind
@@ -112,7 +150,12 @@ class SortingMixin:
         if thread is not None:
             thread.wait()
         self._task_thread = None
-        self._set_busy(self._classify_thread is not None, None)
+        outcome, self._task_outcome = self._task_outcome, None
+        if outcome is not None and not self._closed:
+            on_done, result = outcome
+            on_done(result)
+        if self._task_thread is None:
+            self._set_busy(self._classify_thread is not None, None)
         self.task_finished.emit(kind)
         self._run_auto_sort()
 
