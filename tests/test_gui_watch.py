@@ -44,6 +44,7 @@ def test_a_photo_written_slowly_is_classified_only_when_complete_and_auto_sorted
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     target = inbox / "Sorted"  # inside the watched folder: the app's own moves must not come back
+    window.watcher.quiet_period = 1.0  # the writer's pauses are 10 times shorter than the default's
     window.add_watch_folder(inbox)
     window.set_sort_target(str(target))
     window.set_auto_sort(True)

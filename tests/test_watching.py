@@ -33,7 +33,7 @@ def test_a_photo_written_slowly_is_handed_over_once_complete(tmp_path: Path) -> 
     watched.mkdir()
     photo_bytes = make_photo(tmp_path / "source.png", COLOURS["Red Cat"], size=(200, 150)).read_bytes()
     collector = Collector()
-    with FolderWatcher(collector, check_interval=0.1) as watcher:
+    with FolderWatcher(collector, check_interval=0.1, quiet_period=0.3) as watcher:
         watcher.add_folder(watched)
         target = watched / "new.png"
         chunks = [
@@ -56,7 +56,7 @@ def test_a_photo_moved_in_is_handed_over_and_other_files_are_not(tmp_path: Path)
     (watched / "sub").mkdir(parents=True)
     outside = make_photo(tmp_path / "outside.jpg", COLOURS["Blue Cat"])
     collector = Collector()
-    with FolderWatcher(collector, check_interval=0.1) as watcher:
+    with FolderWatcher(collector, check_interval=0.1, quiet_period=0.3) as watcher:
         watcher.add_folder(watched)
         time.sleep(0.2)
         (watched / "notes.txt").write_text("not a photo")
@@ -72,7 +72,7 @@ def test_expected_paths_and_ignored_folders_raise_nothing(tmp_path: Path) -> Non
     sorted_folder = watched / "Sorted"
     sorted_folder.mkdir(parents=True)
     collector = Collector()
-    with FolderWatcher(collector, check_interval=0.1) as watcher:
+    with FolderWatcher(collector, check_interval=0.1, quiet_period=0.3) as watcher:
         watcher.add_folder(watched)
         watcher.set_ignored_folders([sorted_folder])
         watcher.expect([watched / "restored.png"])
@@ -89,7 +89,7 @@ def test_removed_folders_are_no_longer_watched(tmp_path: Path) -> None:
     first.mkdir()
     second.mkdir()
     collector = Collector()
-    with FolderWatcher(collector, check_interval=0.1) as watcher:
+    with FolderWatcher(collector, check_interval=0.1, quiet_period=0.3) as watcher:
         watcher.add_folder(first)
         watcher.add_folder(second)
         watcher.remove_folder(first)
@@ -113,7 +113,7 @@ def test_watching_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_without_close_events_a_stable_size_over_two_checks_decides(tmp_path: Path) -> None:
     photo = make_photo(tmp_path / "a.png", COLOURS["Red Cat"])
-    watcher = FolderWatcher(lambda paths: None, stable_checks=2)
+    watcher = FolderWatcher(lambda paths: None, stable_checks=2, quiet_period=0)
     watcher.add_folder(tmp_path)
     from watchdog.events import FileCreatedEvent, FileModifiedEvent
 

@@ -3,15 +3,19 @@
 A new or changed photo becomes a candidate; a checker thread looks at every candidate each
 `check_interval` seconds and hands it over when
 
-- a close-after-write was seen (inotify's IN_CLOSE_WRITE, watchdog's `FileClosedEvent`), no
-  writer still holds the file open, and its size and time stamp at the next check are those it
-  had when it was closed; or
-- its size and time stamp stayed the same over `stable_checks` checks in a row (for platforms
-  and network shares that report no close events) and no writer is known to hold it open.
+- its size and time stamp stayed the same, and no event touched it, for `quiet_period` seconds
+  (and at least `stable_checks` checks): a writer that closes the file and opens it again after
+  a pause, as cameras writing motion photos do, is caught unless it pauses longer than that; and
+- no process has it open for writing. On Linux /proc says so, whoever opened it and whenever
+  (see `open_files`); elsewhere, open and close events are counted where the platform reports
+  them (inotify does; FSEvents and Windows do not, leaving the quiet period alone to decide).
 
-So a half-copied file is never handed over while its writer is still at work. Paths the app
-itself is about to create or move back (`expect`) and folders it sorts into (`ignored_folders`)
-raise nothing, so the app's own moves never come back to it as new photos.
+A writer holding a file open keeps it pending however long it takes. What no check can foresee,
+a writer coming back after a longer pause, is left to the sort: a move across file systems
+removes the source only if it is unchanged and not open for writing (`fileops.move_file`).
+
+Paths the app itself is about to create or move back (`expect`) and folders it sorts into
+(`ignored_folders`) raise nothing, so the app's own moves never come back to it as new photos.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
 from catbreed_desktop.core.imaging import is_photo_path
+from catbreed_desktop.core.open_files import open_for_writing
 
 ReadyCallback = Callable[[list[Path]], None]
 
@@ -46,11 +51,10 @@ ReadyCallback = Callable[[list[Path]], None]
 class _Candidate:
     """What is known about one file being written."""
 
+    quiet_since: float  # when it was last seen written: an event, a new size or time stamp, a writer
     signature: tuple[int, int] | None = None  # (size, mtime_ns) at the last check
     stable: int = 0  # checks in a row that saw the same signature
-    closed_signature: tuple[int, int] | None = None  # at the last close-after-write
-    open_handles: int = 0
-    first_seen: float = 0.0
+    open_handles: int = 0  # opens minus closes seen; where /proc can tell, only a hint
 
 
 class FolderWatcher:
@@ -66,18 +70,22 @@ class FolderWatcher:
         recursive: bool = True,
         check_interval: float = 0.5,
         stable_checks: int = 2,
-        open_wait_limit: float = 60.0,
+        quiet_period: float = 5.0,
     ) -> None:
-        if check_interval <= 0 or stable_checks < 1:
-            raise ValueError("check_interval must be positive and stable_checks at least 1")
+        if check_interval <= 0 or stable_checks < 1 or quiet_period < 0:
+            raise ValueError(
+                "check_interval must be positive, stable_checks at least 1 and quiet_period not negative"
+            )
         self._on_ready = on_ready
         self._recursive = recursive
         self.check_interval = check_interval
         self.stable_checks = stable_checks
-        # A writer whose close event was missed must not hold a finished photo back for ever.
-        self.open_wait_limit = open_wait_limit
+        self.quiet_period = quiet_period
         self._lock = threading.Lock()
         self._candidates: dict[Path, _Candidate] = {}
+        # Opens of photos that are not candidates (yet): an existing file opened to be rewritten
+        # in place is written before its first modification event makes it one.
+        self._opens: dict[Path, int] = {}
         self._expected: dict[Path, float] = {}
         self._ignored_folders: tuple[Path, ...] = ()
         self._watches: dict[Path, ObservedWatch | None] = {}
@@ -115,6 +123,7 @@ class FolderWatcher:
         with self._lock:
             watch = self._watches.pop(path, None)
             self._candidates = {p: c for p, c in self._candidates.items() if not _inside(p, path)}
+            self._opens = {p: n for p, n in self._opens.items() if not _inside(p, path)}
         if watch is not None and self._observer is not None:
             self._observer.unschedule(watch)
 
@@ -131,6 +140,7 @@ class FolderWatcher:
                 absolute = Path(os.path.abspath(path))
                 self._expected[absolute] = until
                 self._candidates.pop(absolute, None)
+                self._opens.pop(absolute, None)
 
     def pending(self) -> list[Path]:
         """Photos seen but not yet handed over (still being written, or not yet checked)."""
@@ -164,6 +174,7 @@ class FolderWatcher:
         with self._lock:
             self._watches = dict.fromkeys(self._watches)
             self._candidates.clear()
+            self._opens.clear()
 
     def __enter__(self) -> FolderWatcher:
         self.start()
@@ -199,39 +210,54 @@ class FolderWatcher:
     def handle(self, event: FileSystemEvent) -> None:
         if event.is_directory:
             return
+        now = time.monotonic()
         with self._lock:
             if isinstance(event, FileMovedEvent):
-                self._candidates.pop(Path(os.fsdecode(event.src_path)), None)
-                destination = Path(os.fsdecode(event.dest_path))
-                if self._wanted(destination):
-                    # A rename is atomic: the file is complete unless still open for writing.
-                    candidate = self._candidates.setdefault(
-                        destination, _Candidate(first_seen=time.monotonic())
-                    )
-                    candidate.closed_signature = _signature(destination)
+                self._moved(Path(os.fsdecode(event.src_path)), Path(os.fsdecode(event.dest_path)), now)
                 return
             path = Path(os.fsdecode(event.src_path))
             if isinstance(event, FileDeletedEvent):
                 self._candidates.pop(path, None)
+                self._opens.pop(path, None)
                 return
             known = self._candidates.get(path)
-            if isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
-                if known is None:
-                    if not self._wanted(path):
-                        return
-                    known = self._candidates.setdefault(path, _Candidate(first_seen=time.monotonic()))
-            elif known is None:
-                return  # opening or closing a file that is not being written: someone reading it
-            if isinstance(event, FileClosedNoWriteEvent):
-                known.open_handles = max(0, known.open_handles - 1)
-            elif isinstance(event, FileOpenedEvent):
+            if known is None:
+                if isinstance(event, (FileCreatedEvent, FileModifiedEvent)) and self._wanted(path):
+                    known = self._candidates[path] = _Candidate(now, open_handles=self._opens.pop(path, 0))
+                else:
+                    self._count_open(path, event)
+                    return
+            if isinstance(event, FileOpenedEvent):
                 known.open_handles += 1
-            elif isinstance(event, FileClosedEvent):
+                known.quiet_since = now  # perhaps a writer coming back
+            elif isinstance(event, FileClosedNoWriteEvent):
                 known.open_handles = max(0, known.open_handles - 1)
-                known.closed_signature = _signature(path)
-            elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
-                known.closed_signature = None  # written again since the last close
+            elif isinstance(event, (FileClosedEvent, FileCreatedEvent, FileModifiedEvent)):
+                if isinstance(event, FileClosedEvent):
+                    known.open_handles = max(0, known.open_handles - 1)
+                known.quiet_since = now
                 known.stable = 0
+
+    def _moved(self, source: Path, destination: Path, now: float) -> None:
+        """A rename: the candidate (and its writer's open handles) go with the file (lock held)."""
+        before = self._candidates.pop(source, None)
+        handles = (before.open_handles if before else 0) + self._opens.pop(source, 0)
+        self._candidates.pop(destination, None)  # a file renamed over it is another file
+        self._opens.pop(destination, None)
+        if self._wanted(destination):
+            self._candidates[destination] = _Candidate(now, open_handles=handles)
+        elif handles:
+            self._opens[destination] = handles
+
+    def _count_open(self, path: Path, event: FileSystemEvent) -> None:
+        """Opens and closes of a photo that is no candidate (lock held): most are readers."""
+        if isinstance(event, FileOpenedEvent):
+            if self._wanted(path):
+                self._opens[path] = self._opens.get(path, 0) + 1
+        elif isinstance(event, (FileClosedEvent, FileClosedNoWriteEvent)) and path in self._opens:
+            self._opens[path] -= 1
+            if self._opens[path] <= 0:
+                del self._opens[path]
 
     # --- checks (checker thread) -------------------------------------------------------------------
 
@@ -251,7 +277,7 @@ class FolderWatcher:
         now = time.monotonic()
         with self._lock:
             candidates = list(self._candidates.items())
-        ready: list[Path] = []
+        quiet: list[tuple[Path, _Candidate, float]] = []
         for path, candidate in candidates:
             signature = _signature(path)
             with self._lock:
@@ -260,14 +286,32 @@ class FolderWatcher:
                 if signature is None:
                     del self._candidates[path]  # gone, or not a regular file
                     continue
-                candidate.stable = candidate.stable + 1 if signature == candidate.signature else 0
-                candidate.signature = signature
-                writer_gone = candidate.open_handles == 0 or now - candidate.first_seen > self.open_wait_limit
-                closed_and_settled = candidate.closed_signature == signature
-                settled = candidate.stable >= self.stable_checks and signature[0] > 0
-                if writer_gone and (closed_and_settled or settled):
-                    del self._candidates[path]
-                    ready.append(path)
+                if signature != candidate.signature:
+                    candidate.signature, candidate.stable, candidate.quiet_since = signature, 0, now
+                    continue
+                candidate.stable += 1
+                if (
+                    candidate.stable >= self.stable_checks
+                    and now - candidate.quiet_since >= self.quiet_period
+                    and signature[0] > 0
+                ):
+                    quiet.append((path, candidate, candidate.quiet_since))
+        if not quiet:
+            return []
+        # One pass over /proc for all quiet candidates; it is the costly part of a check.
+        writing = open_for_writing(path for path, _, _ in quiet)
+        ready: list[Path] = []
+        with self._lock:
+            for path, candidate, quiet_since in quiet:
+                if self._candidates.get(path) is not candidate or candidate.quiet_since != quiet_since:
+                    continue  # an event came meanwhile
+                held = path in writing if writing is not None else candidate.open_handles > 0
+                if held:
+                    # Ask /proc again only after another quiet period (or the writer's close event).
+                    candidate.quiet_since = time.monotonic()
+                    continue
+                del self._candidates[path]
+                ready.append(path)
         return ready
 
 

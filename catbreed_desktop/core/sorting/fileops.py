@@ -13,8 +13,12 @@ import os
 import shutil
 import stat
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from catbreed_desktop.core.open_files import open_for_writing
+from catbreed_desktop.core.sorting.names import truncate_to_bytes
 
 CHUNK = 1024 * 1024
 TEMP_SUFFIX = ".catbreed-part"
@@ -149,7 +153,8 @@ def _reserve_then_rename(source: Path, destination: Path) -> None:
 
 def temp_name_for(destination: Path, tag: str) -> Path:
     """A hidden name next to `destination` for a copy in progress, unique for this operation."""
-    return destination.with_name(f".{destination.name[:100]}.{tag}{TEMP_SUFFIX}")
+    # Cut by bytes, not characters: 100 characters of a non-Latin name can exceed 255 bytes.
+    return destination.with_name(f".{truncate_to_bytes(destination.name, 100)}.{tag}{TEMP_SUFFIX}")
 
 
 def _copy_bytes(source: Path, temp: Path) -> None:
@@ -182,11 +187,23 @@ def verified_copy(source: Path, destination: Path, temp: Path, expected: Fingerp
     fsync_dir(destination.parent)
 
 
+class SourceChangedError(OSError):
+    """The source was written while it was being moved; it is kept and the copy removed."""
+
+
+# Only a source written this recently (seconds) is looked for in other programs' open files: the
+# look costs a pass over /proc, and a bulk sort of older photos should not pay it once per photo.
+RECENT_WRITE_S = 3600.0
+
+
 def move_file(source: Path, destination: Path, temp: Path, expected: Fingerprint) -> None:
     """Move `source` to `destination` without replacing anything; across file systems, copy and verify.
 
     On the same file system this is one atomic rename. Across file systems (EXDEV) the file is copied
-    through `temp`, verified against `expected`, put in place, and only then is the source removed.
+    through `temp`, verified against `expected` and put in place; the source is removed only if it
+    is still the file that was copied (same inode, size and time stamp) and no other program has it
+    open for writing. Otherwise the copy is removed again and SourceChangedError raised, the source
+    left as it is: the copy was checked against bytes the source no longer has, or soon will not.
     """
     try:
         rename_no_replace(source, destination)
@@ -197,9 +214,31 @@ def move_file(source: Path, destination: Path, temp: Path, expected: Fingerprint
         fsync_dir(destination.parent)
         fsync_dir(source.parent)
         return
+    before = os.stat(source)
     verified_copy(source, destination, temp, expected)
+    try:
+        problem = _why_source_must_stay(source, before)
+    except FileNotFoundError:
+        return  # someone else removed it meanwhile; the verified copy is the photo now
+    if problem is not None:
+        remove_if_exists(destination)
+        fsync_dir(destination.parent)
+        raise SourceChangedError(errno.EBUSY, problem, str(source))
     os.unlink(source)
     fsync_dir(source.parent)
+
+
+def _why_source_must_stay(source: Path, before: os.stat_result) -> str | None:
+    """Why removing `source` now could lose bytes the copy lacks, or None when it is safe."""
+    now = os.stat(source)
+    identity = (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns)
+    if identity != (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns):
+        return "the photo changed while it was being moved; it was left where it is"
+    # A writer pausing between two parts (a motion photo's video, say) changes nothing until it
+    # goes on, by which time the source would be gone: only its open file tells.
+    if time.time() - now.st_mtime < RECENT_WRITE_S and source in (open_for_writing([source]) or ()):
+        return "the photo is still open for writing in another program; it was left where it is"
+    return None
 
 
 def same_entry(first: Path, second: Path) -> bool:
