@@ -317,8 +317,8 @@ def test_write_bundle_needs_an_existing_model(tmp_path: Path) -> None:
 def test_detector_matrices_live_in_a_checksummed_side_file(tmp_path: Path) -> None:
     ood = {
         "method": "mahalanobis",
-        "means": np.arange(6.0).reshape(3, 2),
-        "precision": np.array([[2.0, 0.5], [0.5, 1.0]]),
+        "means": np.arange(9.0).reshape(3, 3),  # as wide as the colour model's embedding
+        "precision": np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]]),
         "threshold": 4.0,
     }
     bundle = make_colour_bundle(tmp_path / "bundle", ood=ood)
@@ -328,8 +328,8 @@ def test_detector_matrices_live_in_a_checksummed_side_file(tmp_path: Path) -> No
     assert manifest["ood"]["arrays_file"] == "ood.npz"
     assert bundle.ood == {
         "method": "mahalanobis",
-        "means": [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]],
-        "precision": [[2.0, 0.5], [0.5, 1.0]],
+        "means": [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]],
+        "precision": [[2.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]],
         "threshold": 4.0,
     }
     assert load_bundle(tmp_path / "bundle") == bundle

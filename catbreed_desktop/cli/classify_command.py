@@ -2,14 +2,22 @@
 
 Unreadable files get an error line and do not stop the run; the exit status is 1 when any file
 failed, 0 when all were classified, 2 for usage or model errors.
+
+Paths and labels are printed through `printable`, so a file name that is not valid UTF-8 or a
+label with an ANSI escape shows as visible escapes instead of crashing a strict UTF-8 stdout or
+driving the terminal. `--json` stays strict UTF-8 JSON and lossless: such a file name is escaped
+in "path" and given exactly, as base64 of its bytes, in "path_bytes_b64".
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from catbreed_desktop.cli.common import (
@@ -22,6 +30,7 @@ from catbreed_desktop.cli.common import (
 )
 from catbreed_desktop.core.classify import Failure, Prediction
 from catbreed_desktop.core.imaging import iter_photo_paths
+from catbreed_desktop.core.printable import printable
 
 NOT_A_CAT = "not a cat"
 WIDEST_PATH_COLUMN = 60
@@ -39,7 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders too")
     output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="one JSON object per photo (JSON lines)")
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per photo (JSON lines); a file name that is not valid UTF-8 is escaped in "path" '
+        'and given exactly, as base64 of its bytes, in "path_bytes_b64"',
+    )
     output.add_argument("--csv", action="store_true", help="CSV with a header row")
     add_model_options(parser)
     parser.set_defaults(handler=run)
@@ -49,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     photos = iter_photo_paths(args.paths, recursive=args.recursive)
     if not photos:
         hint = "" if args.recursive else " (use --recursive to look into sub-folders)"
-        raise fail(f"no photos found in {', '.join(args.paths)}{hint}")
+        raise fail(f"no photos found in {', '.join(printable(p) for p in args.paths)}{hint}")
     classifier = open_classifier(args, top_k=args.top_k)
     writer = _make_writer(args, sys.stdout, classifier.top_k, photos)
     progress = ProgressReporter()
@@ -74,7 +88,7 @@ def _make_writer(args: argparse.Namespace, out: TextIO, top_k: int, photos: list
         return JsonLinesWriter(out)
     if args.csv:
         return CsvWriter(out, top_k)
-    width = min(WIDEST_PATH_COLUMN, max(len(str(p)) for p in photos))
+    width = min(WIDEST_PATH_COLUMN, max(len(printable(p)) for p in photos))
     return TableWriter(out, width)
 
 
@@ -91,27 +105,48 @@ class TableWriter:
 
     def write(self, result: Prediction | Failure) -> None:
         if isinstance(result, Failure):
-            print(f"{PROGRAM}: error: {result.path}: {result.reason}", file=sys.stderr)
+            print(f"{PROGRAM}: error: {printable(result.path)}: {printable(result.reason)}", file=sys.stderr)
             return
-        breeds = "  ".join(f"{label} {probability:.1%}" for label, probability in result.top)
+        breeds = "  ".join(f"{printable(label)} {probability:.1%}" for label, probability in result.top)
         if not result.is_cat:
             breeds = f"[{NOT_A_CAT}]  {breeds}"
-        print(f"{str(result.path):<{self.width}}  {breeds}", file=self.out)
+        print(f"{printable(result.path):<{self.width}}  {breeds}", file=self.out)
 
 
 def result_record(result: Prediction | Failure) -> dict[str, Any]:
-    """A JSON-ready dict of one result, as `--json` prints it."""
+    """A JSON-ready dict of one result, as `--json` prints it; every string encodes as strict UTF-8."""
+    record = _path_fields(result.path)
     if isinstance(result, Failure):
-        return {"path": str(result.path), "ok": False, "error": result.reason}
-    return {
-        "path": str(result.path),
+        return record | {"ok": False, "error": _unicode(result.reason)}
+    return record | {
         "ok": True,
-        "label": result.label,
+        "label": _unicode(result.label),
         "confidence": round(result.confidence, 6),
         "is_cat": result.is_cat,
         "ood_score": None if result.ood_score is None else round(result.ood_score, 6),
-        "top": [{"label": label, "probability": round(p, 6)} for label, p in result.top],
+        "top": [{"label": _unicode(label), "probability": round(p, 6)} for label, p in result.top],
     }
+
+
+def _path_fields(path: Path) -> dict[str, str]:
+    text = str(path)
+    if _is_unicode(text):
+        return {"path": text}  # JSON escapes control characters itself, so this is exact and safe
+    # Undecodable bytes (kept as surrogates) cannot be written as UTF-8: shown escaped, given exactly.
+    exact = base64.b64encode(os.fsencode(path)).decode("ascii")
+    return {"path": printable(text), "path_bytes_b64": exact}
+
+
+def _unicode(text: str) -> str:
+    return text if _is_unicode(text) else printable(text)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class JsonLinesWriter:
@@ -119,7 +154,8 @@ class JsonLinesWriter:
         self.out = out
 
     def write(self, result: Prediction | Failure) -> None:
-        print(json.dumps(result_record(result), ensure_ascii=False), file=self.out)
+        # allow_nan=False: a bare NaN is not JSON, and readers would choke on it.
+        print(json.dumps(result_record(result), ensure_ascii=False, allow_nan=False), file=self.out)
 
 
 class CsvWriter:
@@ -133,12 +169,13 @@ class CsvWriter:
 
     def write(self, result: Prediction | Failure) -> None:
         if isinstance(result, Failure):
-            self.writer.writerow([str(result.path), "error", *[""] * (2 * self.top_k), "", "", result.reason])
+            empty = [""] * (2 * self.top_k + 2)
+            self.writer.writerow([printable(result.path), "error", *empty, printable(result.reason)])
             return
         ranked: list[str] = []
         for label, probability in result.top:
-            ranked += [label, f"{probability:.6f}"]
+            ranked += [printable(label), f"{probability:.6f}"]
         ranked += [""] * (2 * self.top_k - len(ranked))
         score = "" if result.ood_score is None else f"{result.ood_score:.6f}"
         status = "ok" if result.is_cat else NOT_A_CAT
-        self.writer.writerow([str(result.path), status, *ranked, str(result.is_cat).lower(), score, ""])
+        self.writer.writerow([printable(result.path), status, *ranked, str(result.is_cat).lower(), score, ""])

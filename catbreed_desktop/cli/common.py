@@ -12,6 +12,7 @@ from typing import TextIO
 from catbreed_desktop.core import paths
 from catbreed_desktop.core.bundle import BUNDLE_FILE, BundleError, load_bundle
 from catbreed_desktop.core.classify import Classifier
+from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.engines import PREFERENCES, EngineUnavailable
 
 PROGRAM = "catbreed"
@@ -83,7 +84,7 @@ def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
         print(f"{PROGRAM}: note: {note}", file=sys.stderr)
     print(
         f"{PROGRAM}: using {classifier.provider} with {bundle.architecture} "
-        f"({bundle.num_labels} breeds) from {bundle.path}",
+        f"({bundle.num_labels} breeds) from {printable(bundle.path)}",
         file=sys.stderr,
     )
     return classifier

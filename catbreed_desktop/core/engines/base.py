@@ -3,20 +3,46 @@
 An engine runs a bundle's ONNX model on an NCHW float32 batch. `run` returns the raw named
 outputs (`logits`, plus `embedding` when the model has one); `predict` returns calibrated
 probabilities, softmax(logits / temperature). `provider` names what really runs, after any silent
-fallback inside the runtime has been detected.
+fallback inside the runtime has been detected. `check_outputs` holds every batch's outputs to the
+bundle: a graph may declare 3 classes and compute 5, and only the real arrays tell.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 import numpy as np
 
-from catbreed_desktop.core.bundle import LOGITS_NAME, ModelBundle
+from catbreed_desktop.core.bundle import EMBEDDING_NAME, LOGITS_NAME, ModelBundle
 
 
 class EngineUnavailable(RuntimeError):
     """The requested engine cannot run here; the message says why and what to install or change."""
+
+
+class ModelOutputError(RuntimeError):
+    """The model's outputs for a batch do not fit its bundle; the message names the bundle and the shapes."""
+
+
+def check_outputs(outputs: Mapping[str, np.ndarray], bundle: ModelBundle, rows: int) -> dict[str, np.ndarray]:
+    """`outputs` as a dict once logits are (rows, labels) and any embedding is (rows, D); else ModelOutputError."""
+    logits = outputs.get(LOGITS_NAME)
+    if logits is None:
+        raise ModelOutputError(f"the model in {bundle.path} gave no {LOGITS_NAME!r} output")
+    expected = (rows, bundle.num_labels)
+    if np.shape(logits) != expected:
+        raise ModelOutputError(
+            f"the model in {bundle.path} gave {LOGITS_NAME} of shape {np.shape(logits)} for {rows} "
+            f"photos, but its bundle.json lists {bundle.num_labels} labels, so {expected} was expected"
+        )
+    embedding = outputs.get(EMBEDDING_NAME)
+    if embedding is not None and (np.ndim(embedding) != 2 or np.shape(embedding)[0] != rows):
+        raise ModelOutputError(
+            f"the model in {bundle.path} gave an {EMBEDDING_NAME} of shape {np.shape(embedding)} for "
+            f"{rows} photos; ({rows}, size) was expected"
+        )
+    return dict(outputs)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

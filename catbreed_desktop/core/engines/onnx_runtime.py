@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 
 from catbreed_desktop.core.bundle import INPUT_NAME, BundleError, ModelBundle
-from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch
+from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch, check_outputs
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -85,4 +85,5 @@ class OnnxRuntimeEngine(Engine):
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         array = check_batch(batch, self.bundle)
         outputs = self.session.run(None, {INPUT_NAME: array})
-        return dict(zip(self._output_names, outputs, strict=True))
+        # ORT returns what the graph computes even where that contradicts its declared shapes.
+        return check_outputs(dict(zip(self._output_names, outputs, strict=True)), self.bundle, len(array))
