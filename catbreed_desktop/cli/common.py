@@ -12,8 +12,8 @@ from typing import TextIO
 from catbreed_desktop.core import paths
 from catbreed_desktop.core.bundle import BUNDLE_FILE, BundleError, load_bundle
 from catbreed_desktop.core.classify import Classifier
-from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.engines import PREFERENCES, EngineUnavailable
+from catbreed_desktop.core.printable import printable
 
 PROGRAM = "catbreed"
 USAGE_ERROR = 2
