@@ -109,6 +109,15 @@ def test_a_full_disk_at_the_start_leaves_no_journal_that_blocks_undo(
     assert snapshot(tmp_path) == before
 
 
+def test_a_start_record_left_half_made_by_a_kill_is_cleared_by_the_next_sort(tmp_path: Path) -> None:
+    stale = journals_dir() / ".sort-20260101T000000-000000-1.jsonl.new"
+    stale.write_text('{"type": "start"}\n')
+
+    _sort(tmp_path, _photos(tmp_path, "first"))
+
+    assert not stale.exists() and len(list_journals()) == 1
+
+
 def test_an_empty_journal_left_by_an_older_version_does_not_block_undo(tmp_path: Path) -> None:
     sources = _photos(tmp_path, "first")
     _sort(tmp_path, sources)

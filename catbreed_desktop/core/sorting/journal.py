@@ -22,6 +22,7 @@ from catbreed_desktop.core.sorting.plan import ACTIONS, MODES, PlannedOperation,
 
 FORMAT_VERSION = 1
 JOURNAL_GLOB = "sort-*.jsonl"
+_PARTIAL_SUFFIX = ".new"  # a start record being written, before the journal gets its name
 # A journal holds one sort's plan; a file far past any real sort is not one of ours.
 MAX_JOURNAL_BYTES = 512 * 1024 * 1024
 
@@ -129,7 +130,7 @@ class Journal:
 
     @classmethod
     def create(cls, plan: SortPlan) -> Journal:
-        """Start the journal of a new sort, with its whole plan as the first record.
+        """Start the journal of a new sort, with its whole plan as the first record (call under exclusive_lock).
 
         The start record is written and synced under a hidden name first, so a journal is only
         ever seen complete: a full disk leaves no empty journal behind to block later undos.
@@ -157,7 +158,11 @@ class Journal:
                 ],
             }
         )
-        partial = folder / f".{path.name}.new"
+        partial = folder / f".{path.name}{_PARTIAL_SUFFIX}"
+        # Callers hold exclusive_lock, so any other half-written start is a killed sort's: it did nothing.
+        for stale in folder.glob(f".sort-*{_PARTIAL_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                os.remove(stale)
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
