@@ -359,3 +359,41 @@ def test_iter_photo_paths_recursive_dedupe_sorted_and_explicit_files(tmp_path: P
         folder / "sub" / "c.webp",
         folder / "sub" / "deeper" / "d.heic",
     ]
+
+
+# Found by tests/test_decoder_fuzz.py: decoders raise other types than OSError on damaged files.
+
+
+@pytest.mark.skipif(not HEIF_AVAILABLE, reason="pillow-heif is not installed")
+def test_heic_whose_size_libheif_refuses_is_a_photo_error(tmp_path: Path) -> None:
+    import pillow_heif
+
+    if not pillow_heif.libheif_info().get("encoders"):
+        pytest.skip("this libheif build cannot encode HEIC, so no test file can be made")
+    path = tmp_path / "phone.heic"
+    _solid((64, 48)).save(path, quality=80)
+    data = bytearray(path.read_bytes())
+    spatial_extent = data.index(b"ispe")
+    data[spatial_extent + 8 : spatial_extent + 12] = struct.pack(">I", 0x7FFF_FFFF)  # the width
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(PhotoError, match="corrupt") as caught:  # libheif: RuntimeError
+        load_photo(path)
+    assert caught.value.path == path
+
+
+def test_tiff_with_a_tag_of_the_wrong_type_is_a_photo_error(tmp_path: Path) -> None:
+    path = tmp_path / "scan.tiff"
+    _solid((16, 12)).save(path)
+    data = bytearray(path.read_bytes())
+    order = "<" if data[:2] == b"II" else ">"
+    directory = struct.unpack(order + "I", data[4:8])[0]
+    for index in range(struct.unpack(order + "H", data[directory : directory + 2])[0]):
+        entry = directory + 2 + 12 * index
+        if struct.unpack(order + "H", data[entry : entry + 2])[0] == 273:  # StripOffsets
+            data[entry + 2 : entry + 4] = struct.pack(order + "H", 5)  # a RATIONAL, not a LONG
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(PhotoError, match="corrupt") as caught:  # Pillow: TypeError
+        load_photo(path)
+    assert caught.value.path == path

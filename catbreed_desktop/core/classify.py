@@ -3,7 +3,8 @@
 A small thread pool decodes and preprocesses photos ahead of the engine (PIL releases the GIL
 while decoding), so the engine works on one batch while the next is being read. A file that
 cannot be read becomes a `Failure` and the rest of its batch is classified as usual. `should_stop`
-is polled between batches, so a long run can be cancelled within one batch.
+is polled between batches and while waiting for a decode, so a run stops within a fraction of a
+second even while a slow file is being decoded: that decode is left to finish on its own.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +21,16 @@ from PIL import Image
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, LOGITS_NAME, BundleError, ModelBundle
 from catbreed_desktop.core.engines import Engine, create_engine, softmax
+from catbreed_desktop.core.engines.base import ModelOutputError, check_outputs
 from catbreed_desktop.core.imaging import PhotoError, load_and_preprocess, preprocess, stack_batch
 from catbreed_desktop.core.ood import OodConfigError, OodDetector
 
 ProgressCallback = Callable[[int, int], None]
 StopCallback = Callable[[], bool]
+
+# How often a wait for a decode looks at `should_stop`: Cancel in the window must take effect
+# within a second, whatever file the decoders are busy with.
+STOP_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,7 @@ class Classifier:
         batch_size: int = 8,
         top_k: int = 3,
         *,
-        fp16: bool = False,
+        fp16: bool = True,
         threads: int | None = None,
         decode_workers: int | None = None,
     ) -> None:
@@ -116,7 +122,8 @@ class Classifier:
         """Yield a `Prediction` or `Failure` for each path, in the order given.
 
         `on_progress(done, total)` is called at the start and after every batch; when
-        `should_stop()` turns true the run ends before the next batch.
+        `should_stop()` turns true the run ends before the next batch, without waiting for
+        decodes in progress.
         """
         path_list = [Path(p) for p in paths]
         total = len(path_list)
@@ -135,6 +142,7 @@ class Classifier:
             while len(pending) < ahead and (path := next(source, None)) is not None:
                 pending.append((path, pool.submit(load_and_preprocess, path, spec)))
 
+        stopped = False
         try:
             submit_ahead()
             done = 0
@@ -142,13 +150,18 @@ class Classifier:
             arrays = 0
             while pending or items:
                 if pending and arrays < self.batch_size and len(items) < most_items:
-                    path, future = pending.popleft()
+                    path, future = pending[0]
+                    if not _finished(future, should_stop):
+                        stopped = True
+                        return
+                    pending.popleft()
                     submit_ahead()
                     outcome = _decoded(path, future)
                     arrays += not isinstance(outcome, Failure)
                     items.append((path, outcome))
                     continue
                 if should_stop is not None and should_stop():
+                    stopped = True
                     return
                 yield from self._classify_items(items)
                 done += len(items)
@@ -156,7 +169,11 @@ class Classifier:
                 if on_progress:
                     on_progress(done, total)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)
+            if not stopped:
+                # Nothing is left running after a whole run; a caller that drops the iterator
+                # early waits for the decodes in progress, bounded by the decoding limits.
+                pool.shutdown(wait=True)
 
     def classify_images(self, images: Sequence[Image.Image]) -> list[Prediction]:
         """Predictions for photos already decoded as RGB images; their `path` is Path("")."""
@@ -174,31 +191,83 @@ class Classifier:
         predictions = iter(self._predict_arrays([p for p, _ in decoded], [a for _, a in decoded]))
         return [outcome if isinstance(outcome, Failure) else next(predictions) for _, outcome in items]
 
-    def _predict_arrays(self, paths: Sequence[Path], arrays: Sequence[np.ndarray]) -> list[Prediction]:
+    def _predict_arrays(
+        self, paths: Sequence[Path], arrays: Sequence[np.ndarray]
+    ) -> list[Prediction | Failure]:
+        """One outcome per photo: a `Prediction`, or a `Failure` where the model gave nothing usable."""
         if not arrays:
             return []
-        outputs = self.engine.run(stack_batch(arrays))
-        probabilities = softmax(outputs[LOGITS_NAME], self.bundle.temperature)
-        scores: np.ndarray | None = None
-        if self._ood is not None:
-            scores = self._ood.scores(outputs[EMBEDDING_NAME])
+        try:
+            # Checked here as well as in the engine, so that every engine (TensorRT too) is held to
+            # the bundle: a logits row wider than the labels would index past them.
+            outputs = check_outputs(self.engine.run(stack_batch(arrays)), self.bundle, len(arrays))
+            embeddings = None if self._ood is None else self._checked_embeddings(outputs)
+        except ModelOutputError as error:
+            # The model, not the photos, is at fault; each photo says why and the run goes on.
+            return [Failure(path, str(error)) for path in paths]
+        logits = np.asarray(outputs[LOGITS_NAME], dtype=np.float64)
+        # NaN or inf logits would give a NaN confidence that passes every threshold comparison.
+        with np.errstate(over="ignore", invalid="ignore"):
+            scored = np.isfinite(logits).all(axis=1)
+            probabilities = softmax(np.where(scored[:, None], logits, 0.0), self.bundle.temperature)
+            scored &= np.isfinite(probabilities).all(axis=1)
+            scores: np.ndarray | None = None
+            judged = np.ones(len(arrays), dtype=bool)
+            if self._ood is not None and embeddings is not None:
+                judged = np.isfinite(embeddings).all(axis=1)
+                scores = self._ood.scores(np.where(judged[:, None], embeddings, 0.0))
+                judged &= np.isfinite(scores)
         labels = self.bundle.labels
-        predictions = []
+        outcomes: list[Prediction | Failure] = []
         for row, (path, probs) in enumerate(zip(paths, probabilities, strict=True)):
+            if not scored[row]:
+                outcomes.append(
+                    Failure(path, "the model gave no valid scores for this photo (NaN or infinite)")
+                )
+                continue
+            if not judged[row]:
+                outcomes.append(
+                    Failure(path, "the model gave no valid not-a-cat score for this photo (NaN or infinite)")
+                )
+                continue
             best = np.argsort(-probs, kind="stable")[: self.top_k]
             top = tuple((labels[i], float(probs[i])) for i in best)
             score = None if scores is None else float(scores[row])
             is_cat = True if scores is None else bool(scores[row] <= self._ood.threshold)  # type: ignore[union-attr]
-            predictions.append(
+            outcomes.append(
                 Prediction(path=path, top=top, probabilities=probs, ood_score=score, is_cat=is_cat)
             )
-        return predictions
+        return outcomes
+
+    def _checked_embeddings(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The batch's embeddings as float64, once they are as wide as the detector's matrices."""
+        embeddings = outputs.get(EMBEDDING_NAME)
+        size = self._ood.embedding_size  # type: ignore[union-attr]
+        if embeddings is None or np.shape(embeddings)[1:] != (size,):
+            shape = None if embeddings is None else np.shape(embeddings)
+            raise ModelOutputError(
+                f"the model in {self.bundle.path} gave an {EMBEDDING_NAME} of shape {shape}, but the "
+                f"not-a-cat detector in its bundle.json expects {size}-wide embeddings"
+            )
+        return np.asarray(embeddings, dtype=np.float64)
 
     def __enter__(self) -> Classifier:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _finished(future: Future[np.ndarray], should_stop: StopCallback | None) -> bool:
+    """Wait for a decode; False as soon as a stop is requested instead."""
+    if should_stop is None:
+        wait([future])
+        return True
+    while not future.done():
+        if should_stop():
+            return False
+        wait([future], timeout=STOP_POLL_SECONDS)
+    return True
 
 
 def _decoded(path: Path, future: Future[np.ndarray]) -> np.ndarray | Failure:
