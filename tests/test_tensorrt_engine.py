@@ -1,6 +1,7 @@
 """TensorRT logic that runs without a GPU: toolkit detection, engine cache keys, rebuilds, the build recipe.
 
-TensorRT and cuda-python are replaced by small fakes that record what the code asks of them.
+TensorRT and cuda-python are replaced by small fakes that record what the code asks of them. The
+engine builds from the bundle's derived float graph, strongly typed; its key holds the graph's checksum.
 """
 
 from __future__ import annotations
@@ -9,15 +10,20 @@ import ctypes
 import dataclasses
 import enum
 import json
+import shutil
 from types import ModuleType, SimpleNamespace
 
 import numpy as np
+import onnx
 import pytest
+from engine_fakes import make_int8_colour_bundle
 from factories import COLOUR_LABELS, COLOURS, make_photo
 
 from catbreed_desktop.core import paths
+from catbreed_desktop.core.bundle import sha256_file
 from catbreed_desktop.core.engines import EngineUnavailable, create_engine
 from catbreed_desktop.core.engines import tensorrt as tensorrt_engine
+from catbreed_desktop.core.engines.float_graph import float_graph_path, has_quantized_ops
 from catbreed_desktop.core.engines.tensorrt import (
     EngineKey,
     TensorRTEngine,
@@ -102,6 +108,7 @@ class FakeTensorRT(ModuleType):
 
     MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
     BuilderFlag = SimpleNamespace(FP16="fp16")
+    NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=1)
     TensorIOMode = SimpleNamespace(INPUT="input", OUTPUT="output")
 
     @staticmethod
@@ -128,6 +135,7 @@ class FakeTensorRT(ModuleType):
         self.build_fails = build_fails
         self.parsed: list[str] = []
         self.flags: list[str] = []
+        self.network_flags: list[int] = []
         self.shapes: dict[str, tuple] = {}
         self.builds = 0
         self.onnx_model = ""
@@ -152,6 +160,7 @@ class FakeTensorRT(ModuleType):
 
         class Builder:
             def create_network(self, flags):
+                trt.network_flags.append(flags)
                 return SimpleNamespace(flags=flags)
 
             def create_builder_config(self):
@@ -265,6 +274,7 @@ KEY = EngineKey(
     gpu_name="NVIDIA Test GPU",
     tensorrt_version="10.3.0",
     model_sha256="ab" * 32,
+    graph_sha256="ef" * 32,
     fp16=False,
     opt_batch=8,
     max_batch=32,
@@ -313,11 +323,31 @@ def test_older_cuda_python_module_name_is_accepted():
 # --- the engine cache --------------------------------------------------------------------------------
 
 
-def test_key_comes_from_gpu_tensorrt_model_and_precision(colour_bundle):
-    key = make_engine_key(fake_toolkit(), colour_bundle, fp16=True, batch_size=4, max_batch=32)
-    assert key == EngineKey("NVIDIA Test GPU", "10.3.0", colour_bundle.model_sha256, True, 4, 32)
+def test_key_comes_from_gpu_tensorrt_model_graph_and_precision(colour_bundle):
+    graph = colour_bundle.model_path
+    key = make_engine_key(fake_toolkit(), colour_bundle, fp16=True, batch_size=4, max_batch=32, graph=graph)
+    assert key == EngineKey(
+        "NVIDIA Test GPU", "10.3.0", colour_bundle.model_sha256, sha256_file(graph), True, 4, 32
+    )
     # A batch larger than the requested maximum widens the profile instead of failing later.
-    assert make_engine_key(fake_toolkit(), colour_bundle, False, batch_size=64, max_batch=32).max_batch == 64
+    wide = make_engine_key(fake_toolkit(), colour_bundle, False, batch_size=64, max_batch=32, graph=graph)
+    assert wide.max_batch == 64
+
+
+def test_key_changes_when_the_float_graph_changes(colour_bundle, tmp_path):
+    """A new derivation of the same model (another float_graph version, say) is another engine."""
+    graph = tmp_path / "graph.onnx"
+    shutil.copyfile(colour_bundle.model_path, graph)
+    before = make_engine_key(fake_toolkit(), colour_bundle, True, 8, 32, graph=graph)
+    model = onnx.load(str(graph))
+    onnx.helper.set_model_props(model, {"catbreed.float_graph": "fp16 v2"})
+    onnx.save(model, str(graph))
+
+    after = make_engine_key(fake_toolkit(), colour_bundle, True, 8, 32, graph=graph)
+
+    assert after.graph_sha256 != before.graph_sha256 and after.model_sha256 == before.model_sha256
+    ensure_engine_file(before, lambda: b"old", folder=tmp_path)
+    assert [r for r in stale_reasons(after, tmp_path) if r.startswith("float graph changed")]
 
 
 def test_engine_is_built_once_then_reused(tmp_path):
@@ -340,6 +370,7 @@ def test_engine_is_built_once_then_reused(tmp_path):
     [
         ({"gpu_name": "NVIDIA Other GPU"}, "GPU changed"),
         ({"tensorrt_version": "10.4.0"}, "TensorRT version changed ('10.3.0' -> '10.4.0')"),
+        ({"graph_sha256": "12" * 32}, "float graph changed"),
         ({"opt_batch": 16}, "batch size changed"),
         ({"max_batch": 64}, "largest batch changed"),
     ],
@@ -401,21 +432,56 @@ def test_build_uses_dynamic_batch_profile_and_user_cache(colour_bundle):
 
     assert path.parent == paths.cache_dir() / "tensorrt"
     assert path.read_bytes() == b"serialized engine 1"
+    # The colour bundle is a float model: it is its own fp32 graph.
     assert toolkit.trt.parsed == [str(colour_bundle.model_path)]
     assert toolkit.trt.shapes["pixel_values"] == ((1, 3, 32, 32), (8, 3, 32, 32), (32, 3, 32, 32))
     assert toolkit.trt.flags == []
+    assert toolkit.trt.network_flags == [1 << FakeTensorRT.NetworkDefinitionCreationFlag.STRONGLY_TYPED]
     # Same bundle, same settings: the cached engine is reused.
     build_tensorrt_engine(colour_bundle, fp16=False, batch_size=8, toolkit=toolkit)
     assert toolkit.trt.builds == 1
 
 
-def test_fp16_build_sets_the_flag_and_keeps_fp32_engine(colour_bundle):
+def test_fp16_build_parses_the_fp16_graph_strongly_typed_and_keeps_fp32_engine(colour_bundle):
     toolkit = fake_toolkit()
     fp32 = build_tensorrt_engine(colour_bundle, fp16=False, toolkit=toolkit)
     fp16 = build_tensorrt_engine(colour_bundle, fp16=True, toolkit=toolkit)
 
-    assert toolkit.trt.flags == ["fp16"]
+    # Precision comes from the graph's types; the FP16 builder flag is not allowed with strong typing.
+    assert toolkit.trt.parsed[1] == str(float_graph_path(colour_bundle, "fp16"))
+    assert toolkit.trt.flags == []
+    assert set(toolkit.trt.network_flags) == {1 << FakeTensorRT.NetworkDefinitionCreationFlag.STRONGLY_TYPED}
     assert fp32 != fp16 and fp32.is_file() and fp16.is_file()
+
+
+@pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
+def test_an_int8_bundle_is_built_from_its_derived_float_graph(tmp_path, fp16):
+    bundle = make_int8_colour_bundle(tmp_path / "int8-bundle")
+    toolkit = fake_toolkit()
+
+    path = build_tensorrt_engine(bundle, fp16=fp16, toolkit=toolkit)
+
+    graph = float_graph_path(bundle, "fp16" if fp16 else "fp32")
+    assert toolkit.trt.parsed == [str(graph)]
+    assert has_quantized_ops(onnx.load(str(bundle.model_path)))
+    assert not has_quantized_ops(onnx.load(str(graph)))
+    recorded = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    assert recorded["graph_sha256"] == sha256_file(graph)
+
+
+def test_a_new_float_graph_rebuilds_the_cached_engine(colour_bundle, monkeypatch, tmp_path):
+    toolkit = fake_toolkit()
+    first = build_tensorrt_engine(colour_bundle, toolkit=toolkit)
+    other = tmp_path / "rederived.onnx"
+    model = onnx.load(str(colour_bundle.model_path))
+    onnx.helper.set_model_props(model, {"catbreed.float_graph": "fp32 v2"})
+    onnx.save(model, str(other))
+    monkeypatch.setattr(tensorrt_engine, "tensorrt_graph", lambda bundle, fp16: other)
+
+    second = build_tensorrt_engine(colour_bundle, toolkit=toolkit)
+
+    assert second == first and toolkit.trt.builds == 2  # rebuilt in place
+    assert toolkit.trt.parsed[-1] == str(other)
 
 
 def test_unparsable_model_reports_parser_errors(colour_bundle):
@@ -451,6 +517,7 @@ def test_engine_runs_batches_larger_than_its_profile_in_chunks(colour_bundle, ni
     np.testing.assert_allclose(outputs["logits"], reference.run(nine_photo_batch)["logits"], atol=1e-5)
     np.testing.assert_allclose(probabilities, reference.predict(nine_photo_batch), atol=1e-5)
     assert engine.provider == "TensorRT"
+    assert (engine.graph_path, engine.graph_precision) == (colour_bundle.model_path, "fp32")
     assert engine.output_names == ("logits", "embedding")
     assert [shape[0] for shape in engine._engine.shapes_run[:3]] == [4, 4, 1]
 
@@ -477,4 +544,5 @@ def test_auto_prefers_tensorrt_when_it_starts(colour_bundle, monkeypatch):
 
     assert engine.provider == "TensorRT FP16"
     assert engine.fallback_notes == []
-    assert toolkit.trt.flags == ["fp16"]
+    assert (engine.graph_path, engine.graph_precision) == (float_graph_path(colour_bundle, "fp16"), "fp16")
+    assert toolkit.trt.parsed == [str(engine.graph_path)] and toolkit.trt.flags == []

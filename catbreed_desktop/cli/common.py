@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from catbreed_desktop.core import paths
-from catbreed_desktop.core.bundle import BUNDLE_FILE, BundleError, load_bundle
+from catbreed_desktop.core.bundle import BUNDLE_FILE, BundleError, ModelBundle, load_bundle
 from catbreed_desktop.core.classify import Classifier
 from catbreed_desktop.core.engines import PREFERENCES, EngineUnavailable
 from catbreed_desktop.core.printable import printable
@@ -31,7 +31,7 @@ def positive_int(text: str) -> int:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --engine, --batch-size and --fp16, shared by every command that classifies."""
+    """--model, --engine, --batch-size and --gpu-precision, shared by every command that runs a model."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -49,7 +49,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--batch-size", type=positive_int, default=8, metavar="N", help="photos per batch (default: 8)"
     )
-    group.add_argument("--fp16", action="store_true", help="build the TensorRT engine in half precision")
+    group.add_argument(
+        "--gpu-precision",
+        choices=("fp16", "fp32"),
+        default="fp16",
+        help="precision of the float graph the GPU engines (TensorRT, ONNX Runtime CUDA) run; the CPU "
+        "engine always runs the bundle's own graph (default: fp16)",
+    )
+    # Kept so scripts written for earlier versions still run; fp16 is the default now.
+    group.add_argument(
+        "--fp16", dest="gpu_precision", action="store_const", const="fp16", help=argparse.SUPPRESS
+    )
 
 
 def fail(message: str, status: int = USAGE_ERROR) -> SystemExit:
@@ -58,23 +68,36 @@ def fail(message: str, status: int = USAGE_ERROR) -> SystemExit:
     return SystemExit(status)
 
 
-def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
-    """The classifier the model options ask for; exits with status 2 and a clear message if it cannot."""
+def open_bundle(args: argparse.Namespace) -> ModelBundle:
+    """The bundle `--model` names, else the default one; exits with status 2 and a clear message if it cannot."""
     explicit = getattr(args, "model", None)
     folder = Path(explicit) if explicit is not None else paths.default_model_dir()
     if explicit is None and not (folder / BUNDLE_FILE).is_file():
         raise fail(
-            f"no default model is installed in {folder}; train and export one with "
+            f"no default model is installed in {printable(folder)}; train and export one with "
             "`python -m trainer` (see README) or pass --model DIR"
         )
     try:
-        bundle = load_bundle(folder)
+        return load_bundle(folder)
+    except BundleError as error:
+        raise fail(f"cannot use the model: {error}") from None
+
+
+def uses_fp16(args: argparse.Namespace) -> bool:
+    """Whether the GPU engines should run the fp16 graph (the default) rather than fp32."""
+    return getattr(args, "gpu_precision", "fp16") == "fp16"
+
+
+def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
+    """The classifier the model options ask for; exits with status 2 and a clear message if it cannot."""
+    bundle = open_bundle(args)
+    try:
         classifier = Classifier(
             bundle,
             engine=getattr(args, "engine", "auto"),
             batch_size=getattr(args, "batch_size", 8),
             top_k=top_k,
-            fp16=getattr(args, "fp16", False),
+            fp16=uses_fp16(args),
         )
     except BundleError as error:
         raise fail(f"cannot use the model: {error}") from None

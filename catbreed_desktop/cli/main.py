@@ -13,7 +13,7 @@ import os
 import sys
 
 from catbreed_desktop import __version__
-from catbreed_desktop.cli import classify_command
+from catbreed_desktop.cli import classify_command, engines_command
 from catbreed_desktop.cli.common import PROGRAM, USAGE_ERROR
 
 try:  # sort and undo live in their own module, which may not be installed in every build
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify_command.register(subparsers)
     if sort_command is not None:
         sort_command.register(subparsers)
+    engines_command.register(subparsers)
     return parser
 
 

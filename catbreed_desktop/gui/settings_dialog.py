@@ -1,6 +1,11 @@
 """The settings dialog: which model bundle (with its breeds and metrics), engine, batch size, thumbnails.
 
-It edits a copy of the settings; the window applies them (reloading the model when needed).
+It edits a copy of the settings; the window applies them (reloading the model when needed). Beside
+the engine choice it shows, read-only, what `catbreed engines` lists for the chosen bundle: each
+engine, whether it can run here or why not, the graph and precision it runs, the providers really
+active. The listing opens a CPU session, so it is computed on a pool thread owned by the dialog
+(a QThreadPool waits for its jobs when destroyed, so none outlives the dialog) and shown when it
+arrives; results for a bundle the dialog no longer shows are dropped.
 """
 
 from __future__ import annotations
@@ -9,33 +14,63 @@ import copy
 import json
 from pathlib import Path
 
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
+    QTreeWidget,
+    QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from catbreed_desktop.core.bundle import BundleError, load_bundle
 from catbreed_desktop.core.paths import default_model_dir
+from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.settings import ENGINE_CHOICES, Settings
 
 ENGINE_NAMES = {"auto": "Automatic (fastest available)", "tensorrt": "TensorRT", "cuda": "CUDA", "cpu": "CPU"}
+ENGINE_COLUMNS = ("Engine", "Available", "Precision", "Providers", "Graph")
+
+
+class _ListingSignals(QObject):
+    done = Signal(int, object)  # request number, list[EngineInfo]
+    failed = Signal(int, str)
+
+
+class _ListingJob(QRunnable):
+    """Loads the bundle in `folder` and lists the engines for it, off the GUI thread."""
+
+    def __init__(self, request: int, folder: Path, batch_size: int, signals: _ListingSignals) -> None:
+        super().__init__()
+        self._request, self._folder, self._batch_size, self._signals = request, folder, batch_size, signals
+
+    def run(self) -> None:
+        from catbreed_desktop.core.engines.inventory import list_engines
+
+        try:
+            infos = list_engines(load_bundle(self._folder), batch_size=self._batch_size)
+        except Exception as error:  # shown in the dialog; the pool thread must end cleanly
+            self._signals.failed.emit(self._request, str(error))
+            return
+        self._signals.done.emit(self._request, infos)
 
 
 class SettingsDialog(QDialog):
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
-        self.resize(640, 520)
+        self.resize(760, 700)
         self._settings = copy.deepcopy(settings)
 
         self.model_edit = QLineEdit(settings.model_path)
@@ -52,6 +87,34 @@ class SettingsDialog(QDialog):
         for engine in ENGINE_CHOICES:
             self.engine_box.addItem(ENGINE_NAMES[engine], engine)
         self.engine_box.setCurrentIndex(ENGINE_CHOICES.index(settings.engine))
+        self.engine_status = QLabel()
+        self.engine_status.setWordWrap(True)
+        self.engine_status.setTextFormat(Qt.TextFormat.PlainText)  # error messages may hold "<"
+        self.engine_tree = QTreeWidget()
+        self.engine_tree.setColumnCount(len(ENGINE_COLUMNS))
+        self.engine_tree.setHeaderLabels(ENGINE_COLUMNS)
+        self.engine_tree.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.engine_tree.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.engine_tree.setRootIsDecorated(False)
+        self.engine_tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keep the graph's file name
+        # The details (why not, first start, notes) go in a wrapping label: they name what to
+        # install, and a tree row would cut them off.
+        self.engine_details = QLabel()
+        self.engine_details.setWordWrap(True)
+        self.engine_details.setTextFormat(Qt.TextFormat.PlainText)
+        self.engine_details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        engines_box = QVBoxLayout()
+        engines_box.addWidget(self.engine_status)
+        engines_box.addWidget(self.engine_tree)
+        engines_box.addWidget(self.engine_details)
+        # The pool is created before the signals, so it is destroyed (waiting for its job) first.
+        self._listing_pool = QThreadPool(self)
+        self._listing_pool.setMaxThreadCount(1)
+        self._listing_signals = _ListingSignals(self)
+        self._listing_signals.done.connect(self._show_engines)
+        self._listing_signals.failed.connect(self._show_engines_failed)
+        self._listing_request = 0
+        self._listing_pending = False
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 256)
         self.batch_spin.setValue(settings.batch_size)
@@ -65,6 +128,7 @@ class SettingsDialog(QDialog):
         form.addRow("Model bundle:", model_row)
         form.addRow("Breeds and metrics:", self.bundle_info)
         form.addRow("Engine:", self.engine_box)
+        form.addRow("Engines here:", engines_box)
         form.addRow("Batch size:", self.batch_spin)
         form.addRow("Thumbnail size:", self.thumbnail_spin)
         buttons = QDialogButtonBox(
@@ -89,6 +153,7 @@ class SettingsDialog(QDialog):
 
     def show_bundle_info(self) -> None:
         folder = Path(self.model_edit.text().strip() or default_model_dir())
+        self.refresh_engines(folder)
         try:
             # The checksum is verified when the model loads; here only the description is read.
             bundle = load_bundle(folder, verify=False)
@@ -106,6 +171,56 @@ class SettingsDialog(QDialog):
         if bundle.provenance:
             lines += ["", "Provenance:", json.dumps(bundle.provenance, indent=2, sort_keys=True)]
         self.bundle_info.setPlainText("\n".join(lines))
+
+    def refresh_engines(self, folder: Path) -> None:
+        """List the engines for the bundle in `folder` in the background; the tree fills when done."""
+        self._listing_request += 1
+        self._listing_pending = True
+        self.engine_tree.clear()
+        self.engine_details.clear()
+        self.engine_status.setText("Looking at the engines…")
+        job = _ListingJob(self._listing_request, folder, self.batch_spin.value(), self._listing_signals)
+        self._listing_pool.start(job)
+
+    def is_listing(self) -> bool:
+        """Whether the listing for the bundle shown is still being computed."""
+        return self._listing_pending
+
+    def _show_engines(self, request: int, infos: list) -> None:
+        if request != self._listing_request:
+            return  # a listing for a bundle the dialog no longer shows
+        self._listing_pending = False
+        self.engine_tree.clear()
+        lines = []
+        for info in infos:
+            graph = printable(info.graph) + ("" if info.graph_ready else " (derived at first start)")
+            providers = ", ".join(info.providers) if info.started else "not started"
+            row = QTreeWidgetItem(
+                [info.title, "yes" if info.available else "no", info.precision, providers, graph]
+            )
+            row.setToolTip(4, printable(info.graph))
+            self.engine_tree.addTopLevelItem(row)
+            details = [("why not", info.reason), ("GPU", info.gpu), ("first start", info.first_start)]
+            details += [("note", note) for note in info.notes]
+            lines += [f"{info.title}, {label}: {printable(text)}" for label, text in details if text]
+        for column in range(len(ENGINE_COLUMNS) - 1):
+            self.engine_tree.resizeColumnToContents(column)
+        rows = self.engine_tree.topLevelItemCount()
+        height = self.engine_tree.header().sizeHint().height() + rows * self.engine_tree.sizeHintForRow(0)
+        self.engine_tree.setFixedHeight(height + 2 * self.engine_tree.frameWidth() + 4)
+        self.engine_details.setText("\n".join(lines))
+        self.engine_status.setText(
+            "What each engine would run with this model. The engine that runs is the one chosen above "
+            "(Automatic takes the first available, in this order)."
+        )
+
+    def _show_engines_failed(self, request: int, message: str) -> None:
+        if request != self._listing_request:
+            return
+        self._listing_pending = False
+        self.engine_tree.clear()
+        self.engine_details.clear()
+        self.engine_status.setText(f"Cannot list the engines: {message}")
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open model bundle", self.model_edit.text())

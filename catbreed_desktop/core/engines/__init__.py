@@ -3,18 +3,24 @@
 `create_engine(bundle, "auto")` tries TensorRT, then ONNX Runtime on CUDA, then ONNX Runtime on
 CPU, and records in `engine.fallback_notes` why each faster one was passed over. Asking for
 "tensorrt" or "cuda" explicitly never falls back: it raises `EngineUnavailable` instead.
+
+The GPU engines run a float graph derived from the bundle's model (`float_graph`): fp16 on ONNX
+Runtime CUDA, fp16 or fp32 (`fp16=`) on TensorRT. The CPU engine runs the bundle's own model
+(int8 for the shipped one) unless `graph=` asks for a derived one. `inventory.list_engines` says,
+without starting anything slow, which engine could run and on which graph.
 """
 
 from __future__ import annotations
 
 from catbreed_desktop.core.bundle import ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, softmax
-from catbreed_desktop.core.engines.onnx_runtime import OnnxRuntimeEngine
+from catbreed_desktop.core.engines.onnx_runtime import GRAPHS, OnnxRuntimeEngine
 from catbreed_desktop.core.engines.tensorrt import TensorRTEngine, build_tensorrt_engine
 
 PREFERENCES = ("auto", "tensorrt", "cuda", "cpu")
 
 __all__ = [
+    "GRAPHS",
     "PREFERENCES",
     "Engine",
     "EngineUnavailable",
@@ -30,29 +36,34 @@ def create_engine(
     bundle: ModelBundle,
     preference: str = "auto",
     batch_size: int = 8,
-    fp16: bool = False,
+    fp16: bool = True,
     *,
     threads: int | None = None,
+    graph: str | None = None,
 ) -> Engine:
     """The engine for `bundle` that `preference` (auto|tensorrt|cuda|cpu) asks for.
 
-    `threads` caps ONNX Runtime's CPU threads (None lets it use every core).
+    `threads` caps ONNX Runtime's CPU threads (None lets it use every core). `graph` ("bundle",
+    "fp32" or "fp16") overrides which graph the ONNX Runtime engines run (default: fp16 on CUDA,
+    the bundle's own model on CPU); TensorRT's graph follows `fp16`.
     """
     if preference not in PREFERENCES:
         raise ValueError(f"unknown engine {preference!r}; choose one of {', '.join(PREFERENCES)}")
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, not {batch_size}")
+    if graph is not None and graph not in GRAPHS:
+        raise ValueError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
     if preference == "tensorrt":
         return TensorRTEngine(bundle, batch_size=batch_size, fp16=fp16)
     if preference == "cuda":
-        return OnnxRuntimeEngine(bundle, device="cuda", threads=threads)
+        return OnnxRuntimeEngine(bundle, device="cuda", threads=threads, graph=graph)
     if preference == "cpu":
-        return OnnxRuntimeEngine(bundle, device="cpu", threads=threads)
+        return OnnxRuntimeEngine(bundle, device="cpu", threads=threads, graph=graph)
 
     notes: list[str] = []
     attempts = (
         ("TensorRT", lambda: TensorRTEngine(bundle, batch_size=batch_size, fp16=fp16)),
-        ("ONNX Runtime CUDA", lambda: OnnxRuntimeEngine(bundle, device="cuda", threads=threads)),
+        ("ONNX Runtime CUDA", lambda: OnnxRuntimeEngine(bundle, device="cuda", threads=threads, graph=graph)),
     )
     for name, start in attempts:
         try:
@@ -63,8 +74,9 @@ def create_engine(
         except (RuntimeError, OSError) as failure:  # a GPU that fails mid-start must not stop the app
             notes.append(f"{name} failed to start: {failure}")
             continue
-        engine.fallback_notes = notes
+        # The engine's own notes (compute it found on the CPU, say) follow the skipped ones.
+        engine.fallback_notes = notes + engine.fallback_notes
         return engine
-    engine = OnnxRuntimeEngine(bundle, device="cpu", threads=threads)
-    engine.fallback_notes = notes
+    engine = OnnxRuntimeEngine(bundle, device="cpu", threads=threads, graph=graph)
+    engine.fallback_notes = notes + engine.fallback_notes
     return engine

@@ -1,10 +1,19 @@
-"""TensorRT engine: build from the bundle's ONNX once, cache it, run it with cuda-python buffers.
+"""TensorRT engine: build from the bundle's float graph once, cache it, run it with cuda-python buffers.
+
+TensorRT cannot run the int8 model's DynamicQuantizeLinear/MatMulInteger/ConvInteger, so it
+builds from the float graph `float_graph.float_graph_path` derives from the bundle: the fp16 graph
+when `fp16` is asked for, else the fp32 one. The network is strongly typed: TensorRT keeps each
+tensor's type from the graph instead of choosing per layer, so the LayerNorm, Softmax and
+reductions the fp16 graph keeps in float32 stay in float32 (TensorRT's own FP16 flag would be free
+to run them in fp16, where DINOv2's residual channels overflow), and TensorRT computes with the
+same types as ONNX Runtime CUDA, whose numerics the CPU parity tests check.
 
 Building a TensorRT engine takes minutes and the result only fits one GPU model, one TensorRT
-version and one ONNX file, so the serialized engine is cached in `cache_dir()/tensorrt/` next to
-a small JSON file recording exactly what it was built for (`EngineKey`). When anything differs
-the engine is rebuilt in place. TensorRT and cuda-python are imported only when asked for, and
-their absence (or a machine without an NVIDIA GPU) is reported as `EngineUnavailable` in words.
+version and one graph, so the serialized engine is cached in `cache_dir()/tensorrt/` next to a
+small JSON file recording exactly what it was built for (`EngineKey`, the graph's checksum
+included). When anything differs the engine is rebuilt in place. TensorRT and cuda-python are
+imported only when asked for, and their absence (or a machine without an NVIDIA GPU) is reported
+as `EngineUnavailable` in words.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from catbreed_desktop.core import paths
-from catbreed_desktop.core.bundle import INPUT_NAME, LOGITS_NAME, ModelBundle
+from catbreed_desktop.core.bundle import INPUT_NAME, LOGITS_NAME, ModelBundle, sha256_file
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch
 
 log = logging.getLogger(__name__)
@@ -121,6 +130,7 @@ class EngineKey:
     gpu_name: str
     tensorrt_version: str
     model_sha256: str
+    graph_sha256: str  # the float graph TensorRT parses, derived from the model
     fp16: bool
     opt_batch: int
     max_batch: int
@@ -139,6 +149,7 @@ class EngineKey:
             "gpu_name": "GPU",
             "tensorrt_version": "TensorRT version",
             "model_sha256": "model",
+            "graph_sha256": "float graph",
             "fp16": "FP16 setting",
             "opt_batch": "batch size",
             "max_batch": "largest batch",
@@ -150,15 +161,33 @@ class EngineKey:
         ]
 
 
+def tensorrt_graph(bundle: ModelBundle, fp16: bool) -> Path:
+    """The float graph TensorRT builds from (fp16 or fp32), derived and cached on first use."""
+    from catbreed_desktop.core.engines.float_graph import float_graph_path
+
+    try:
+        return float_graph_path(bundle, "fp16" if fp16 else "fp32")
+    except ValueError as error:  # quantized ops in a pattern float_graph cannot turn back
+        raise EngineUnavailable(f"TensorRT needs a float graph: {error}") from None
+
+
 def make_engine_key(
-    toolkit: TensorRTToolkit, bundle: ModelBundle, fp16: bool, batch_size: int, max_batch: int
+    toolkit: TensorRTToolkit,
+    bundle: ModelBundle,
+    fp16: bool,
+    batch_size: int,
+    max_batch: int,
+    *,
+    graph: Path,
 ) -> EngineKey:
+    """The key of the engine built from `graph` (see `tensorrt_graph`) for these settings."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, not {batch_size}")
     return EngineKey(
         gpu_name=toolkit.gpu_name,
         tensorrt_version=toolkit.version,
         model_sha256=bundle.model_sha256,
+        graph_sha256=sha256_file(graph),
         fp16=bool(fp16),
         opt_batch=int(batch_size),
         max_batch=max(int(max_batch), int(batch_size)),
@@ -215,20 +244,25 @@ def _write_atomically(target: Path, data: bytes) -> None:
     temporary.replace(target)
 
 
-def build_serialized_engine(toolkit: TensorRTToolkit, bundle: ModelBundle, key: EngineKey) -> bytes:
-    """Parse the bundle's ONNX and build an engine with a dynamic batch profile (1, opt, max)."""
+def build_serialized_engine(
+    toolkit: TensorRTToolkit, bundle: ModelBundle, key: EngineKey, graph: Path
+) -> bytes:
+    """Parse the float `graph` into a strongly typed network; build it with a batch profile (1, opt, max)."""
     trt = toolkit.trt
     logger = toolkit.logger()
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10 networks are always explicit-batch
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly_typed is None:
+        raise EngineUnavailable(f"TensorRT {toolkit.version} cannot build strongly typed networks")
+    # Precision comes from the graph's types (see the module docstring): no FP16 builder flag,
+    # which TensorRT refuses for strongly typed networks anyway. Networks are explicit-batch.
+    network = builder.create_network(1 << int(strongly_typed))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(bundle.model_path)):
+    if not parser.parse_from_file(str(graph)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineUnavailable(f"TensorRT cannot parse {bundle.model_path}: {errors or 'unknown error'}")
+        raise EngineUnavailable(f"TensorRT cannot parse {graph}: {errors or 'unknown error'}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if key.fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
     size = bundle.preprocessing.size
     profile = builder.create_optimization_profile()
     profile.set_shape(
@@ -237,7 +271,7 @@ def build_serialized_engine(toolkit: TensorRTToolkit, bundle: ModelBundle, key: 
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EngineUnavailable(f"TensorRT could not build an engine for {bundle.model_path} (see its log)")
+        raise EngineUnavailable(f"TensorRT could not build an engine for {graph} (see its log)")
     return bytes(serialized)
 
 
@@ -252,8 +286,9 @@ def build_tensorrt_engine(
 ) -> Path:
     """Build (or reuse) the cached TensorRT engine for a bundle and return its file."""
     toolkit = toolkit or load_toolkit()
-    key = make_engine_key(toolkit, bundle, fp16, batch_size, max_batch)
-    return ensure_engine_file(key, lambda: build_serialized_engine(toolkit, bundle, key), force=force)
+    graph = tensorrt_graph(bundle, fp16)
+    key = make_engine_key(toolkit, bundle, fp16, batch_size, max_batch, graph=graph)
+    return ensure_engine_file(key, lambda: build_serialized_engine(toolkit, bundle, key, graph), force=force)
 
 
 class TensorRTEngine(Engine):
@@ -272,12 +307,14 @@ class TensorRTEngine(Engine):
         self._buffers: dict[str, int] = {}
         self._stream: Any = None
         trt, cudart = self._toolkit.trt, self._toolkit.cudart
-        key = make_engine_key(self._toolkit, bundle, fp16, batch_size, max_batch)
+        self.graph_path = tensorrt_graph(bundle, fp16)
+        self.graph_precision = "fp16" if fp16 else "fp32"
+        key = make_engine_key(self._toolkit, bundle, fp16, batch_size, max_batch, graph=self.graph_path)
         self.max_batch = key.max_batch
         self.provider = "TensorRT FP16" if fp16 else "TensorRT"
 
         def build() -> bytes:
-            return build_serialized_engine(self._toolkit, bundle, key)
+            return build_serialized_engine(self._toolkit, bundle, key, self.graph_path)
 
         self._runtime = trt.Runtime(self._toolkit.logger())
         engine_file = ensure_engine_file(key, build)

@@ -1,0 +1,404 @@
+"""The float graphs GPU engines run: quantize_dynamic's int8 patterns turned back into float, fp16, the cache.
+
+A tiny model built here is quantized with onnxruntime's own `quantize_dynamic`, so the patterns
+are the real ones; its weights are multiples of 2**-6 with 127 steps at most, which int8 holds
+exactly, so the dequantized graph must reproduce the float original to rounding error. The
+shipped bundle is checked against the int8 CPU engine on 48 Oxford cats.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from catbreed_desktop.core import paths
+from catbreed_desktop.core.bundle import BundleError, ModelBundle, load_bundle, sha256_file
+from catbreed_desktop.core.engines import create_engine
+from catbreed_desktop.core.engines import float_graph as fg
+from catbreed_desktop.core.engines.float_graph import (
+    QUANTIZED_OP_TYPES,
+    UnsupportedQuantization,
+    dequantize_model,
+    float_graph_path,
+    to_float16,
+)
+from catbreed_desktop.core.imaging import Preprocessing, load_and_preprocess
+
+SIZE = 8
+LABELS = ("a", "b", "c", "d", "e")
+STEP = 2.0**-6  # int8 holds k * STEP exactly for |k| <= 127 once a channel reaches 127 steps
+SHIPPED = Path(__file__).resolve().parents[1] / "models"
+PHOTOS_PER_BREED = 4
+
+
+def exact_weights(rng: np.random.Generator, shape: tuple[int, ...], channel_axis: int) -> np.ndarray:
+    """Random multiples of STEP whose every output channel reaches +-127 steps (so scale == STEP)."""
+    steps = rng.integers(-100, 101, size=shape)
+    index = [0] * len(shape)
+    for channel in range(shape[channel_axis]):
+        index[channel_axis] = channel
+        steps[tuple(index)] = 127 if channel % 2 else -127
+    return (steps * STEP).astype(np.float32)
+
+
+def tiny_model(seed: int = 0) -> onnx.ModelProto:
+    """Patchify Conv -> tokens -> MatMul + Add -> LayerNorm -> self-attention-ish Softmax -> MatMul -> mean."""
+    rng = np.random.default_rng(seed)
+    weights = {
+        "patch.weight": exact_weights(rng, (4, 3, 2, 2), 0),
+        "patch.bias": rng.normal(size=4).astype(np.float32),
+        "tokens.shape": np.array([0, 4, -1], np.int64),
+        "dense.weight": exact_weights(rng, (4, 6), 1),
+        "dense.bias": rng.normal(size=6).astype(np.float32),
+        "norm.scale": (1 + 0.1 * rng.normal(size=6)).astype(np.float32),
+        "norm.bias": (0.1 * rng.normal(size=6)).astype(np.float32),
+        "head.weight": exact_weights(rng, (6, 5), 1),
+        "head.bias": rng.normal(size=5).astype(np.float32),
+        "token.axis": np.array([1], np.int64),
+    }
+    nodes = [
+        helper.make_node(
+            "Conv",
+            ["pixel_values", "patch.weight", "patch.bias"],
+            ["patches"],
+            kernel_shape=[2, 2],
+            strides=[2, 2],
+        ),
+        helper.make_node("Reshape", ["patches", "tokens.shape"], ["channels_first"]),
+        helper.make_node("Transpose", ["channels_first"], ["tokens"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["tokens", "dense.weight"], ["dense"]),
+        helper.make_node("Add", ["dense", "dense.bias"], ["dense_biased"]),
+        helper.make_node(
+            "LayerNormalization", ["dense_biased", "norm.scale", "norm.bias"], ["normed"], axis=-1
+        ),
+        helper.make_node("Transpose", ["normed"], ["normed_t"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["normed", "normed_t"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["attention"], axis=-1),
+        helper.make_node("MatMul", ["attention", "normed"], ["mixed"]),
+        helper.make_node("ReduceMean", ["mixed", "token.axis"], ["embedding"], keepdims=0),
+        helper.make_node("MatMul", ["embedding", "head.weight"], ["head"]),
+        helper.make_node("Add", ["head", "head.bias"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(LABELS)]),
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 6]),
+        ],
+        initializer=[numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def quantized(
+    model: onnx.ModelProto, folder: Path, per_channel: bool = True, weight_type=QuantType.QInt8
+) -> onnx.ModelProto:
+    source, target = folder / "float.onnx", folder / "int8.onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(source))
+    quantize_dynamic(source, target, per_channel=per_channel, weight_type=weight_type)
+    return onnx.load(str(target))
+
+
+def run(model: onnx.ModelProto | Path, batch: np.ndarray) -> dict[str, np.ndarray]:
+    content = str(model) if isinstance(model, Path) else model.SerializeToString()
+    session = onnxruntime.InferenceSession(content, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"pixel_values": batch}), strict=True))
+
+
+def pixels(count: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(count, 3, SIZE, SIZE)).astype(np.float32)
+
+
+def op_types(model: onnx.ModelProto) -> Counter:
+    return Counter(node.op_type for node in model.graph.node)
+
+
+def signature(model: onnx.ModelProto) -> list[tuple]:
+    """Names, element types and dims (numbers or symbolic names) of the graph inputs and outputs."""
+
+    def describe(value: onnx.ValueInfoProto) -> tuple:
+        tensor = value.type.tensor_type
+        dims = tuple(dim.dim_param or dim.dim_value for dim in tensor.shape.dim)
+        return value.name, tensor.elem_type, dims
+
+    return [tuple(map(describe, model.graph.input)), tuple(map(describe, model.graph.output))]
+
+
+def float_types(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
+    }
+    types.update({tensor.name: tensor.data_type for tensor in model.graph.initializer})
+    return types
+
+
+# ---------------------------------------------------------------------------------------------
+# dequantize_model
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])
+def test_dequantized_graph_computes_in_float_with_the_int8_weights(tmp_path: Path, per_channel: bool) -> None:
+    original = tiny_model()
+    int8 = quantized(original, tmp_path, per_channel=per_channel)
+    assert {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"} <= set(op_types(int8))
+
+    derived = dequantize_model(int8)
+
+    counts = op_types(derived)
+    assert not set(counts) & QUANTIZED_OP_TYPES
+    assert counts["MatMul"] == op_types(original)["MatMul"] and counts["Conv"] == 1
+    assert "Cast" not in counts and counts["Mul"] == 0  # the scale Muls went with their patterns
+    assert not any(t.data_type in (TensorProto.INT8, TensorProto.UINT8) for t in derived.graph.initializer)
+    assert [o.domain for o in derived.opset_import] == [o.domain for o in int8.opset_import]
+    assert signature(derived) == signature(original)
+    for count in (1, 3):
+        batch = pixels(count)
+        want, got, rounded = run(original, batch), run(derived, batch), run(int8, batch)
+        for name in ("logits", "embedding"):
+            # The weights are exact in int8, so only float rounding separates derived from original,
+            # while the int8 graph also rounds the activations to 8 bits.
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
+        assert (
+            np.abs(rounded["logits"] - want["logits"]).max()
+            > 10 * np.abs(got["logits"] - want["logits"]).max()
+        )
+
+
+def test_asymmetric_uint8_weights_are_dequantized_with_their_zero_points(tmp_path: Path) -> None:
+    original = tiny_model(seed=3)
+    int8 = quantized(original, tmp_path, per_channel=True, weight_type=QuantType.QUInt8)
+    zero_points = [numpy_helper.to_array(t) for t in int8.graph.initializer if t.name.endswith("_zero_point")]
+    assert any(np.any(z != 0) for z in zero_points), "the test needs weights with non-zero zero points"
+
+    derived = dequantize_model(int8)
+
+    assert not set(op_types(derived)) & QUANTIZED_OP_TYPES
+    batch = pixels(4)
+    want, got = run(original, batch)["logits"], run(derived, batch)["logits"]
+    # uint8 weights are within half a step of the float ones: close, though not exact.
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
+def test_a_quantized_op_in_an_unknown_pattern_is_refused_by_name() -> None:
+    weight = numpy_helper.from_array(np.ones((4, 2), np.int8), "w_q")
+    graph = helper.make_graph(
+        [
+            helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["x_q"], name="static_quant"),
+            helper.make_node("MatMulInteger", ["x_q", "w_q", "zero"], ["y_int"], name="mm_static"),
+            helper.make_node("Cast", ["y_int"], ["y"], to=TensorProto.FLOAT),
+        ],
+        "static",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        initializer=[
+            weight,
+            numpy_helper.from_array(np.array(0.1, np.float32), "scale"),
+            numpy_helper.from_array(np.array(0, np.uint8), "zero"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+    with pytest.raises(UnsupportedQuantization, match="mm_static.*DynamicQuantizeLinear"):
+        dequantize_model(model)
+
+
+def test_a_float_model_passes_through_unchanged() -> None:
+    original = tiny_model()
+    derived = dequantize_model(original)
+    assert [n.op_type for n in derived.graph.node] == [n.op_type for n in original.graph.node]
+    assert len(derived.graph.initializer) == len(original.graph.initializer)
+
+
+# ---------------------------------------------------------------------------------------------
+# to_float16
+
+
+def test_fp16_graph_keeps_float32_io_and_sensitive_ops_and_runs_on_cpu(tmp_path: Path) -> None:
+    float32 = dequantize_model(quantized(tiny_model(), tmp_path))
+
+    half = to_float16(float32)
+
+    assert signature(half) == signature(float32)
+    types = float_types(half)
+    weights = {t.name: t.data_type for t in half.graph.initializer}
+    assert weights["dense.weight"] == weights["head.weight"] == TensorProto.FLOAT16
+    assert weights["norm.scale"] == weights["norm.bias"] == TensorProto.FLOAT  # read by LayerNorm only
+    for node in half.graph.node:
+        floats = [
+            types[name]
+            for name in (*node.input, *node.output)
+            if types.get(name) in (TensorProto.FLOAT, TensorProto.FLOAT16)
+        ]
+        if node.op_type in ("LayerNormalization", "Softmax", "ReduceMean"):
+            assert set(floats) == {TensorProto.FLOAT}, node.name
+        elif node.op_type in ("MatMul", "Conv", "Add"):
+            assert set(floats) == {TensorProto.FLOAT16}, node.name
+    batch = pixels(3)
+    want, got = run(float32, batch), run(half, batch)
+    for name in ("logits", "embedding"):
+        assert got[name].dtype == np.float32
+        np.testing.assert_allclose(got[name], want[name], rtol=2e-2, atol=2e-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# float_graph_path: the cache
+
+
+def tiny_bundle(folder: Path, model: onnx.ModelProto) -> ModelBundle:
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / "model.onnx"))
+    return ModelBundle(
+        path=folder,
+        labels=LABELS,
+        architecture="tiny",
+        preprocessing=Preprocessing(size=SIZE, resize=SIZE),
+        model_sha256=sha256_file(folder / "model.onnx"),
+    )
+
+
+@pytest.fixture
+def int8_bundle(tmp_path: Path) -> ModelBundle:
+    return tiny_bundle(tmp_path / "bundle", quantized(tiny_model(), tmp_path / "quantize"))
+
+
+def test_graphs_are_cached_in_the_user_cache_with_a_checksum_record(int8_bundle: ModelBundle) -> None:
+    first = float_graph_path(int8_bundle, "fp16")
+    stamp = first.stat().st_mtime_ns
+
+    again = float_graph_path(int8_bundle, "fp16")
+
+    assert again == first and first.stat().st_mtime_ns == stamp  # not rebuilt
+    assert first.parent == paths.cache_dir() / "float-graphs"
+    assert first.name.startswith(int8_bundle.model_sha256[:16]) and "fp16" in first.name
+    record = json.loads(first.with_suffix(".json").read_text(encoding="utf-8"))
+    assert record["source_sha256"] == int8_bundle.model_sha256
+    assert record["graph_sha256"] == sha256_file(first)
+    assert not [p for p in first.parent.iterdir() if p.suffix == ".tmp"]
+    fp32 = float_graph_path(int8_bundle, "fp32")
+    assert fp32 != first and fp32.is_file()
+    batch = pixels(2)
+    np.testing.assert_allclose(run(first, batch)["logits"], run(fp32, batch)["logits"], rtol=2e-2, atol=2e-2)
+
+
+def test_a_damaged_cached_graph_or_record_is_rebuilt(int8_bundle: ModelBundle, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    graph = float_graph_path(int8_bundle, "fp32", cache_dir=cache)
+    good = graph.read_bytes()
+
+    graph.write_bytes(good[:-10] + b"0123456789")  # same size, other bytes
+    assert float_graph_path(int8_bundle, "fp32", cache_dir=cache) == graph
+    assert graph.read_bytes() == good
+
+    graph.with_suffix(".json").write_text("{not json", encoding="utf-8")
+    float_graph_path(int8_bundle, "fp32", cache_dir=cache)
+    assert json.loads(graph.with_suffix(".json").read_text(encoding="utf-8"))["graph_sha256"] == sha256_file(
+        graph
+    )
+
+    graph.unlink()
+    assert float_graph_path(int8_bundle, "fp32", cache_dir=cache).read_bytes() == good
+
+
+def test_each_bundle_and_derivation_version_gets_its_own_file(
+    int8_bundle: ModelBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tiny_bundle(tmp_path / "other", quantized(tiny_model(seed=7), tmp_path / "quantize-other"))
+    cache = tmp_path / "cache"
+    mine = float_graph_path(int8_bundle, "fp16", cache_dir=cache)
+    theirs = float_graph_path(other, "fp16", cache_dir=cache)
+    assert mine != theirs and mine.read_bytes() != theirs.read_bytes()
+
+    monkeypatch.setattr(fg, "DERIVATION_VERSION", fg.DERIVATION_VERSION + 1)
+    newer = float_graph_path(int8_bundle, "fp16", cache_dir=cache)
+
+    assert newer != mine and newer.is_file()
+    assert not mine.exists() and theirs.exists()  # the outdated derivation of the same model is gone
+
+
+def test_a_float_bundle_is_its_own_fp32_graph_and_only_fp16_is_derived(tmp_path: Path) -> None:
+    bundle = tiny_bundle(tmp_path / "float-bundle", tiny_model())
+    cache = tmp_path / "cache"
+    assert float_graph_path(bundle, "fp32", cache_dir=cache) == bundle.model_path
+    half = float_graph_path(bundle, "fp16", cache_dir=cache)
+    assert half.parent == cache
+    assert {t.data_type for t in onnx.load(str(half)).graph.initializer} >= {TensorProto.FLOAT16}
+
+
+def test_a_model_changed_since_its_bundle_was_loaded_is_refused(
+    int8_bundle: ModelBundle, tmp_path: Path
+) -> None:
+    onnx.save(tiny_model(seed=5), str(int8_bundle.model_path))
+    with pytest.raises(BundleError, match="checksum"):
+        float_graph_path(int8_bundle, "fp16", cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="precision"):
+        float_graph_path(int8_bundle, "int4", cache_dir=tmp_path / "cache")
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped bundle
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory):
+    if not (SHIPPED / "bundle.json").is_file():
+        pytest.skip(f"no shipped bundle in {SHIPPED}")
+    bundle = load_bundle(SHIPPED)
+    cache = tmp_path_factory.mktemp("float-graphs")
+    return bundle, {
+        precision: float_graph_path(bundle, precision, cache_dir=cache) for precision in ("fp32", "fp16")
+    }
+
+
+def test_the_shipped_float_graphs_have_no_integer_compute_and_the_same_signature(shipped) -> None:
+    bundle, graphs = shipped
+    original = onnx.load(str(bundle.model_path))
+    assert op_types(original)["MatMulInteger"] > 0
+    for precision, path in graphs.items():
+        derived = onnx.load(str(path))
+        assert not set(op_types(derived)) & QUANTIZED_OP_TYPES, precision
+        assert signature(derived) == signature(original), precision
+        assert all(t[1] == TensorProto.FLOAT for part in signature(derived) for t in part)
+        assert (
+            op_types(derived)["MatMul"] == op_types(original)["MatMul"] + op_types(original)["MatMulInteger"]
+        )
+
+
+@pytest.mark.slow  # about 15 s on two shared cores: 48 photos through int8 and fp16 on the CPU
+def test_the_shipped_float_graphs_name_the_breeds_the_int8_cpu_engine_names(
+    shipped, shared_cats: Path
+) -> None:
+    bundle, graphs = shipped
+    photos = [
+        photo
+        for folder in sorted(p for p in shared_cats.iterdir() if p.is_dir())
+        for photo in sorted(folder.glob("*.jpg"))[:PHOTOS_PER_BREED]
+    ]
+    batch = np.stack([load_and_preprocess(photo, bundle.preprocessing) for photo in photos])
+    with create_engine(bundle, "cpu") as engine:
+        int8 = engine.run(batch)["logits"].argmax(axis=1)
+
+    half = run(graphs["fp16"], batch)["logits"].argmax(axis=1)
+    # fp32 on a quarter of them: it is checked in full by bench/check_float_graph.py.
+    full = run(graphs["fp32"], batch[::PHOTOS_PER_BREED])["logits"].argmax(axis=1)
+
+    assert len(photos) == 12 * PHOTOS_PER_BREED
+    # The full check (2,371 photos) asks for 99 %; 48 photos allow at most one difference.
+    assert np.sum(half != int8) <= 1, f"fp16 differs from int8 on {np.sum(half != int8)} of {len(photos)}"
+    assert np.sum(full != int8[::PHOTOS_PER_BREED]) == 0
