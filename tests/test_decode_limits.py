@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from factories import COLOURS, make_photo
+from peak_memory import PEAK_MEMORY
 from PIL import Image
 
 from catbreed_desktop.core import classify as classify_module
@@ -38,14 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # A PostScript program that never ends, in an EPS header Pillow's EPS plugin accepts.
 ENDLESS_POSTSCRIPT = "%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n{ } loop\nshowpage\n%%EOF\n"
 
-# Run in a fresh interpreter so the peak resident memory belongs to the code under test alone.
-PEAK_MEMORY = """
-import resource, sys
-
-def peak_mib():
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
-"""
 needs_resource = pytest.mark.skipif(os.name == "nt", reason="peak memory is read with the resource module")
 
 

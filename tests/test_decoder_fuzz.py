@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SHARED_CATS
+from peak_memory import PEAK_MEMORY
 from PIL import Image
 
 from catbreed_desktop.core.imaging import HEIF_AVAILABLE
@@ -42,8 +43,10 @@ INTERESTING_32 = (*INTERESTING_16, 100_000, 1 << 20, 0x7FFF_FFFF, 0xFFFF_FFFF)
 
 # Decodes every file in a folder in one fresh interpreter and reports what happened, the slowest
 # file and the peak resident memory.
-DECODE_ALL = """
-import json, resource, sys, time, traceback
+DECODE_ALL = (
+    PEAK_MEMORY
+    + """
+import json, sys, time, traceback
 from pathlib import Path
 from catbreed_desktop.core.imaging import PhotoError, Preprocessing, load_and_preprocess
 
@@ -61,21 +64,22 @@ for path in sorted(Path(sys.argv[1]).iterdir()):
         outcomes[path.name] = "unexpected"
         unexpected.append(f"{path.name}: {traceback.format_exc()}")
     slowest = max(slowest, (time.perf_counter() - started, path.name))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
-print(json.dumps({"outcomes": outcomes, "unexpected": unexpected, "slowest": slowest, "peak_mib": peak}))
+print(json.dumps({"outcomes": outcomes, "unexpected": unexpected, "slowest": slowest, "peak_mib": peak_mib()}))
 """
+)
 
 # `catbreed ...` exactly as the console script runs it, writing its peak resident memory at exit.
-CLI = """
-import resource, sys
+CLI = (
+    PEAK_MEMORY
+    + """
 from pathlib import Path
 from catbreed_desktop.cli.main import main
 
 status = main(sys.argv[2:])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
-Path(sys.argv[1]).write_text(str(peak))
+Path(sys.argv[1]).write_text(str(peak_mib()))
 sys.exit(status)
 """
+)
 
 
 def _real_photo() -> tuple[list[bytes], Image.Image]:
