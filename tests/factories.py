@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,19 @@ def make_ood_colour_bundle(folder: Path, threshold: float = 1.0) -> ModelBundle:
         "threshold": threshold,
     }
     return make_colour_bundle(folder, ood=ood)
+
+
+def heic_bytes(image: Image.Image, quality: int = 90) -> bytes | None:
+    """`image` encoded as HEIC by pillow-heif's encoder (a test-only dependency), or None without one.
+
+    The app decodes with pi-heif, which has no encoder, so tests make their HEIC files here.
+    """
+    try:
+        import pillow_heif
+    except ImportError:
+        return None
+    if not pillow_heif.libheif_info().get("encoders"):
+        return None
+    buffer = io.BytesIO()
+    pillow_heif.from_pillow(image).save(buffer, quality=quality)
+    return buffer.getvalue()

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SHARED_CATS
+from factories import heic_bytes
 from peak_memory import PEAK_MEMORY
 from PIL import Image
 
@@ -119,11 +120,9 @@ def seed_files() -> dict[str, bytes]:
     seeds["lossless.webp"] = _encoded(small, "WEBP", lossless=True)
     seeds["lzw.tiff"] = _encoded(small, "TIFF", compression="tiff_lzw")
     seeds["raw.tiff"] = _encoded(small, "TIFF")
-    if HEIF_AVAILABLE:
-        import pillow_heif
-
-        if pillow_heif.libheif_info().get("encoders"):
-            seeds["photo.heic"] = _encoded(small, "HEIF", quality=80)
+    heic = heic_bytes(small, quality=80) if HEIF_AVAILABLE else None
+    if heic is not None:
+        seeds["photo.heic"] = heic
     return seeds
 
 

@@ -26,12 +26,13 @@ import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from catbreed_desktop.core.decode_budget import DECODE_BUDGET
+from catbreed_desktop.core.errors import CatBreedError
 from catbreed_desktop.core.jpeg_structure import count_jpeg_scans, jpeg_coefficient_bytes
 
-try:  # HEIC/HEIF support is optional at run time but a declared dependency.
-    import pillow_heif
+try:  # HEIC/HEIF support is optional at run time but a declared dependency (pi-heif: libheif's decoder).
+    import pi_heif
 
-    pillow_heif.register_heif_opener()
+    pi_heif.register_heif_opener()
     HEIF_AVAILABLE = True
 except ImportError:  # pragma: no cover - depends on the environment
     HEIF_AVAILABLE = False
@@ -109,7 +110,7 @@ _RESAMPLE = {
 }
 
 
-class PhotoError(Exception):
+class PhotoError(CatBreedError):
     """A file that cannot be used as a photo: corrupt, truncated, empty, too large or not an image."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -263,7 +264,7 @@ def _decode(path: Path, max_pixels: int, needed_side: int | None) -> tuple[Image
             reserved += _decoding_bytes(image, _reduction(image.size, needed_side))
             with DECODE_BUDGET.hold(reserved):
                 image.load()
-                # pillow_heif learns the real size only as it decodes.
+                # libheif learns the real size only as it decodes.
                 width, height = image.size
                 if width * height > max_pixels:
                     raise PhotoError(

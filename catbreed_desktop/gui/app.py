@@ -1,4 +1,5 @@
-"""Starting the window: `catbreed-desktop [PATH...] [--model DIR] [--screenshot FILE]`.
+"""Starting the window: `catbreed-desktop [PATH...] [--model DIR] [--screenshot FILE]`, and adding
+it to (or removing it from) the Linux desktop's menu with `--install-desktop-entry`.
 
 Only Qt is imported before the window shows; the model loads in a background thread, so the
 window opens at once and says which engine runs once the model is ready.
@@ -29,19 +30,62 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="save a PNG of the window once every photo given is classified, then exit",
     )
+    entry = parser.add_mutually_exclusive_group()
+    entry.add_argument(
+        "--install-desktop-entry",
+        action="store_true",
+        help="add CatBreed to this user's desktop menu and to 'Open with' for photos (Linux), then exit",
+    )
+    entry.add_argument(
+        "--uninstall-desktop-entry", action="store_true", help="remove what --install-desktop-entry added"
+    )
     return parser
 
 
+def _desktop_entry(install: bool) -> int:
+    """Run --install-desktop-entry or --uninstall-desktop-entry; the exit status."""
+    from catbreed_desktop.core import desktop_entry
+
+    try:
+        changed = (
+            desktop_entry.install_desktop_entry() if install else desktop_entry.uninstall_desktop_entry()
+        )
+    except (OSError, ValueError) as error:  # ValueError: a path a desktop file cannot hold
+        print(
+            f"catbreed-desktop: cannot {'write' if install else 'remove'} the desktop entry: {error}",
+            file=sys.stderr,
+        )
+        return 1
+    verb = "wrote" if install else "removed"
+    for path in changed:
+        print(f"{verb} {path}")
+    if not changed:
+        print("no desktop entry was installed")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.install_desktop_entry or args.uninstall_desktop_entry:
+        if sys.platform in ("win32", "darwin"):
+            parser.error("desktop entries are for Linux and other freedesktop.org desktops")
+        return _desktop_entry(install=args.install_desktop_entry)
+    from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
+    from catbreed_desktop.core.desktop_entry import APP_ID
+    from catbreed_desktop.core.paths import app_icon_path
     from catbreed_desktop.gui import APP_TITLE
     from catbreed_desktop.gui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName(APP_TITLE)
+    app.setApplicationName(APP_TITLE)  # also the X11 window class the desktop entry names
     app.setOrganizationName(APP_TITLE)
+    # The Wayland app id: how the desktop matches the window to its menu entry and icon.
+    app.setDesktopFileName(APP_ID)
+    if app_icon_path().is_file():
+        app.setWindowIcon(QIcon(str(app_icon_path())))
     settings = load_settings()
     if args.engine:
         settings.engine = args.engine

@@ -1,6 +1,8 @@
 """Draw the CatBreed app icon (a cat face on a rounded tile) and save it as resources/catbreed.png.
 
-Run `python resources/make_icon.py` to regenerate it; the PNG is committed so builds need no script.
+Run `python packaging/make_icon.py` to regenerate it; the PNG is committed so builds need no script.
+The script lives here, not in resources/, because resources/ is packaged as
+`catbreed_desktop.resources` and every module in it would land in the wheel.
 The drawing is supersampled 4x and reduced, which smooths the edges; a palette keeps the file small.
 """
 
@@ -57,5 +59,9 @@ def save_icon(path: Path, size: int = SIZE) -> Path:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("catbreed.png")
+    target = (
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(__file__).resolve().parents[1] / "resources" / "catbreed.png"
+    )
     print(save_icon(target))
