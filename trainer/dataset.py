@@ -14,7 +14,6 @@ Outputs in WORKDIR: manifest.csv (path,label,split,group), labels.json, summary.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import random
 from collections import Counter, defaultdict
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from catbreed_desktop.core.files import sha256_file
 from catbreed_desktop.core.imaging import PhotoError, iter_photo_paths, load_photo
 from trainer.aliases import canonical_names, load_aliases
 from trainer.errors import TrainerError
@@ -127,8 +127,7 @@ def difference_hash(image: Image.Image, hash_size: int = 8) -> int:
 
 def _fingerprint(path: Path) -> _Fingerprint:
     image = load_photo(path)  # the app's decoder: what it cannot read, training must not use
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return _Fingerprint(sha256=digest, dhash=difference_hash(image))
+    return _Fingerprint(sha256=sha256_file(path), dhash=difference_hash(image))
 
 
 def fingerprint_photos(

@@ -1,20 +1,21 @@
-"""The trainer's error types: a `TrainerError` is the user's to fix and is shown as one line
-(exit 2); a `CheckFailed` is a quality check that refused a result (exit 1)."""
+"""The trainer's error types, both `CatBreedError`s, so the command line shows each as one line.
+
+A `TrainerError` is bad input or state the user can fix (exit 2); a `CheckFailed` is a quality
+check that refused a result (exit 1). Bundle, photo and engine errors from the app's core reach
+the command line the same way (see `catbreed_desktop.core.errors`).
+"""
 
 from __future__ import annotations
 
+from catbreed_desktop.core.errors import SOME_FAILED, CatBreedError
 
-class TrainerError(Exception):
+
+class TrainerError(CatBreedError):
     """Bad input or state the user can fix, with the reason in words."""
 
 
-class CheckFailed(Exception):
+class CheckFailed(CatBreedError):
     """A quality check refused the result, e.g. an ONNX export that disagrees with PyTorch."""
 
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types printed as one line without a traceback."""
-    from catbreed_desktop.core.bundle import BundleError
-    from catbreed_desktop.core.engines.base import EngineUnavailable
-
-    return (TrainerError, BundleError, EngineUnavailable)
+    exit_status = SOME_FAILED
+    label = "check failed"

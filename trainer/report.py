@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from catbreed_desktop.core.bundle import load_bundle
+from catbreed_desktop.core.sorting.names import NOT_CAT_FOLDER, UNSURE_FOLDER
 from trainer.dataset import SUMMARY_FILE, read_manifest, split_samples
 from trainer.errors import TrainerError
 from trainer.evaluate import EVAL_DIR
@@ -272,11 +273,11 @@ def _not_a_cat_section(measure: dict) -> list[str]:
         "### Held-out photos without a cat, through the shipped bundle",
         "",
         f"Each photo run through the app's classifier and sorted as `catbreed sort --min-confidence {threshold}` "
-        "would: into *Not a cat*, into *Unsure*, or into a breed folder. None of the non-cat photos was used "
-        "in training or for the threshold.",
+        f"would: into *{NOT_CAT_FOLDER}*, into *{UNSURE_FOLDER}*, or into a breed folder. None of the non-cat "
+        "photos was used in training or for the threshold.",
         "",
     ]
-    lines += _table(["Photos", "Count", "Not a cat", "Unsure", "Breed folder"], rows)
+    lines += _table(["Photos", "Count", NOT_CAT_FOLDER, UNSURE_FOLDER, "Breed folder"], rows)
     if cats.get("accuracy_of_filed") is not None:
         lines.append(
             f"\nOf the test cats filed into a breed folder, {_pct(cats['accuracy_of_filed'])} are in the right one."

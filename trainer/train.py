@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from catbreed_desktop.core.files import atomic_write
 from catbreed_desktop.core.imaging import Preprocessing, load_photo
 from trainer.augment import augment
 from trainer.dataset import DatasetError, Sample, read_labels, read_manifest, split_samples
@@ -190,9 +191,8 @@ def linear_warmup_schedule(
 
 def _save_atomically(payload: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)  # a crash mid-write leaves the previous state intact
+    # A crash mid-write leaves the previous state intact.
+    atomic_write(path, lambda stream: torch.save(payload, stream))
 
 
 def _replace_folder(staging: Path, target: Path) -> None:

@@ -12,14 +12,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from catbreed_desktop.core.bundle import (
-    EMBEDDING_NAME,
-    INPUT_NAME,
-    LOGITS_NAME,
-    BundleError,
-    ModelBundle,
-    load_bundle,
-)
+from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, load_bundle
 
 LABELS_FILE = "labels.txt"
 
@@ -74,10 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        model_dir = write_triton_repository(args.bundle, args.out, args.name, args.max_batch_size)
-    except BundleError as error:
-        print(f"error: {error}")
-        return 2
+    # A BundleError reaches the command line, which prints it as one line on stderr (exit 2).
+    model_dir = write_triton_repository(args.bundle, args.out, args.name, args.max_batch_size)
     print(f"wrote {model_dir}; serve with: tritonserver --model-repository {args.out}")
     return 0

@@ -20,15 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from catbreed_desktop.cli.common import (
-    PROGRAM,
-    ProgressReporter,
-    add_model_options,
-    fail,
-    open_classifier,
-    positive_int,
-)
+from catbreed_desktop.cli.common import PROGRAM, ProgressReporter, add_model_options, open_classifier
+from catbreed_desktop.cli.program import SOME_FAILED, positive_int
 from catbreed_desktop.core.classify import Failure, Prediction
+from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.imaging import iter_photo_paths
 from catbreed_desktop.core.printable import printable
 
@@ -63,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     photos = iter_photo_paths(args.paths, recursive=args.recursive)
     if not photos:
         hint = "" if args.recursive else " (use --recursive to look into sub-folders)"
-        raise fail(f"no photos found in {', '.join(printable(p) for p in args.paths)}{hint}")
+        raise UsageError(f"no photos found in {', '.join(printable(p) for p in args.paths)}{hint}")
     classifier = open_classifier(args, top_k=args.top_k)
     writer = _make_writer(args, sys.stdout, classifier.top_k, photos)
     progress = ProgressReporter()
@@ -80,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     progress.finish()
     if failures:
         print(f"{PROGRAM}: {failures} of {len(photos)} files could not be classified", file=sys.stderr)
-    return 1 if failures else 0
+    return SOME_FAILED if failures else 0
 
 
 def _make_writer(args: argparse.Namespace, out: TextIO, top_k: int, photos: list) -> _Writer:

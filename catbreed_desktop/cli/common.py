@@ -9,25 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from catbreed_desktop.cli.program import positive_int
 from catbreed_desktop.core import paths
 from catbreed_desktop.core.bundle import BUNDLE_FILE, BundleError, ModelBundle, load_bundle
 from catbreed_desktop.core.classify import Classifier
-from catbreed_desktop.core.engines import PREFERENCES, EngineUnavailable
+from catbreed_desktop.core.engines import AUTO, PREFERENCES, EngineUnavailable
+from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.printable import printable
 
 PROGRAM = "catbreed"
-USAGE_ERROR = 2
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +33,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--engine",
         choices=PREFERENCES,
-        default="auto",
+        default=AUTO,
         help="inference engine; auto tries TensorRT, then ONNX Runtime CUDA, then CPU (default: auto)",
     )
     group.add_argument(
@@ -62,25 +52,19 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def fail(message: str, status: int = USAGE_ERROR) -> SystemExit:
-    """Print `catbreed: message` on stderr and return the SystemExit to raise."""
-    print(f"{PROGRAM}: {message}", file=sys.stderr)
-    return SystemExit(status)
-
-
 def open_bundle(args: argparse.Namespace) -> ModelBundle:
-    """The bundle `--model` names, else the default one; exits with status 2 and a clear message if it cannot."""
+    """The bundle `--model` names, else the default one; raises `UsageError` or `BundleError` saying why not."""
     explicit = getattr(args, "model", None)
     folder = Path(explicit) if explicit is not None else paths.default_model_dir()
     if explicit is None and not (folder / BUNDLE_FILE).is_file():
-        raise fail(
+        raise UsageError(
             f"no default model is installed in {printable(folder)}; train and export one with "
             "`python -m trainer` (see README) or pass --model DIR"
         )
     try:
         return load_bundle(folder)
     except BundleError as error:
-        raise fail(f"cannot use the model: {error}") from None
+        raise BundleError(f"cannot use the model: {error}") from None
 
 
 def uses_fp16(args: argparse.Namespace) -> bool:
@@ -89,20 +73,20 @@ def uses_fp16(args: argparse.Namespace) -> bool:
 
 
 def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
-    """The classifier the model options ask for; exits with status 2 and a clear message if it cannot."""
+    """The classifier the model options ask for; raises `BundleError` or `EngineUnavailable` saying why not."""
     bundle = open_bundle(args)
     try:
         classifier = Classifier(
             bundle,
-            engine=getattr(args, "engine", "auto"),
+            engine=getattr(args, "engine", AUTO),
             batch_size=getattr(args, "batch_size", 8),
             top_k=top_k,
             fp16=uses_fp16(args),
         )
     except BundleError as error:
-        raise fail(f"cannot use the model: {error}") from None
+        raise BundleError(f"cannot use the model: {error}") from None
     except EngineUnavailable as error:
-        raise fail(f"engine {args.engine!r} cannot run here: {error}") from None
+        raise EngineUnavailable(f"engine {args.engine!r} cannot run here: {error}") from None
     for note in classifier.fallback_notes:
         print(f"{PROGRAM}: note: {note}", file=sys.stderr)
     print(

@@ -16,7 +16,8 @@ from typing import Any, TextIO
 
 from catbreed_desktop.cli.common import add_model_options, open_bundle, uses_fp16
 from catbreed_desktop.core.bundle import ModelBundle
-from catbreed_desktop.core.engines.inventory import ENGINE_NAMES, EngineInfo, first_available, list_engines
+from catbreed_desktop.core.engines.inventory import EngineInfo, first_available, list_engines
+from catbreed_desktop.core.engines.names import AUTO, ENGINE_NAMES
 from catbreed_desktop.core.printable import printable
 
 
@@ -44,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     bundle = open_bundle(args)
-    engine = getattr(args, "engine", "auto")
-    check = (ENGINE_NAMES if engine == "auto" else (engine,)) if args.check else ()
+    engine = getattr(args, "engine", AUTO)
+    check = (ENGINE_NAMES if engine == AUTO else (engine,)) if args.check else ()
     infos = list_engines(bundle, fp16=uses_fp16(args), batch_size=args.batch_size, check=check)
     if args.json:
         json.dump(listing_json(bundle, infos), sys.stdout, indent=2)

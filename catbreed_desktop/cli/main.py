@@ -2,19 +2,20 @@
 
 Each subcommand module offers `register(subparsers)` and sets `handler=` (a function taking the
 parsed arguments and returning an exit status). `main` always returns an int: 0 success, 1 some
-files failed, 2 usage or model errors, 130 interrupted.
+files failed, 2 usage or model errors, 130 interrupted; `cli.program.run_program`, which the
+trainer's command line shares, turns expected errors into one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from catbreed_desktop import __version__
 from catbreed_desktop.cli import classify_command, engines_command
-from catbreed_desktop.cli.common import PROGRAM, USAGE_ERROR
+from catbreed_desktop.cli.common import PROGRAM
+from catbreed_desktop.cli.program import run_program
 
 try:  # sort and undo live in their own module, which may not be installed in every build
     import catbreed_desktop.cli.sort_command as sort_command
@@ -22,8 +23,6 @@ except ModuleNotFoundError as error:
     if error.name != "catbreed_desktop.cli.sort_command":
         raise
     sort_command = None
-
-INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,33 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        handler = getattr(args, "handler", None)
-        if handler is None:
-            parser.print_help(sys.stderr)
-            return USAGE_ERROR
-        _configure_logging(args.verbose)
-        return int(handler(args))
-    except SystemExit as exit_request:  # argparse and `fail` exit; callers of main() get the status
-        code = exit_request.code
-        return code if isinstance(code, int) else (0 if code is None else USAGE_ERROR)
-    except KeyboardInterrupt:
-        print(f"\n{PROGRAM}: interrupted", file=sys.stderr)
-        return INTERRUPTED
-    except BrokenPipeError:  # `catbreed classify ... | head`: the reader left, nothing is wrong
-        _silence_stdout()
-        return 0
-
-
-def _silence_stdout() -> None:
-    # Python would report the broken pipe again when flushing stdout at exit.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+    return run_program(build_parser(), argv, prepare=lambda args: _configure_logging(args.verbose))
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -16,14 +16,19 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from catbreed_desktop.cli.common import PROGRAM, ProgressReporter, add_model_options, fail, open_classifier
+from catbreed_desktop.cli.common import PROGRAM, ProgressReporter, add_model_options, open_classifier
+from catbreed_desktop.cli.program import SOME_FAILED
 from catbreed_desktop.core.classify import Classifier, Failure
+from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.imaging import iter_photo_paths
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.sorting import (
+    COPY,
+    MOVE,
+    NOT_CAT_FOLDER,
+    UNSURE_FOLDER,
     JournalError,
     JournalWriteError,
-    NothingToUndo,
     SortItem,
     SortPlan,
     SortResult,
@@ -34,9 +39,8 @@ from catbreed_desktop.core.sorting import (
     undo_last_sort,
 )
 from catbreed_desktop.core.sorting.executor import latest_active_journal
+from catbreed_desktop.core.sorting.plan import DUPLICATE
 from catbreed_desktop.core.sorting.sources import leave_out_sorted
-
-SOME_FAILED = 1
 
 
 def confidence(text: str) -> float:
@@ -55,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sort",
         help="sort photos into one folder per breed (undo with `catbreed undo`)",
         description=(
-            "Classify photos and move (default) or copy them into DIR/<Breed>/, DIR/Unsure/ when the "
-            "model is not sure enough, or DIR/Not a cat/. Nothing is ever overwritten: a name already "
+            f"Classify photos and move (default) or copy them into DIR/<Breed>/, DIR/{UNSURE_FOLDER}/ when "
+            f"the model is not sure enough, or DIR/{NOT_CAT_FOLDER}/. Nothing is ever overwritten: a name already "
             "taken gets 'name (2).jpg', and a photo whose exact bytes are already there is left in "
             "place. Every operation is journaled so `catbreed undo` can put everything back."
         ),
@@ -65,10 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sort.add_argument("--into", required=True, type=Path, metavar="DIR", help="folder to sort into")
     mode = sort.add_mutually_exclusive_group()
     mode.add_argument(
-        "--move", dest="mode", action="store_const", const="move", help="move the photos (the default)"
+        "--move", dest="mode", action="store_const", const=MOVE, help="move the photos (the default)"
     )
     mode.add_argument(
-        "--copy", dest="mode", action="store_const", const="copy", help="copy, keep the originals"
+        "--copy", dest="mode", action="store_const", const=COPY, help="copy, keep the originals"
     )
     sort.add_argument(
         "--min-confidence",
@@ -82,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sort.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders too")
     add_model_options(sort)
-    sort.set_defaults(handler=run_sort, mode="move")
+    sort.set_defaults(handler=run_sort, mode=MOVE)
 
     undo = subparsers.add_parser(
         "undo",
@@ -108,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_sort(args: argparse.Namespace) -> int:
     target = Path(args.into).expanduser()
     if target.exists() and not target.is_dir():
-        raise fail(f"--into {printable(target)} is a file, not a folder")
+        raise UsageError(f"--into {printable(target)} is a file, not a folder")
     unreadable: list[tuple[Path, str]] = []
 
     def unreadable_folder(folder: Path, reason: str) -> None:
@@ -118,7 +122,7 @@ def run_sort(args: argparse.Namespace) -> int:
     found = iter_photo_paths(args.sources, recursive=args.recursive, on_error=unreadable_folder)
     if not found:
         hint = "" if args.recursive else " (use --recursive to look into sub-folders)"
-        raise fail(f"no photos found in {', '.join(map(printable, args.sources))}{hint}")
+        raise UsageError(f"no photos found in {', '.join(map(printable, args.sources))}{hint}")
     _warn_if_interrupted()
 
     classifier = open_classifier(args, top_k=3)
@@ -155,29 +159,22 @@ def run_sort(args: argparse.Namespace) -> int:
             result = execute_plan(plan, on_progress=progress.update, should_stop=stop_requested.is_set)
     except JournalWriteError as error:
         progress.clear()
-        raise fail(
+        raise JournalWriteError(
             f"{error}. The sort stopped; every photo is in its old place or its new one. Once the "
             "journal can be written again, `catbreed resume` finishes the sort and `catbreed undo` undoes it."
         ) from None
-    except JournalError as error:
-        raise fail(str(error)) from None
     progress.finish()
     _print_result(result, plan.mode)
     return SOME_FAILED if (problems or result.failed or result.stopped) else 0
 
 
 def run_undo(args: argparse.Namespace) -> int:
+    # NothingToUndo and JournalError end the command as one line (status 1 and 2).
     progress = ProgressReporter(noun="files")
-    try:
-        if args.dry_run:
-            print(plan_undo().describe())
-            return 0
-        result = undo_last_sort(on_progress=progress.update)
-    except NothingToUndo as error:
-        print(f"{PROGRAM}: {error}", file=sys.stderr)
-        return SOME_FAILED
-    except JournalError as error:
-        raise fail(str(error)) from None
+    if args.dry_run:
+        print(plan_undo().describe())
+        return 0
+    result = undo_last_sort(on_progress=progress.update)
     progress.finish()
     summary = f"undo: {plural(result.restored, 'photo')} put back, {plural(result.removed_copies, 'copy', 'copies')} removed"
     if result.kept_copies:
@@ -192,11 +189,8 @@ def run_undo(args: argparse.Namespace) -> int:
 
 def run_resume(args: argparse.Namespace) -> int:
     progress = ProgressReporter(noun="files")
-    try:
-        with _stop_on_interrupt() as stop_requested:
-            result = resume_interrupted_sort(on_progress=progress.update, should_stop=stop_requested.is_set)
-    except JournalError as error:
-        raise fail(str(error)) from None
+    with _stop_on_interrupt() as stop_requested:
+        result = resume_interrupted_sort(on_progress=progress.update, should_stop=stop_requested.is_set)
     if result is None:
         print(f"{PROGRAM}: no interrupted sort to resume", file=sys.stderr)
         return SOME_FAILED
@@ -235,23 +229,23 @@ def _classify(classifier: Classifier, photos: list[Path]) -> tuple[list[SortItem
 
 
 def _print_plan(plan: SortPlan, each_file: bool) -> None:
-    verbs = {"move": "move", "copy": "copy", "duplicate": "already there"}
+    verbs = {MOVE: "move", COPY: "copy", DUPLICATE: "already there"}
     for operation in plan.operations if each_file else ():
-        arrow = "=" if operation.action == "duplicate" else "->"
+        arrow = "=" if operation.action == DUPLICATE else "->"
         print(
             f"{verbs[operation.action]:<13} {printable(operation.source)} {arrow} {printable(operation.destination)}"
         )
     counts = plan.summary()
     print(
-        f"plan into {printable(plan.target)}: {counts['move']} to move, {counts['copy']} to copy, "
-        f"{counts['duplicate']} already there (left in place)"
+        f"plan into {printable(plan.target)}: {counts[MOVE]} to move, {counts[COPY]} to copy, "
+        f"{counts[DUPLICATE]} already there (left in place)"
     )
     for folder, count in plan.folders().items():
         print(f"  {printable(folder)}: {count}")
 
 
 def _print_result(result: SortResult, mode: str) -> None:
-    verb = {"move": "moved", "copy": "copied"}.get(mode, "sorted")
+    verb = {MOVE: "moved", COPY: "copied"}.get(mode, "sorted")
     print(f"{len(result.done)} {verb}, {len(result.duplicates)} already there (left in place)")
     for operation, reason in result.failed:
         print(

@@ -22,7 +22,6 @@ with a one-line reason instead of exhausting memory.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -37,6 +36,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from catbreed_desktop.core.errors import CatBreedError
+from catbreed_desktop.core.files import sha256_file
 from catbreed_desktop.core.imaging import Preprocessing
 from catbreed_desktop.core.printable import printable
 
@@ -65,7 +66,7 @@ MAX_OOD_VALUES = 32 * 1024 * 1024  # both detector matrices together: 256 MiB as
 _NPY_HEADER_LIMIT = 10_000  # numpy's own default for a trusted header
 
 
-class BundleError(Exception):
+class BundleError(CatBreedError):
     """A model bundle that cannot be used, with the reason in words."""
 
 
@@ -112,15 +113,6 @@ class ModelBundle:
         if self.external_data:
             data[EXTERNAL_DATA] = dict(self.external_data)
         return data
-
-
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:

@@ -9,12 +9,14 @@ already in its breed folder is skipped, and a file that cannot be copied is repo
 from __future__ import annotations
 
 import csv
+import io
 import os
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catbreed_desktop.core.files import atomic_write_text
 from catbreed_desktop.core.sorting import fileops
 from catbreed_desktop.core.sorting.names import collision_names, safe_folder_name
 
@@ -49,17 +51,12 @@ def export_corrections_csv(corrections: Iterable[Correction], csv_path: str | Pa
     if target.exists() and target.is_dir():
         raise IsADirectoryError(f"{target} is a folder; give a file name for the CSV")
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temporary, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CSV_HEADER)
-            for correction in rows:
-                writer.writerow((str(Path(os.path.abspath(correction.path))), correction.label))
-        os.replace(temporary, target)
-    except BaseException:
-        fileops.remove_if_exists(temporary)
-        raise
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(CSV_HEADER)
+    for correction in rows:
+        writer.writerow((str(Path(os.path.abspath(correction.path))), correction.label))
+    atomic_write_text(target, text.getvalue())
     return len(rows)
 
 

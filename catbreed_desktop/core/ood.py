@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from catbreed_desktop.core.errors import CatBreedError
+
 METHOD = "mahalanobis"
 
 
-class OodConfigError(ValueError):
-    """A bundle `ood` section that cannot be used, with the reason in words."""
+class OodConfigError(CatBreedError, ValueError):
+    """A bundle `ood` section that cannot be used, with the reason in words (a ValueError too, as before)."""
 
 
 def mahalanobis_scores(embeddings: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -94,7 +96,3 @@ class OodDetector:
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
         """Smallest distance to any breed for each embedding; larger means less cat-like."""
         return mahalanobis_scores(embeddings, self.means, self.precision)
-
-    def is_cat(self, scores: np.ndarray) -> np.ndarray:
-        """Boolean (N,): True where the score is within the threshold."""
-        return np.asarray(scores) <= self.threshold

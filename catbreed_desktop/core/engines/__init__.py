@@ -14,12 +14,21 @@ from __future__ import annotations
 
 from catbreed_desktop.core.bundle import ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, softmax
+from catbreed_desktop.core.engines.names import (
+    AUTO,
+    CPU,
+    CUDA,
+    ENGINE_NAMES,
+    ENGINE_TITLES,
+    PREFERENCES,
+    TENSORRT,
+)
 from catbreed_desktop.core.engines.onnx_runtime import GRAPHS, OnnxRuntimeEngine
 from catbreed_desktop.core.engines.tensorrt import TensorRTEngine, build_tensorrt_engine
 
-PREFERENCES = ("auto", "tensorrt", "cuda", "cpu")
-
 __all__ = [
+    "ENGINE_NAMES",
+    "ENGINE_TITLES",
     "GRAPHS",
     "PREFERENCES",
     "Engine",
@@ -34,7 +43,7 @@ __all__ = [
 
 def create_engine(
     bundle: ModelBundle,
-    preference: str = "auto",
+    preference: str = AUTO,
     batch_size: int = 8,
     fp16: bool = True,
     *,
@@ -53,30 +62,28 @@ def create_engine(
         raise ValueError(f"batch size must be at least 1, not {batch_size}")
     if graph is not None and graph not in GRAPHS:
         raise ValueError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
-    if preference == "tensorrt":
+    if preference == TENSORRT:
         return TensorRTEngine(bundle, batch_size=batch_size, fp16=fp16)
-    if preference == "cuda":
-        return OnnxRuntimeEngine(bundle, device="cuda", threads=threads, graph=graph)
-    if preference == "cpu":
-        return OnnxRuntimeEngine(bundle, device="cpu", threads=threads, graph=graph)
+    if preference in (CUDA, CPU):
+        return OnnxRuntimeEngine(bundle, device=preference, threads=threads, graph=graph)
 
     notes: list[str] = []
     attempts = (
-        ("TensorRT", lambda: TensorRTEngine(bundle, batch_size=batch_size, fp16=fp16)),
-        ("ONNX Runtime CUDA", lambda: OnnxRuntimeEngine(bundle, device="cuda", threads=threads, graph=graph)),
+        (TENSORRT, lambda: TensorRTEngine(bundle, batch_size=batch_size, fp16=fp16)),
+        (CUDA, lambda: OnnxRuntimeEngine(bundle, device=CUDA, threads=threads, graph=graph)),
     )
     for name, start in attempts:
         try:
             engine = start()
         except EngineUnavailable as reason:
-            notes.append(f"{name} skipped: {reason}")
+            notes.append(f"{ENGINE_TITLES[name]} skipped: {reason}")
             continue
         except (RuntimeError, OSError) as failure:  # a GPU that fails mid-start must not stop the app
-            notes.append(f"{name} failed to start: {failure}")
+            notes.append(f"{ENGINE_TITLES[name]} failed to start: {failure}")
             continue
         # The engine's own notes (compute it found on the CPU, say) follow the skipped ones.
         engine.fallback_notes = notes + engine.fallback_notes
         return engine
-    engine = OnnxRuntimeEngine(bundle, device="cpu", threads=threads, graph=graph)
+    engine = OnnxRuntimeEngine(bundle, device=CPU, threads=threads, graph=graph)
     engine.fallback_notes = notes + engine.fallback_notes
     return engine

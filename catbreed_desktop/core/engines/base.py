@@ -15,13 +15,16 @@ from collections.abc import Mapping
 import numpy as np
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, LOGITS_NAME, ModelBundle
+from catbreed_desktop.core.errors import CatBreedError
 
 
-class EngineUnavailable(RuntimeError):
+# Both are RuntimeErrors too: `create_engine` and the engine listing treat any RuntimeError from
+# a GPU runtime as "this engine cannot run", and these are the ones with words.
+class EngineUnavailable(CatBreedError, RuntimeError):
     """The requested engine cannot run here; the message says why and what to install or change."""
 
 
-class ModelOutputError(RuntimeError):
+class ModelOutputError(CatBreedError, RuntimeError):
     """The model's outputs for a batch do not fit its bundle; the message names the bundle and the shapes."""
 
 

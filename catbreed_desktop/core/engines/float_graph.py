@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -39,7 +37,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from catbreed_desktop.core import paths
-from catbreed_desktop.core.bundle import BundleError, ModelBundle, sha256_file
+from catbreed_desktop.core.bundle import BundleError, ModelBundle
+from catbreed_desktop.core.errors import CatBreedError
+from catbreed_desktop.core.files import atomic_write_bytes, atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,11 @@ _ANY_TYPE_READERS = frozenset({"Shape", "Size"})
 _FP16_MAX = float(np.finfo(np.float16).max)
 
 
-class UnsupportedQuantization(ValueError):
-    """A quantized node this module cannot turn back into float compute; the message names it."""
+class UnsupportedQuantization(CatBreedError, ValueError):
+    """A quantized node this module cannot turn back into float compute; the message names it.
+
+    A ValueError too, which the engines catch to say that the GPU graph cannot be derived.
+    """
 
 
 def has_quantized_ops(model: onnx.ModelProto) -> bool:
@@ -561,7 +564,7 @@ def float_graph_path(bundle: ModelBundle, precision: str = "fp16", cache_dir: Pa
     )
     data = model.SerializeToString()
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomically(graph_file, data)
+    atomic_write_bytes(graph_file, data)
     record = {
         "derivation_version": DERIVATION_VERSION,
         "precision": precision,
@@ -571,7 +574,7 @@ def float_graph_path(bundle: ModelBundle, precision: str = "fp16", cache_dir: Pa
         "onnx": onnx.__version__,
     }
     # The record is written last, so an interrupted derivation never looks like a valid cache entry.
-    _write_atomically(record_file, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+    atomic_write_text(record_file, json.dumps(record, indent=2) + "\n")
     _remove_other_versions(folder, bundle.model_sha256[:16], precision, keep=graph_file.stem)
     log.info(
         "derived %s (%.1f MB) in %.1f s", graph_file.name, len(data) / 1e6, time.perf_counter() - started
@@ -602,26 +605,6 @@ def _stale_reasons(graph_file: Path, record_file: Path, bundle: ModelBundle, pre
     if not reasons and sha256_file(graph_file) != record.get("graph_sha256"):
         reasons.append("the cached graph does not match its recorded checksum")
     return reasons
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write to a temporary file beside `target`, fsync it, then rename it over `target`."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    if os.name == "posix":  # the rename itself survives a crash only once the folder is synced
-        folder = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
 
 
 def _remove_other_versions(folder: Path, prefix: str, precision: str, keep: str) -> None:

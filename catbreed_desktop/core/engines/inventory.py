@@ -25,9 +25,8 @@ import numpy as np
 from catbreed_desktop.core.bundle import LOGITS_NAME, BundleError, ModelBundle
 from catbreed_desktop.core.engines import onnx_runtime, tensorrt
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
+from catbreed_desktop.core.engines.names import CPU, CUDA, ENGINE_NAMES, ENGINE_TITLES, TENSORRT
 
-ENGINE_NAMES = ("tensorrt", "cuda", "cpu")  # the order `create_engine(..., "auto")` tries them in
-TITLES = {"tensorrt": "TensorRT", "cuda": "ONNX Runtime CUDA", "cpu": "ONNX Runtime CPU"}
 CPU_INSTALL_HINT = "pip install 'catbreed-desktop[cpu]' (or [gpu] for ONNX Runtime CUDA)"
 
 
@@ -101,13 +100,13 @@ def list_engines(
     except Exception as error:  # onnx's protobuf errors share no base; the listing must not stop
         reason = f"cannot read {bundle.model_path}: {error}"
         return [
-            EngineInfo(name, TITLES[name], False, reason, bundle.model_path, "?", True)
+            EngineInfo(name, ENGINE_TITLES[name], False, reason, bundle.model_path, "?", True)
             for name in ENGINE_NAMES
         ]
     infos = [_tensorrt_info(bundle, fp16, batch_size), _cuda_info(bundle), _cpu_info(bundle, precision)]
     gpu = next((info.gpu for info in infos if info.gpu), "")
     # ONNX Runtime does not name the GPU; TensorRT's toolkit asked the driver, and it is the same device 0.
-    infos = [replace(info, gpu=gpu) if info.name == "cuda" and info.available else info for info in infos]
+    infos = [replace(info, gpu=gpu) if info.name == CUDA and info.available else info for info in infos]
     return [_checked(info, bundle, fp16, batch_size) if info.name in check else info for info in infos]
 
 
@@ -119,7 +118,7 @@ def first_available(infos: list[EngineInfo]) -> EngineInfo | None:
 def _tensorrt_info(bundle: ModelBundle, fp16: bool, batch_size: int) -> EngineInfo:
     precision = "fp16" if fp16 else "fp32"
     graph, ready = derived_graph(bundle, precision)
-    info = EngineInfo("tensorrt", TITLES["tensorrt"], False, "", graph, precision, ready)
+    info = EngineInfo(TENSORRT, ENGINE_TITLES[TENSORRT], False, "", graph, precision, ready)
     try:
         toolkit = tensorrt.load_toolkit()
     except (EngineUnavailable, RuntimeError, OSError) as error:  # a broken driver raises RuntimeError
@@ -138,8 +137,8 @@ def _tensorrt_info(bundle: ModelBundle, fp16: bool, batch_size: int) -> EngineIn
 
 
 def _cuda_info(bundle: ModelBundle) -> EngineInfo:
-    graph, ready = derived_graph(bundle, onnx_runtime.DEFAULT_GRAPHS["cuda"])
-    info = EngineInfo("cuda", TITLES["cuda"], False, "", graph, "fp16", ready)
+    graph, ready = derived_graph(bundle, onnx_runtime.DEFAULT_GRAPHS[CUDA])
+    info = EngineInfo(CUDA, ENGINE_TITLES[CUDA], False, "", graph, "fp16", ready)
     try:
         reason = onnx_runtime.cuda_unavailable_reason()
     except ImportError as error:
@@ -152,10 +151,10 @@ def _cuda_info(bundle: ModelBundle) -> EngineInfo:
 
 
 def _cpu_info(bundle: ModelBundle, precision: str) -> EngineInfo:
-    info = EngineInfo("cpu", TITLES["cpu"], False, "", bundle.model_path, precision, True)
+    info = EngineInfo(CPU, ENGINE_TITLES[CPU], False, "", bundle.model_path, precision, True)
     try:
         # One thread: only the providers are wanted, and a session opens in a fraction of a second.
-        engine = onnx_runtime.OnnxRuntimeEngine(bundle, "cpu", threads=1)
+        engine = onnx_runtime.OnnxRuntimeEngine(bundle, CPU, threads=1)
     except ImportError as error:
         return replace(info, reason=f"ONNX Runtime is not installed ({error}); {CPU_INSTALL_HINT}")
     except (BundleError, EngineUnavailable) as error:
@@ -165,7 +164,7 @@ def _cpu_info(bundle: ModelBundle, precision: str) -> EngineInfo:
 
 
 def _start(name: str, bundle: ModelBundle, fp16: bool, batch_size: int) -> Engine:
-    if name == "tensorrt":
+    if name == TENSORRT:
         return tensorrt.TensorRTEngine(bundle, batch_size=batch_size, fp16=fp16)
     return onnx_runtime.OnnxRuntimeEngine(bundle, name, verify_placement=True)
 

@@ -39,15 +39,16 @@ import numpy as np
 
 from catbreed_desktop.core.bundle import INPUT_NAME, BundleError, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch, check_outputs
+from catbreed_desktop.core.engines.names import CPU, CUDA, ENGINE_TITLES
 
 log = logging.getLogger(__name__)
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
-PROVIDER_NAMES = {"cuda": "ONNX Runtime CUDA", "cpu": "ONNX Runtime CPU"}
+PROVIDER_NAMES = {device: ENGINE_TITLES[device] for device in (CUDA, CPU)}
 # "bundle" is the bundle's model file as shipped; "fp32" and "fp16" are graphs derived from it.
 GRAPHS = ("bundle", "fp32", "fp16")
-DEFAULT_GRAPHS = {"cuda": "fp16", "cpu": "bundle"}
+DEFAULT_GRAPHS = {CUDA: "fp16", CPU: "bundle"}
 CUDA_INSTALL_HINT = "install onnxruntime-gpu instead of onnxruntime: pip install 'catbreed-desktop[gpu]'"
 # ORT's own log level 3 = errors only: its warnings about a missing provider are what we report.
 _ORT_ERRORS_ONLY = 3
@@ -177,7 +178,7 @@ class OnnxRuntimeEngine(Engine):
     def __init__(
         self,
         bundle: ModelBundle,
-        device: str = "cpu",
+        device: str = CPU,
         threads: int | None = None,
         *,
         graph: str | None = None,
@@ -189,10 +190,10 @@ class OnnxRuntimeEngine(Engine):
         graph = graph or DEFAULT_GRAPHS[device]
         if graph not in GRAPHS:
             raise ValueError(f"unknown graph {graph!r}; use one of {', '.join(GRAPHS)}")
-        verify_placement = device == "cuda" if verify_placement is None else verify_placement
+        verify_placement = device == CUDA if verify_placement is None else verify_placement
         import onnxruntime
 
-        if device == "cuda" and (reason := cuda_unavailable_reason()):
+        if device == CUDA and (reason := cuda_unavailable_reason()):
             raise EngineUnavailable(reason)
         try:
             self.graph_path = graph_for(bundle, graph)
@@ -213,12 +214,12 @@ class OnnxRuntimeEngine(Engine):
             options.enable_profiling = True
             options.profile_file_prefix = str(profile_folder / "placement")
         providers: list = [CPU_PROVIDER]
-        if device == "cuda":
+        if device == CUDA:
             providers = [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER]
         try:
             session = self._start_session(onnxruntime, options, providers, device)
             active = session.get_providers()
-            if device == "cuda" and (not active or active[0] != CUDA_PROVIDER):
+            if device == CUDA and (not active or active[0] != CUDA_PROVIDER):
                 raise EngineUnavailable(
                     "ONNX Runtime CUDA did not start: no CUDA GPU answered or the CUDA/cuDNN libraries are "
                     f"missing, so ONNX Runtime fell back to {', '.join(active) or 'nothing'}"
@@ -229,11 +230,11 @@ class OnnxRuntimeEngine(Engine):
             self._output_names = tuple(output.name for output in session.get_outputs())
             self.placement: Placement | None = None
             if verify_placement:
-                self.placement = self._profile_placement(gpu_session=device == "cuda")
+                self.placement = self._profile_placement(gpu_session=device == CUDA)
         finally:
             if profile_folder is not None:
                 shutil.rmtree(profile_folder, ignore_errors=True)
-        if device == "cuda" and self.placement is not None and self.placement.cpu_compute:
+        if device == CUDA and self.placement is not None and self.placement.cpu_compute:
             # Still far faster than the CPU engine, so it runs; but it is not what it should be.
             note = f"ONNX Runtime CUDA runs part of the model on the CPU: {self.placement.summary()}"
             log.warning("%s", note)
@@ -244,13 +245,13 @@ class OnnxRuntimeEngine(Engine):
             with warnings.catch_warnings():
                 # A provider ORT cannot start is reported by the caller, in our words, not as its warning.
                 warnings.simplefilter("ignore", UserWarning)
-                if device == "cuda":
+                if device == CUDA:
                     onnxruntime.set_default_logger_severity(_ORT_ERRORS_ONLY)
                 return onnxruntime.InferenceSession(
                     str(self.graph_path), sess_options=options, providers=providers
                 )
         except Exception as error:  # ORT raises its own exception types without a common base
-            if device == "cuda":
+            if device == CUDA:
                 raise EngineUnavailable(f"ONNX Runtime CUDA could not start: {error}") from None
             raise BundleError(f"ONNX Runtime cannot load {self.graph_path}: {error}") from None
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,8 +30,10 @@ from typing import Any
 import numpy as np
 
 from catbreed_desktop.core import paths
-from catbreed_desktop.core.bundle import INPUT_NAME, LOGITS_NAME, ModelBundle, sha256_file
+from catbreed_desktop.core.bundle import INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch
+from catbreed_desktop.core.engines.names import ENGINE_TITLES, TENSORRT
+from catbreed_desktop.core.files import atomic_write_bytes, atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -232,16 +233,10 @@ def ensure_engine_file(
     serialized = build()
     if not serialized:
         raise EngineUnavailable("TensorRT produced an empty engine")
-    _write_atomically(engine_file, bytes(serialized))
+    atomic_write_bytes(engine_file, bytes(serialized))
     # The key is written last, so an interrupted build never looks like a valid cache entry.
-    _write_atomically(key_file, (json.dumps(key.to_json(), indent=2) + "\n").encode("utf-8"))
+    atomic_write_text(key_file, json.dumps(key.to_json(), indent=2) + "\n")
     return engine_file
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    temporary.replace(target)
 
 
 def build_serialized_engine(
@@ -311,7 +306,7 @@ class TensorRTEngine(Engine):
         self.graph_precision = "fp16" if fp16 else "fp32"
         key = make_engine_key(self._toolkit, bundle, fp16, batch_size, max_batch, graph=self.graph_path)
         self.max_batch = key.max_batch
-        self.provider = "TensorRT FP16" if fp16 else "TensorRT"
+        self.provider = ENGINE_TITLES[TENSORRT] + (" FP16" if fp16 else "")
 
         def build() -> bytes:
             return build_serialized_engine(self._toolkit, bundle, key, self.graph_path)

@@ -5,8 +5,21 @@ The public API the window and the command line use; see the modules for how each
 
 from catbreed_desktop.core.sorting.executor import SortResult, execute_plan, resume_interrupted_sort
 from catbreed_desktop.core.sorting.journal import JournalError, JournalWriteError, last_journal, list_journals
-from catbreed_desktop.core.sorting.names import NOT_CAT_FOLDER, UNSURE_FOLDER, safe_folder_name
-from catbreed_desktop.core.sorting.plan import PlannedOperation, SortItem, SortPlan, plan_sort
+from catbreed_desktop.core.sorting.names import (
+    NOT_CAT_FOLDER,
+    SPECIAL_FOLDERS,
+    UNSURE_FOLDER,
+    safe_folder_name,
+)
+from catbreed_desktop.core.sorting.plan import (
+    COPY,
+    MODES,
+    MOVE,
+    PlannedOperation,
+    SortItem,
+    SortPlan,
+    plan_sort,
+)
 from catbreed_desktop.core.sorting.undo import (
     NothingToUndo,
     UndoPreview,
@@ -17,7 +30,11 @@ from catbreed_desktop.core.sorting.undo import (
 )
 
 __all__ = [
+    "COPY",
+    "MODES",
+    "MOVE",
     "NOT_CAT_FOLDER",
+    "SPECIAL_FOLDERS",
     "UNSURE_FOLDER",
     "JournalError",
     "JournalWriteError",

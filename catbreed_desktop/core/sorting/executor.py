@@ -25,7 +25,7 @@ from catbreed_desktop.core.sorting.journal import (
     read_journals_newest_first,
 )
 from catbreed_desktop.core.sorting.names import collision_names, is_inside
-from catbreed_desktop.core.sorting.plan import PlannedOperation, SortPlan, check_mode
+from catbreed_desktop.core.sorting.plan import DUPLICATE, MOVE, PlannedOperation, SortPlan, check_mode
 
 ProgressCallback = Callable[[int, int], None]
 MAX_NAME_ATTEMPTS = 10_000
@@ -168,7 +168,7 @@ class _Runner:
             )
             self.journal.append(intent.to_record(operation.index))
             try:
-                if self.mode == "move":
+                if self.mode == MOVE:
                     fileops.move_file(source, candidate, intent.temp, content)
                 else:
                     fileops.verified_copy(source, candidate, intent.temp, content)
@@ -179,7 +179,7 @@ class _Runner:
                 )
                 continue
             except OSError as error:
-                if self.mode == "move":
+                if self.mode == MOVE:
                     return self._take_back_copy(operation, intent, error)
                 raise
             self.journal.append({"type": "done", "id": operation.index, "destination": str(candidate)})
@@ -202,7 +202,7 @@ class _Runner:
 
     def _candidates(self, planned: PlannedOperation) -> Iterator[Path]:
         tried = set()
-        if planned.action != "duplicate":
+        if planned.action != DUPLICATE:
             tried.add(planned.destination)
             yield planned.destination
         for attempt, candidate in enumerate(
@@ -242,7 +242,7 @@ def reconcile(operation: OperationState, journal: Journal) -> None:
     source, destination, content = intent.source, intent.destination, intent.content
     temp_was_there = os.path.lexists(intent.temp)
     source_there = os.path.lexists(source)
-    if intent.action == "move" and not source_there and not os.path.lexists(destination):
+    if intent.action == MOVE and not source_there and not os.path.lexists(destination):
         if fileops.has_content(intent.temp, content):
             fileops.rename_no_replace(intent.temp, destination)  # copy verified, source already gone
         else:
@@ -253,7 +253,7 @@ def reconcile(operation: OperationState, journal: Journal) -> None:
         fileops.remove_if_exists(destination)
     if not fileops.has_content(destination, content):
         return  # not done: the source is untouched, the operation runs again
-    if intent.action == "move" and source_there:
+    if intent.action == MOVE and source_there:
         if fileops.holds_its_own_copy(source, destination, content):
             # A second name (hard link) or a verified copy left by the interrupted move.
             os.unlink(source)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import os
 import shutil
 import stat
@@ -17,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from catbreed_desktop.core.errors import SOME_FAILED, CatBreedError
+from catbreed_desktop.core.files import file_digest, fsync_dir
 from catbreed_desktop.core.open_files import open_for_writing
 from catbreed_desktop.core.sorting.names import truncate_to_bytes
 
@@ -29,8 +30,13 @@ _AT_FDCWD = -100
 _UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EPERM, getattr(errno, "ENOTSUP", errno.EINVAL)}
 
 
-class VerificationError(OSError):
-    """A copy does not have the bytes of its source; the source is kept and the copy removed."""
+class VerificationError(CatBreedError, OSError):
+    """A copy does not have the bytes of its source; the source is kept and the copy removed.
+
+    An OSError too: sorting reports it with the other file errors as one photo that failed.
+    """
+
+    exit_status = SOME_FAILED
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,7 @@ class Fingerprint:
 
 def fingerprint(path: Path) -> Fingerprint:
     """Size and SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return Fingerprint(size, digest.hexdigest())
+    return Fingerprint(*file_digest(path, CHUNK))
 
 
 def has_content(path: Path, expected: Fingerprint) -> bool:
@@ -60,22 +60,6 @@ def has_content(path: Path, expected: Fingerprint) -> bool:
         return fingerprint(path) == expected
     except OSError:
         return False
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink in `folder` durable; a no-op where folders cannot be opened (Windows)."""
-    if os.name == "nt":
-        return
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
 
 
 def _load_native_rename():
@@ -187,8 +171,13 @@ def verified_copy(source: Path, destination: Path, temp: Path, expected: Fingerp
     fsync_dir(destination.parent)
 
 
-class SourceChangedError(OSError):
-    """The source was written while it was being moved; it is kept and the copy removed."""
+class SourceChangedError(CatBreedError, OSError):
+    """The source was written while it was being moved; it is kept and the copy removed.
+
+    An OSError too, so that sorting reports it as one photo that failed, like any file error.
+    """
+
+    exit_status = SOME_FAILED
 
 
 # Only a source written this recently (seconds) is looked for in other programs' open files: the

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from catbreed_desktop.core import paths
+from catbreed_desktop.core.errors import CatBreedError
 from catbreed_desktop.core.sorting.fileops import Fingerprint, fsync_dir
 from catbreed_desktop.core.sorting.plan import ACTIONS, MODES, PlannedOperation, SortPlan
 
@@ -27,7 +28,7 @@ _PARTIAL_SUFFIX = ".new"  # a start record being written, before the journal get
 MAX_JOURNAL_BYTES = 512 * 1024 * 1024
 
 
-class JournalError(Exception):
+class JournalError(CatBreedError):
     """A journal that cannot be read or is already in use by another sort or undo."""
 
 

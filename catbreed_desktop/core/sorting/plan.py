@@ -22,8 +22,12 @@ from catbreed_desktop.core.sorting.names import (
     safe_folder_name,
 )
 
-MODES = ("move", "copy")
-ACTIONS = (*MODES, "duplicate")
+# The sort modes, which are also the actions on a file; a "duplicate" is already there and stays put.
+MOVE = "move"
+COPY = "copy"
+DUPLICATE = "duplicate"
+MODES = (MOVE, COPY)
+ACTIONS = (*MODES, DUPLICATE)
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ def check_mode(mode: str, min_confidence: float) -> None:
 
 
 def plan_sort(
-    items: Iterable[SortItem], target: Path, mode: str = "move", min_confidence: float = 0.5
+    items: Iterable[SortItem], target: Path, mode: str = MOVE, min_confidence: float = 0.5
 ) -> SortPlan:
     """Plan where each photo goes inside `target`, without touching anything.
 
@@ -125,7 +129,7 @@ def plan_sort(
             content = None  # unreadable now: execution reports it and leaves it alone
         identical = contents.find_identical(content, ignore=source) if content else None
         if identical is not None:
-            plan.operations.append(PlannedOperation(source, identical, "duplicate", folder))
+            plan.operations.append(PlannedOperation(source, identical, DUPLICATE, folder))
             continue
         destination = next(
             name for name in collision_names(folder_path / source.name) if not contents.is_taken(name.name)

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catbreed_desktop.core.errors import SOME_FAILED, CatBreedError
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.sorting import fileops
 from catbreed_desktop.core.sorting.executor import ProgressCallback, reconcile
@@ -24,10 +25,13 @@ from catbreed_desktop.core.sorting.journal import (
     read_journal,
     read_journals_newest_first,
 )
+from catbreed_desktop.core.sorting.plan import COPY, MOVE
 
 
-class NothingToUndo(Exception):
+class NothingToUndo(CatBreedError):
     """There is no sort left to undo."""
+
+    exit_status = SOME_FAILED  # nothing went wrong, but nothing was done either
 
 
 @dataclass
@@ -130,7 +134,7 @@ def plan_undo() -> UndoPreview:
             continue
         if not fileops.has_content(placed, content):
             preview.changed += 1
-        elif intent.action == "move":
+        elif intent.action == MOVE:
             preview.to_move_back += 1
         elif fileops.holds_its_own_copy(original, placed, content):
             preview.copies_to_remove += 1
@@ -155,7 +159,7 @@ def moves_to_undo() -> list[tuple[Path, Path]]:
         if op.outcome == "done"
         and not op.undone
         and op.last_intent is not None
-        and op.last_intent.action == "move"
+        and op.last_intent.action == MOVE
     ]
 
 
@@ -175,7 +179,7 @@ def _last_undoable() -> JournalState:
 def _undo_one(operation: OperationState, journal: Journal, result: UndoResult) -> None:
     intent = operation.last_intent
     original, placed, content = intent.source, intent.destination, intent.content
-    if intent.action == "copy":
+    if intent.action == COPY:
         if not os.path.lexists(placed):
             pass  # the copy was already deleted: nothing to undo
         elif not fileops.has_content(placed, content):
