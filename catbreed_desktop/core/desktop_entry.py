@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from catbreed_desktop.core import paths
+from catbreed_desktop.core.files import atomic_write_text
 
 # Reverse-DNS id, as the Desktop Entry spec recommends: the file name, the icon name and the
 # Wayland app id (gui/app.py sets it as the desktop file name) must all agree.
@@ -146,10 +147,7 @@ def install_desktop_entry(command: Sequence[str] | None = None, base: Path | Non
     entry = desktop_file_path(base)
     entry.parent.mkdir(parents=True, exist_ok=True)
     text = desktop_entry_text(command or launcher_command())
-    # Written whole under a temporary name, then renamed: a desktop never reads half a file.
-    partial = entry.with_name(f".{entry.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(entry)
+    atomic_write_text(entry, text)  # a desktop never reads half a file
     icons = icon_paths(base)
     _write_icons(icon, icons)
     _refresh_mime_cache(base)
