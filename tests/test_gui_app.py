@@ -29,13 +29,13 @@ def test_closing_during_classification_stops_and_joins_every_thread(
     qtbot.addWidget(window)
     window.show()
     window.add_inputs([folder])
-    qtbot.waitUntil(lambda: window._classify_thread is not None, timeout=10_000)
-    thread = window._classify_thread
-    watcher = window.watcher
+    qtbot.waitUntil(lambda: window.runner.is_busy("classification"), timeout=10_000)
+    threads = window.runner.running_threads()
+    watcher = window.watching.watcher
     window.close()
 
-    assert thread.isFinished() and not thread.isRunning()
-    assert not watcher.running and window.classifier is None
+    assert threads and all(thread.isFinished() and not thread.isRunning() for thread in threads)
+    assert not window.runner.is_busy() and not watcher.running and window.classifier is None
     classified = sum(1 for r in window.photos.records if r.prediction is not None)
     assert classified < 300  # it really was stopped in the middle
     assert not [m for m in qtlog.records if "Destroyed while thread" in m.message]
@@ -48,7 +48,7 @@ def test_cancel_stops_the_run_and_keeps_the_window_usable(qtbot, colour_bundle, 
     window = MainWindow(Settings(engine="cpu", batch_size=4), model_path=colour_bundle.path)
     qtbot.addWidget(window)
     window.add_inputs([folder])
-    qtbot.waitUntil(lambda: window._classify_thread is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: window.runner.is_busy("classification"), timeout=10_000)
     window.cancel()
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=10_000)
     assert len(window.photos.records) == 300

@@ -17,9 +17,9 @@ def test_watched_folders_and_sort_options_survive_a_restart(qtbot, colour_bundle
     inbox.mkdir()
     first = MainWindow(Settings(engine="cpu"), model_path=colour_bundle.path)
     qtbot.addWidget(first)
-    first.add_watch_folder(inbox)
-    first.set_sort_target(str(target))
-    first.set_auto_sort(True)
+    first.watching.add_folder(inbox)
+    first.watching.set_target(str(target))
+    first.watching.set_auto_sort(True)
     first.set_threshold(0.7)
     first.close()
 
@@ -28,9 +28,9 @@ def test_watched_folders_and_sort_options_survive_a_restart(qtbot, colour_bundle
     assert (saved.sort_target, saved.auto_sort, saved.confidence_threshold) == (str(target), True, 0.7)
     second = MainWindow()
     qtbot.addWidget(second)
-    assert second.watcher.folders == [inbox]
+    assert second.watching.watcher.folders == [inbox]
     assert second.watch_panel.auto_sort.isChecked() and second.watch_panel.target.text() == str(target)
-    assert second.threshold_slider.value() == 70
+    assert second.ui.threshold_slider.value() == 70
     second.close()
 
 
@@ -59,8 +59,10 @@ def test_settings_dialog_shows_the_bundle_and_applies_changes(qtbot, colour_bund
     qtbot.addWidget(window)
     qtbot.waitUntil(lambda: window.classifier is not None, timeout=10_000)
     dialog = SettingsDialog(window.settings, window)
-    info = dialog.bundle_info.toPlainText()
-    assert "Red Cat, Green Cat, Blue Cat" in info and '"accuracy": 1.0' in info
+    info = dialog.bundle_info.text()
+    assert "Accuracy: 100.0%" in info and "Breeds: 3" in info
+    breeds = [dialog.breed_table.item(row, 0).text() for row in range(dialog.breed_table.rowCount())]
+    assert breeds == ["Red Cat", "Green Cat", "Blue Cat"]
     dialog.batch_spin.setValue(2)
     dialog.thumbnail_spin.setValue(96)
     old_classifier = window.classifier
@@ -68,11 +70,11 @@ def test_settings_dialog_shows_the_bundle_and_applies_changes(qtbot, colour_bund
     qtbot.waitUntil(
         lambda: window.classifier is not None and window.classifier is not old_classifier, timeout=10_000
     )
-    assert window.classifier.batch_size == 2 and window.delegate.thumbnail_size == 96
+    assert window.classifier.batch_size == 2 and window.ui.delegate.thumbnail_size == 96
     assert load_settings().batch_size == 2
     dialog.model_edit.setText("/no/such/bundle")
     dialog.show_bundle_info()
-    assert "/no/such/bundle" in dialog.bundle_info.toPlainText()
+    assert "/no/such/bundle" in dialog.bundle_info.text() and dialog.breed_table.rowCount() == 0
     window.close()
 
 
@@ -116,3 +118,46 @@ def test_settings_dialog_lists_the_engines_beside_the_engine_choice(
     assert tree.topLevelItemCount() == 0
     assert dialog.engine_status.text().startswith("Cannot list the engines:")
     assert "/no/such/bundle" in dialog.engine_status.text()
+
+
+def test_each_range_is_defined_once_for_the_loader_and_the_dialog(qtbot, tmp_path: Path) -> None:
+    from catbreed_desktop.core.settings import RANGES
+    from catbreed_desktop.gui.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(Settings(model_path=str(tmp_path / "none")))
+    qtbot.addWidget(dialog)
+    for name, box in (("batch_size", dialog.batch_spin), ("thumbnail_size", dialog.thumbnail_spin)):
+        allowed = RANGES[name]
+        assert (box.minimum(), box.maximum(), box.singleStep()) == (
+            allowed.minimum,
+            allowed.maximum,
+            allowed.step,
+        )
+        # The loader keeps exactly what the dialog can produce, and refuses one step beyond.
+        for value, kept in (
+            (allowed.maximum, True),
+            (allowed.maximum + 1, False),
+            (allowed.minimum - 1, False),
+        ):
+            loaded = Settings.from_json({"schema_version": 2, name: int(value)})
+            assert (getattr(loaded, name) == value) is kept
+    qtbot.waitUntil(lambda: not dialog.is_listing(), timeout=10_000)
+
+
+def test_a_file_without_schema_version_is_migrated_keeping_what_it_meant() -> None:
+    from catbreed_desktop.core.settings import SCHEMA_VERSION
+
+    # Version 1: no schema_version; auto-sort copied because the Sort dialog's mode said so, and
+    # sizes up to 4096 were accepted.
+    settings_path().write_text(
+        '{"sort_mode": "copy", "auto_sort": true, "thumbnail_size": 1000, "batch_size": 300}',
+        encoding="utf-8",
+    )
+    migrated = load_settings()
+    assert (migrated.auto_sort_mode, migrated.sort_mode, migrated.auto_sort) == ("copy", "copy", True)
+    assert (migrated.thumbnail_size, migrated.batch_size) == (512, 256)  # brought into today's range
+    save_settings(migrated)
+    assert f'"schema_version": {SCHEMA_VERSION}' in settings_path().read_text(encoding="utf-8")
+    # A current file is taken as it is: its own auto-sort mode, not the dialog's.
+    save_settings(Settings(sort_mode="copy", auto_sort_mode="move"))
+    assert load_settings().auto_sort_mode == "move"

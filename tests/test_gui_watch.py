@@ -44,10 +44,11 @@ def test_a_photo_written_slowly_is_classified_only_when_complete_and_auto_sorted
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     target = inbox / "Sorted"  # inside the watched folder: the app's own moves must not come back
-    window.watcher.quiet_period = 1.0  # the writer's pauses are 10 times shorter than the default's
-    window.add_watch_folder(inbox)
-    window.set_sort_target(str(target))
-    window.set_auto_sort(True)
+    window.watching.watcher.quiet_period = 1.0  # the writer's pauses are 10 times shorter than the default's
+    window.sorting.burst_quiet_ms = 300  # one photo is the whole burst
+    window.watching.add_folder(inbox)
+    window.watching.set_target(str(target))
+    window.watching.set_auto_sort(True)
     seen = spy_on_classifier(window)
     content = make_photo(tmp_path / "source.png", COLOURS["Green Cat"], size=(240, 180)).read_bytes()
 
@@ -71,6 +72,6 @@ def test_a_watched_folder_that_disappeared_is_reported_not_fatal(qtbot, tmp_path
     save_settings(Settings(watched_folders=[str(tmp_path / "gone")], model_path=str(tmp_path / "none")))
     window = MainWindow()
     qtbot.addWidget(window)
-    assert window.watcher.folders == []
+    assert window.watching.watcher.folders == []
     assert any("gone" in message for message in window.errors.messages())
     window.close()

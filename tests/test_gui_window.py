@@ -45,7 +45,7 @@ def by_name(window: MainWindow) -> dict[str, object]:
 def test_a_folder_is_classified_and_unreadable_files_are_listed(
     qtbot, window: MainWindow, photos: Path
 ) -> None:
-    assert window.classifier.provider in window.engine_label.text()
+    assert window.classifier.provider in window.status.engine_label.text()
     add_and_wait(qtbot, window, photos)
     records = by_name(window)
     assert set(records) == {p.name for p in photos.rglob("*.png")}
@@ -68,14 +68,14 @@ def test_without_subfolders_only_the_top_folder_is_added(qtbot, window: MainWind
 def test_filter_search_sort_and_threshold(qtbot, window: MainWindow, photos: Path) -> None:
     add_and_wait(qtbot, window, photos)
     proxy = window.proxy
-    window.breed_filter.setCurrentText("Red Cat")
+    window.ui.breed_filter.setCurrentText("Red Cat")
     shown = {proxy.index(row, 0).data(Qt.ItemDataRole.ToolTipRole) for row in range(proxy.rowCount())}
     assert shown and all(Path(path).name.startswith("Red") for path in shown)
-    window.breed_filter.setCurrentText("All breeds")
-    window.search.setText("deep")
+    window.ui.breed_filter.setCurrentText("All breeds")
+    window.ui.search.setText("deep")
     assert proxy.rowCount() == 1
-    window.search.clear()
-    window.sort_order.setCurrentText("Confidence (lowest first)")
+    window.ui.search.clear()
+    window.ui.sort_order.setCurrentText("Confidence (lowest first)")
     confidences = [
         window.photos.record(proxy.mapToSource(proxy.index(r, 0)).row()).confidence
         for r in range(proxy.rowCount())
@@ -83,7 +83,7 @@ def test_filter_search_sort_and_threshold(qtbot, window: MainWindow, photos: Pat
     assert confidences == sorted(confidences)
 
     window.set_threshold(1.0)  # nothing is that sure: every photo is marked unsure
-    window.breed_filter.setCurrentText(UNSURE_TEXT)
+    window.ui.breed_filter.setCurrentText(UNSURE_TEXT)
     assert proxy.rowCount() == len(window.photos.records)
     window.set_threshold(0.0)
     assert proxy.rowCount() == 0
@@ -96,7 +96,7 @@ def test_review_with_keys_and_type_ahead_then_export_csv(
     add_and_wait(qtbot, window, photos)
     window.grid.setFocus()
     red = photos / "Red-0.png"
-    window.select_path(red)
+    window.review.select_path(red)
     qtbot.keyClick(window.grid, Qt.Key.Key_2)  # the model's second choice
     record = by_name(window)["Red-0.png"]
     second = record.prediction.top[1][0]
@@ -106,13 +106,13 @@ def test_review_with_keys_and_type_ahead_then_export_csv(
     qtbot.keyClick(window.grid, Qt.Key.Key_Backspace)
     assert record.label == "Red Cat" and not record.reviewed
 
-    window.select_path(red)
+    window.review.select_path(red)
     qtbot.keyClick(window.grid, Qt.Key.Key_Return)  # confirm and move on
     assert record.reviewed and record.confidence == 1.0
-    assert window.current_record() is not record
+    assert window.review.current_record() is not record
 
     green = by_name(window)["Green-1.png"]
-    window.select_path(green.path)
+    window.review.select_path(green.path)
     box = window.details.breed_box
     box.setEditText("blu")  # type-ahead: a unique partial name is enough
     qtbot.keyClick(box.lineEdit(), Qt.Key.Key_Return)
@@ -134,7 +134,7 @@ def test_review_with_keys_and_type_ahead_then_export_csv(
 def test_sort_with_preview_then_undo(qtbot, window: MainWindow, photos: Path, tmp_path: Path) -> None:
     add_and_wait(qtbot, window, photos)
     corrected = by_name(window)["Green-1.png"]
-    window.set_label("Red Cat", rows=[window.photos.row_of(corrected.path)])
+    window.review.set_label("Red Cat", rows=[window.photos.row_of(corrected.path)])
     originals = {record.path: record.path.read_bytes() for record in window.photos.records}
     target = tmp_path / "sorted"
 
@@ -195,7 +195,7 @@ def test_undo_asks_first_and_cancel_changes_nothing(
         return False
 
     window.ask_to_undo = decline
-    window.undo_action.trigger()  # Ctrl+Z
+    window.commands.undo.trigger()  # Ctrl+Z
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=10_000)
 
     assert sorted(target.rglob("*.png")) == copies  # nothing undone
@@ -205,10 +205,14 @@ def test_undo_asks_first_and_cancel_changes_nothing(
     assert "cancelled" in window.statusBar().currentMessage()
 
 
-def test_undo_without_any_sort_says_so(qtbot, window: MainWindow) -> None:
-    window.undo_last_sort()
+def test_undo_is_offered_only_when_there_is_a_sort_to_undo(qtbot, window: MainWindow) -> None:
+    """Issue 12, item 9: Undo was always enabled, and with nothing to undo added a Problems entry."""
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=5_000)
-    assert any("no sort to undo" in message for message in window.errors.messages())
+    assert not window.commands.undo.isEnabled()
+    window.undo_last_sort()  # a script or a stale shortcut may still ask: it is told, it is no problem
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=5_000)
+    assert "no sort to undo" in window.statusBar().currentMessage()
+    assert window.errors.messages() == []
 
 
 def test_dropping_files_and_folders_adds_them(qtbot, window: MainWindow, photos: Path) -> None:
@@ -231,9 +235,9 @@ def test_a_missing_model_is_explained_in_the_window(qtbot, tmp_path: Path, photo
     qtbot.addWidget(window)
     window.show()
     qtbot.waitUntil(lambda: window.model_error is not None, timeout=10_000)
-    assert window.banner.isVisible()
-    assert "no-model-here" in window.banner.text() and "Open model bundle" in window.banner.text()
-    assert "no model" in window.engine_label.text()
+    assert window.ui.banner.isVisible()
+    assert "no-model-here" in window.ui.banner.text() and "Open model bundle" in window.ui.banner.text()
+    assert "no model" in window.status.engine_label.text()
     window.add_inputs([photos])
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=10_000)
     assert len(window.photos.records) == 8 and not any(r.classified for r in window.photos.records)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -87,7 +89,7 @@ def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
         raise BundleError(f"cannot use the model: {error}") from None
     except EngineUnavailable as error:
         raise EngineUnavailable(f"engine {args.engine!r} cannot run here: {error}") from None
-    for note in classifier.fallback_notes:
+    for note in engine_notes(classifier.fallback_notes, getattr(args, "verbose", False)):
         print(f"{PROGRAM}: note: {note}", file=sys.stderr)
     print(
         f"{PROGRAM}: using {classifier.provider} with {bundle.architecture} "
@@ -95,6 +97,33 @@ def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
         file=sys.stderr,
     )
     return classifier
+
+
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU and driver, without loading CUDA: the driver's files say."""
+    if sys.platform.startswith("linux"):
+        return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+    if sys.platform == "win32":
+        return shutil.which("nvidia-smi") is not None
+    return False  # macOS: no CUDA
+
+
+def engine_notes(notes: list[str], verbose: bool) -> list[str]:
+    """The notes on faster engines passed over that are worth printing.
+
+    On a machine without a GPU they only advise installing what could never run there, so they
+    are shown with -v alone; with a GPU that could not be used they say why, and are always shown.
+    A frozen build cannot pip-install anything: its notes stop before such advice.
+    """
+    if not notes or not (verbose or gpu_present()):
+        return []
+    if getattr(sys, "frozen", False):
+        return [_PIP_ADVICE.split(note, maxsplit=1)[0].rstrip(" ;:(") for note in notes]
+    return list(notes)
+
+
+# Where a note's "pip install ..." advice starts: "; pip install ...", " (install X instead: pip ...".
+_PIP_ADVICE = re.compile(r";\s*pip install |\s*\(install [^()]*?: pip install |\s*pip install ")
 
 
 class ProgressReporter:

@@ -1,8 +1,14 @@
 """The window's settings, kept as JSON in the user's config folder so they survive a restart.
 
-Unknown keys are ignored and values of the wrong type fall back to their defaults, so an old or
+Each number's allowed range is defined once, in `RANGES`: the loader checks saved values against
+it and the settings dialog builds its spin boxes from it, so the two cannot disagree. Unknown keys
+are ignored and values of the wrong type or out of range fall back to their defaults, so an old or
 hand-edited file never stops the app from starting; a file that is not JSON at all is kept aside
 as `settings.json.corrupt` before the next save replaces it.
+
+Files carry a `schema_version`. A file without one is version 1 (written before versions existed)
+and is migrated on load (`_MIGRATIONS`), so a setting that changes meaning keeps what the person
+chose; a file from a newer version keeps every field this version knows.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,32 @@ SETTINGS_FILE = "settings.json"
 ENGINE_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
 SORT_MODES = ("move", "copy")
 MAX_RECENT_FOLDERS = 10
+# 2: auto-sort has its own move/copy choice (`auto_sort_mode`), shown in the watch panel; version 1
+# auto-sorted with whatever the last Sort dialog chose.
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """The values a numeric setting may take, and the step its spin box or slider moves by."""
+
+    minimum: float
+    maximum: float
+    step: float = 1
+
+    def contains(self, value: float) -> bool:
+        return self.minimum <= value <= self.maximum
+
+    def clamp(self, value: float) -> float:
+        return min(max(value, self.minimum), self.maximum)
+
+
+# The one definition of every numeric setting's range (the dialog's spin boxes use it too).
+RANGES: dict[str, NumberRange] = {
+    "batch_size": NumberRange(1, 256),
+    "thumbnail_size": NumberRange(64, 512, step=16),
+    "confidence_threshold": NumberRange(0.0, 1.0, step=0.05),
+}
 
 
 @dataclass
@@ -36,8 +69,10 @@ class Settings:
     recent_folders: list[str] = field(default_factory=list)
     watched_folders: list[str] = field(default_factory=list)
     sort_target: str = ""
-    sort_mode: str = "move"
+    sort_mode: str = "move"  # what the Sort dialog proposes
     auto_sort: bool = False
+    auto_sort_mode: str = "move"  # what auto-sort of watched folders does
+    schema_version: int = SCHEMA_VERSION
 
     def add_recent_folder(self, folder: str | Path) -> None:
         """Put `folder` first in the recent list, without repeats, keeping the list short."""
@@ -45,19 +80,48 @@ class Settings:
         self.recent_folders = [text, *[f for f in self.recent_folders if f != text]][:MAX_RECENT_FOLDERS]
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"schema_version": SCHEMA_VERSION}
 
     @classmethod
     def from_json(cls, data: Any) -> Settings:
-        """Settings from parsed JSON, keeping each valid value and defaulting the others."""
+        """Settings from parsed JSON of any schema version, keeping each valid value and defaulting the others."""
         settings = cls()
         if not isinstance(data, dict):
             return settings
+        data = migrated(data)
         for spec in dataclasses.fields(cls):
-            if spec.name in data:
+            if spec.name in data and spec.name != "schema_version":
                 value = _checked(spec.name, data[spec.name], getattr(settings, spec.name))
                 setattr(settings, spec.name, value)
         return settings
+
+
+def migrated(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` brought from its schema version (1 when it names none) to `SCHEMA_VERSION`."""
+    version = data.get("schema_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        version = 1
+    data = dict(data)
+    while version < SCHEMA_VERSION:
+        data = _MIGRATIONS[version](data)
+        version += 1
+    data["schema_version"] = max(version, SCHEMA_VERSION)
+    return data
+
+
+def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
+    # Version 1 auto-sorted with the Sort dialog's mode; keep doing what the person saw happen.
+    data.setdefault("auto_sort_mode", data.get("sort_mode", "move"))
+    # Version 1 accepted any size from 1 to 4096: bring such values into today's range, not to the default.
+    for name in ("batch_size", "thumbnail_size"):
+        value = data.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096:
+            data[name] = int(RANGES[name].clamp(value))
+    return data
+
+
+# _MIGRATIONS[n] turns a version-n file into a version n + 1 one.
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1}
 
 
 def settings_path() -> Path:
@@ -69,9 +133,7 @@ def load_settings() -> Settings:
     path = settings_path()
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Settings()
-    except OSError:
+    except OSError:  # missing or unreadable: start with the defaults
         return Settings()
     try:
         data = json.loads(text)
@@ -95,20 +157,21 @@ def _checked(name: str, value: Any, default: Any) -> Any:
     """`value` when it has the type (and range) the setting needs, else `default`."""
     if isinstance(default, bool):
         return value if isinstance(value, bool) else default
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096:
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             return default
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        if isinstance(default, int) and not isinstance(value, int):
             return default
-        return float(value)
+        allowed = RANGES.get(name)
+        if allowed is not None and not allowed.contains(value):
+            return default
+        return type(default)(value)
     if isinstance(default, list):
         return [str(v) for v in value if isinstance(v, str)] if isinstance(value, list) else default
     if not isinstance(value, str):
         return default
     if name == "engine" and value not in ENGINE_CHOICES:
         return default
-    if name == "sort_mode" and value not in SORT_MODES:
+    if name in ("sort_mode", "auto_sort_mode") and value not in SORT_MODES:
         return default
     return value

@@ -78,8 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from catbreed_desktop.core.paths import app_icon_path
     from catbreed_desktop.gui import APP_TITLE
     from catbreed_desktop.gui.main_window import MainWindow
+    from catbreed_desktop.gui.platform_check import explain, missing_xcb_libraries
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    existing = QApplication.instance()
+    if existing is None and (missing := missing_xcb_libraries()):
+        print(explain(missing), file=sys.stderr)  # Qt would abort, naming the wrong library
+        return 1
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     app.setApplicationName(APP_TITLE)  # also the X11 window class the desktop entry names
     app.setOrganizationName(APP_TITLE)
     # The Wayland app id: how the desktop matches the window to its menu entry and icon.

@@ -13,7 +13,6 @@ from PySide6.QtGui import QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QCompleter,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -23,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from catbreed_desktop.core.printable import printable
 from catbreed_desktop.gui.photo_model import NOT_CAT_TEXT, PhotoRecord
 from catbreed_desktop.gui.thumbnails import ThumbnailLoader
 
@@ -40,7 +40,7 @@ class DetailsPane(QWidget):
         super().__init__(parent)
         self._loader = loader
         self._record: PhotoRecord | None = None
-        self.setMinimumWidth(280)
+        self.setMinimumWidth(250)
 
         self.picture = QLabel("Select a photo to see it here.")
         self.picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -49,7 +49,8 @@ class DetailsPane(QWidget):
 
         self.top_labels: list[QLabel] = []
         self.top_bars: list[QProgressBar] = []
-        top_form = QFormLayout()
+        self.top_rows: list[QWidget] = []
+        top_box = QVBoxLayout()
         for rank in range(TOP_K):
             name, bar = QLabel("—"), QProgressBar()
             bar.setRange(0, 1000)
@@ -57,7 +58,8 @@ class DetailsPane(QWidget):
             bar.setFormat("")
             self.top_labels.append(name)
             self.top_bars.append(bar)
-            top_form.addRow(f"{rank + 1}.", _row(name, bar))
+            self.top_rows.append(_row(rank + 1, name, bar))
+            top_box.addWidget(self.top_rows[-1])
 
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -79,28 +81,31 @@ class DetailsPane(QWidget):
         # one choice per key press, taken once the event is over.
         self._choice_timer = QTimer(self, singleShot=True, interval=0)
         self._choice_timer.timeout.connect(self._choose_typed)
-        self.breed_box.lineEdit().returnPressed.connect(self._choice_timer.start)
+        line_edit = self.breed_box.lineEdit()
+        if line_edit is not None:  # always, for an editable box
+            line_edit.returnPressed.connect(self._choice_timer.start)
         self.set_button = QPushButton("Set breed")
         self.set_button.clicked.connect(self._choose_typed)
         self.clear_button = QPushButton("Use model's breed")
         self.clear_button.clicked.connect(self.correction_cleared)
-        hint = QLabel(
-            "Keys: 1–3 pick the top breeds · Enter confirms · arrows move · Ctrl+L types a breed · "
-            "Backspace takes a correction back"
+        # Full-contrast text: a disabled (grey) label was hard to read, and these keys are the way to work.
+        self.hint = QLabel(
+            "Keys: <b>1–3</b> pick the top breeds · <b>Enter</b> confirms · <b>arrows</b> move · "
+            "<b>Ctrl+L</b> types a breed · <b>Backspace</b> takes a correction back"
         )
-        hint.setWordWrap(True)
-        hint.setEnabled(False)
+        self.hint.setTextFormat(Qt.TextFormat.RichText)
+        self.hint.setWordWrap(True)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.picture, 1)
-        layout.addLayout(top_form)
+        layout.addLayout(top_box)
         layout.addWidget(self.status)
         review = QHBoxLayout()
         review.addWidget(self.breed_box, 1)
         review.addWidget(self.set_button)
         layout.addLayout(review)
         layout.addWidget(self.clear_button)
-        layout.addWidget(hint)
+        layout.addWidget(self.hint)
         layout.addWidget(self.path_label)
         layout.addWidget(self.size_label)
         self._loader.ready.connect(self._thumbnail_ready)
@@ -117,19 +122,18 @@ class DetailsPane(QWidget):
         enabled = record is not None and record.classified
         for widget in (self.breed_box, self.set_button, self.clear_button):
             widget.setEnabled(enabled)
+        top = record.prediction.top if record is not None and record.prediction is not None else ()
+        # Rows without a breed are hidden: empty bars looked like text boxes waiting for input.
+        for rank in range(TOP_K):
+            self.top_rows[rank].setVisible(rank < len(top))
         if record is None:
             self.picture.setPixmap(QPixmap())
             self.picture.setText("Select a photo to see it here.")
-            for name, bar in zip(self.top_labels, self.top_bars, strict=True):
-                name.setText("—")
-                bar.setValue(0)
-                bar.setFormat("")
             self.status.setText("")
             self.path_label.setText("")
             self.size_label.setText("")
             return
         self._show_picture()
-        top = record.prediction.top if record.prediction is not None else ()
         for rank, (name, bar) in enumerate(zip(self.top_labels, self.top_bars, strict=True)):
             if rank < len(top):
                 label, probability = top[rank]
@@ -141,7 +145,7 @@ class DetailsPane(QWidget):
                 bar.setValue(0)
                 bar.setFormat("")
         self.status.setText(_status_text(record, threshold))
-        self.path_label.setText(str(record.path))
+        self.path_label.setText(printable(record.path))
         self.size_label.setText(_file_size(record.path))
         if record.label is not None:
             self.breed_box.setEditText(record.label)
@@ -185,10 +189,11 @@ class DetailsPane(QWidget):
         self.label_chosen.emit(match)
 
 
-def _row(name: QLabel, bar: QProgressBar) -> QWidget:
+def _row(rank: int, name: QLabel, bar: QProgressBar) -> QWidget:
     widget = QWidget()
     layout = QHBoxLayout(widget)
     layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(QLabel(f"{rank}."))
     name.setMinimumWidth(120)
     layout.addWidget(name, 1)
     layout.addWidget(bar, 1)
@@ -197,7 +202,11 @@ def _row(name: QLabel, bar: QProgressBar) -> QWidget:
 
 def _status_text(record: PhotoRecord, threshold: float) -> str:
     if not record.classified:
-        return "Not classified yet."
+        return (
+            "Being classified…"
+            if record.queued
+            else "Not classified: Edit ▸ Classify again (Ctrl+R) or adding it again classifies it."
+        )
     if record.corrected_label is not None:
         return f"Corrected by you: {record.corrected_label} (counts as sure when sorting)."
     if record.reviewed:
@@ -211,7 +220,7 @@ def _status_text(record: PhotoRecord, threshold: float) -> str:
 
 def _file_size(path: Path) -> str:
     try:
-        size = path.stat().st_size
+        size: float = path.stat().st_size
     except OSError:
         return "file not found"
     for unit in ("bytes", "KB", "MB"):

@@ -7,13 +7,19 @@ the photo is below the threshold or may not be a cat.
 
 from __future__ import annotations
 
-from typing import Any
+from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, QPoint, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QKeyEvent, QPainter, QPalette, QResizeEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QListView,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QWidget,
+)
 
-from PySide6.QtCore import QModelIndex, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QKeyEvent, QPainter, QPalette
-from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem
-
-from catbreed_desktop.gui.photo_model import PhotoRecord, RecordRole
+from catbreed_desktop.core.printable import printable
+from catbreed_desktop.gui.photo_model import PhotoListModel, PhotoRecord, RecordRole
 from catbreed_desktop.gui.thumbnails import ThumbnailLoader
 
 CAPTION_HEIGHT = 36
@@ -26,17 +32,23 @@ class PhotoDelegate(QStyledItemDelegate):
     """Paints a thumbnail with its breed caption; thumbnails are requested lazily."""
 
     def __init__(
-        self, loader: ThumbnailLoader, thumbnail_size: int, threshold_source: Any, parent=None
+        self,
+        loader: ThumbnailLoader,
+        thumbnail_size: int,
+        photos: PhotoListModel,
+        parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self._loader = loader
         self.thumbnail_size = thumbnail_size
-        self._threshold_source = threshold_source  # the photo model, whose threshold moves with the slider
+        self._photos = photos  # whose threshold moves with the slider
 
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         return QSize(self.thumbnail_size + 2 * PADDING, self.thumbnail_size + CAPTION_HEIGHT + 2 * PADDING)
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+    def paint(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
         record: PhotoRecord | None = index.data(RecordRole)
         if record is None:
             return
@@ -48,17 +60,20 @@ class PhotoDelegate(QStyledItemDelegate):
         cell = option.rect
         picture_box = QRect(cell.x() + PADDING, cell.y() + PADDING, cell.width() - 2 * PADDING, size)
         image = self._loader.thumbnail(record.path, size)
+        photo_box = picture_box
         if image is not None:
             scaled = image.size().scaled(picture_box.size(), Qt.AspectRatioMode.KeepAspectRatio)
-            target = QRect(0, 0, scaled.width(), scaled.height())
-            target.moveCenter(picture_box.center())
-            painter.drawImage(target, image)
+            photo_box = QRect(0, 0, scaled.width(), scaled.height())
+            photo_box.moveCenter(picture_box.center())
+            painter.drawImage(photo_box, image)
         else:
             painter.fillRect(
                 picture_box.adjusted(8, 8, -8, -8), option.palette.color(QPalette.ColorRole.AlternateBase)
             )
 
-        unsure = record.is_unsure(self._threshold_source.threshold)
+        unsure = record.is_unsure(self._photos.threshold)
+        if unsure and record.is_cat:
+            self._paint_badge(painter, option, photo_box, "unsure")
         caption_box = QRect(
             cell.x() + PADDING, picture_box.bottom() + 4, cell.width() - 2 * PADDING, CAPTION_HEIGHT - 4
         )
@@ -75,15 +90,41 @@ class PhotoDelegate(QStyledItemDelegate):
         font = QFont(option.font)
         font.setBold(unsure)
         painter.setFont(font)
-        caption = record.caption() + ("  (unsure)" if unsure and record.is_cat else "")
-        metrics = painter.fontMetrics()
-        first_line = metrics.elidedText(caption, Qt.TextElideMode.ElideRight, caption_box.width())
+        first_line = caption_text(record, painter.fontMetrics(), caption_box.width())
         painter.drawText(caption_box, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, first_line)
         painter.setFont(option.font)
-        painter.setPen(option.palette.color(QPalette.ColorRole.PlaceholderText) if not selected else colour)
-        name = metrics.elidedText(record.path.name, Qt.TextElideMode.ElideMiddle, caption_box.width())
+        painter.setPen(colour if selected else option.palette.color(QPalette.ColorRole.Text))
+        metrics = painter.fontMetrics()
+        name = metrics.elidedText(
+            printable(record.path.name), Qt.TextElideMode.ElideMiddle, caption_box.width()
+        )
         painter.drawText(caption_box, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom, name)
         painter.restore()
+
+    def _paint_badge(self, painter: QPainter, option: QStyleOptionViewItem, box: QRect, text: str) -> None:
+        """A small label in the photo's top-right corner; the caption keeps its width for the breed."""
+        font = QFont(option.font)
+        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
+        font.setBold(True)
+        painter.setFont(font)
+        metrics = painter.fontMetrics()
+        badge = QRect(0, 0, metrics.horizontalAdvance(text) + 8, metrics.height() + 2)
+        badge.moveTopRight(box.topRight() + QPoint(-2, 2))
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(UNSURE_COLOUR)
+        painter.drawRoundedRect(badge, 4, 4)
+        painter.setPen(QColor("white"))
+        painter.drawText(badge, Qt.AlignmentFlag.AlignCenter, text)
+
+
+def caption_text(record: PhotoRecord, metrics: QFontMetrics, width: int) -> str:
+    """The caption's first line as it fits `width`: a long breed is shortened, its confidence never."""
+    name, figure = record.caption_parts()
+    if not figure:
+        return metrics.elidedText(name, Qt.TextElideMode.ElideRight, width)
+    figure = f"  {figure}"
+    room = max(0, width - metrics.horizontalAdvance(figure))
+    return metrics.elidedText(name, Qt.TextElideMode.ElideRight, room) + figure
 
 
 class PhotoGrid(QListView):
@@ -97,7 +138,7 @@ class PhotoGrid(QListView):
     confirmed = Signal()
     correction_cleared = Signal()
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setResizeMode(QListView.ResizeMode.Adjust)
@@ -111,11 +152,30 @@ class PhotoGrid(QListView):
         self.setDragEnabled(False)
         self.setAcceptDrops(False)  # drops go to the window, which adds the files
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self._cell = QSize(100, 100)
 
     def set_cell_size(self, delegate: PhotoDelegate, thumbnail_size: int) -> None:
         delegate.thumbnail_size = thumbnail_size
-        self.setGridSize(delegate.sizeHint(QStyleOptionViewItem(), QModelIndex()) + QSize(4, 4))
-        self.scheduleDelayedItemsLayout()
+        self._cell = delegate.sizeHint(QStyleOptionViewItem(), QModelIndex()) + QSize(4, 4)
+        self._fit_cells()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_cells()
+
+    def _fit_cells(self) -> None:
+        """Share the width out among the columns, so no strip of the grid stays empty on the right.
+
+        The width is counted without the scroll bar whether it shows or not, so the bar coming and
+        going never changes the number of columns (which could make it come and go again).
+        """
+        bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent, None, self)
+        width = self.width() - 2 * self.frameWidth() - bar
+        columns = max(1, width // self._cell.width())
+        size = QSize(max(self._cell.width(), width // columns), self._cell.height())
+        if size != self.gridSize():
+            self.setGridSize(size)
+            self.scheduleDelayedItemsLayout()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         key, modifiers = event.key(), event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier

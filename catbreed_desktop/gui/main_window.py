@@ -1,48 +1,34 @@
-"""The main window: photo grid, details pane, panels, menus; it presents the core and commands it.
+"""The main window: it builds the widgets, creates the controllers and wires their signals together.
 
-Every piece of real work is the core's (classify, plan_sort, execute_plan, undo_last_sort,
-corrections export, folder watching), run in the background threads of `workers`; the window
-keeps the photo model up to date from their results and records the person's review.
-
-One `MainWindow` object owns every widget, thread and the watcher; groups of its methods live in
-mixins: `window_actions` (menus, toolbar, status bar), `window_review` (selection, labels,
-corrections export), `window_sorting` (sort, undo, background tasks), `window_watching`
-(watched folders). This module keeps building the window, model loading, adding photos,
-classification, settings, the screenshot and shutdown.
+The work lives in objects that own it: `ClassifyController` (model, photos found, classification),
+`SortController` (sort, undo, export, auto-sort), `WatchController` (watched folders) and
+`ReviewController` (selection and labels), with background work run by the one `TaskRunner`.
+The window shows what they report (status bar, banner, Problems list, panels), turns the
+person's gestures into their calls, and holds the settings they share.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import (
-    QComboBox,
-    QDockWidget,
-    QFileDialog,
-    QFrame,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QMainWindow,
-    QSlider,
-    QSplitter,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
 
 from catbreed_desktop.core.imaging import PHOTO_SUFFIXES
 from catbreed_desktop.core.paths import default_model_dir
+from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.settings import Settings, load_settings, save_settings
-from catbreed_desktop.core.watching import FolderWatcher
+from catbreed_desktop.core.sorting import SortPlan, UndoPreview
 from catbreed_desktop.gui import APP_TITLE
-from catbreed_desktop.gui.details import DetailsPane
-from catbreed_desktop.gui.grid import PhotoDelegate, PhotoGrid
-from catbreed_desktop.gui.panels import ErrorsPanel, WatchPanel
+from catbreed_desktop.gui.actions import ActionSlots, build_actions, build_menus, build_toolbar
+from catbreed_desktop.gui.classify_controller import ClassifyController, ModelInfo
+from catbreed_desktop.gui.error_log import log_path
+from catbreed_desktop.gui.layout import WindowWidgets, build_widgets
 from catbreed_desktop.gui.photo_model import (
     ALL_BREEDS,
     NOT_CAT_TEXT,
@@ -50,244 +36,269 @@ from catbreed_desktop.gui.photo_model import (
     PhotoFilterProxy,
     PhotoListModel,
 )
+from catbreed_desktop.gui.review import ReviewController
+from catbreed_desktop.gui.sort_controller import SortController, preview_sort, sort_items
+from catbreed_desktop.gui.sort_dialog import SortDialog
+from catbreed_desktop.gui.status_bar import StatusWidgets
+from catbreed_desktop.gui.tasks import TaskRunner
 from catbreed_desktop.gui.thumbnails import ThumbnailLoader
-from catbreed_desktop.gui.window_actions import ActionsMixin
-from catbreed_desktop.gui.window_review import ReviewMixin
-from catbreed_desktop.gui.window_sorting import SortingMixin
-from catbreed_desktop.gui.window_watching import WatchingMixin
-from catbreed_desktop.gui.workers import ClassifyThread, ModelLoadThread, ScanThread, TaskThread
+from catbreed_desktop.gui.watch_controller import WatchController
 
 # While a long run goes on, the sorted and filtered view catches up at most this often.
 VIEW_REFRESH_MS = 1500
+DEFAULT_SIZE = (1200, 800)
 
 
-class MainWindow(ActionsMixin, ReviewMixin, SortingMixin, WatchingMixin, QMainWindow):
+class MainWindow(QMainWindow):
     """The CatBreed window. `settings` default to the saved ones; `model_path` overrides the bundle."""
 
-    model_ready = Signal(str)  # the engine in use
-    model_failed = Signal(str)
-    classification_finished = Signal()
-    task_finished = Signal(str)  # "sort", "undo", "export"
     screenshot_saved = Signal(str)
-    _watched_ready = Signal(object)  # list[Path], from the watcher's thread
 
     def __init__(self, settings: Settings | None = None, model_path: Path | None = None) -> None:
         super().__init__()
         self.settings = settings if settings is not None else load_settings()
         if model_path is not None:
             self.settings.model_path = str(model_path)
-        self.classifier: Any = None
-        self.model_error: str | None = None
-        self._queue: list[Path] = []
-        self._classify_thread: ClassifyThread | None = None
-        self._model_thread: ModelLoadThread | None = None
-        self._scan_threads: list[ScanThread] = []
-        self._task_thread: TaskThread | None = None
-        self._task_kind = ""
-        self._task_outcome: tuple[Any, Any] | None = None  # (on_done, result) of the task that ended
-        self._auto_sort_paths: list[Path] = []
         self._screenshot_path: Path | None = None
+        self._screenshot_wait = 0
         self._closed = False
-
         self.setWindowTitle(APP_TITLE)
-        self.resize(1200, 800)
+        self.resize(*DEFAULT_SIZE)
         self.setAcceptDrops(True)
-        self.loader = ThumbnailLoader(self)
+
+        self.runner = TaskRunner(self)
         self.photos = PhotoListModel(self)
         self.photos.threshold = self.settings.confidence_threshold
         self.proxy = PhotoFilterProxy(self)
         self.proxy.setSourceModel(self.photos)
-        self._build_status_bar()
-        self._build_central()
-        self._build_docks()
-        self._build_actions()
+        self.loader = ThumbnailLoader(self)
+        self.ui: WindowWidgets = build_widgets(self, self.settings, self.photos, self.proxy, self.loader)
+        ui = self.ui
+        # The widgets the controllers and tests talk to most, by their short names.
+        self.grid, self.details, self.errors = ui.grid, ui.details, ui.errors
+        self.watch_panel, self.watch_dock, self.errors_dock = ui.watch_panel, ui.watch_dock, ui.errors_dock
+        self.status = StatusWidgets(self.statusBar(), self.photos)
+
+        self.classify = ClassifyController(self.photos, self.runner, parent=self)
+        self.watching = WatchController(self.settings, parent=self)
+        self.sorting = SortController(
+            self.photos,
+            self.runner,
+            self.settings,
+            confirm_undo=lambda preview: self.ask_to_undo(preview),
+            expect_returning=self.watching.expect,
+            ignore_target=self.watching.ignore_target,
+            parent=self,
+        )
+        self.review = ReviewController(self.photos, self.proxy, self.grid, self.details, parent=self)
+        self.commands = build_actions(
+            self,
+            ActionSlots(
+                add_folder=self.choose_folder,
+                add_files=self.choose_files,
+                set_include_subfolders=self._set_include_subfolders,
+                open_model=self.choose_model,
+                sort=self.open_sort_dialog,
+                undo=self.undo_last_sort,
+                classify_again=self.classify.classify_again,
+                cancel=self.cancel,
+                export_csv=self.choose_csv_export,
+                export_folders=self.choose_folder_export,
+                settings=self.open_settings,
+                clear=self.clear_photos,
+                quit=self.close,
+            ),
+            self.settings.include_subfolders,
+            ui.watch_dock,
+            ui.errors_dock,
+        )
+        self.recent_menu = build_menus(self, self.commands)
+        self.subfolders_box = build_toolbar(self, self.commands)
         self._view_refresh = QTimer(self, interval=VIEW_REFRESH_MS)
         self._view_refresh.timeout.connect(self.proxy.refresh)
-
-        self.watcher = FolderWatcher(self._watched_ready.emit, recursive=True)
-        self._watched_ready.connect(self._on_watched_photos)
-        self._restore_watching()
+        self._wire()
+        self._rebuild_recent_menu()
+        self.watching.start()
+        if self.settings.watched_folders:
+            ui.watch_dock.show()
+        self.sorting.refresh_undo_state()
         QTimer.singleShot(0, self.load_model)
 
-    # --- building the window ---------------------------------------------------------------------
+    # --- wiring ----------------------------------------------------------------------------------
 
-    def _build_central(self) -> None:
-        self.breed_filter = QComboBox()
-        self.breed_filter.setMinimumWidth(160)
-        self.breed_filter.addItem(ALL_BREEDS)
-        self.breed_filter.currentTextChanged.connect(self.proxy.set_breed)
-        self.sort_order = QComboBox()
-        self.sort_order.addItems(PhotoFilterProxy.SORT_KEYS)
-        self.sort_order.currentTextChanged.connect(self.proxy.set_sort_key)
-        self.search = QLineEdit()
-        self.search.setPlaceholderText("Search file names")
-        self.search.setClearButtonEnabled(True)
-        self.search.textChanged.connect(self.proxy.set_search)
-        filter_bar = QHBoxLayout()
-        filter_bar.addWidget(QLabel("Breed:"))
-        filter_bar.addWidget(self.breed_filter)
-        filter_bar.addWidget(QLabel("Sort by:"))
-        filter_bar.addWidget(self.sort_order)
-        filter_bar.addWidget(self.search, 1)
-        self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
-        self.threshold_slider.setRange(0, 100)
-        self.threshold_slider.setFixedWidth(140)
-        self.threshold_slider.setValue(round(self.settings.confidence_threshold * 100))
-        self.threshold_slider.setToolTip(
-            "Photos below this confidence are marked unsure and sorted into “Unsure”"
-        )
-        self.threshold_label = QLabel(f"{self.threshold_slider.value()}%")
-        self.threshold_label.setMinimumWidth(36)
-        self.threshold_slider.valueChanged.connect(self._threshold_moved)
-        filter_bar.addWidget(QLabel("Unsure below:"))
-        filter_bar.addWidget(self.threshold_slider)
-        filter_bar.addWidget(self.threshold_label)
-
-        self.banner = QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setFrameShape(QFrame.Shape.StyledPanel)
-        self.banner.setStyleSheet("QLabel { background: #fff4d6; color: #5a4100; padding: 8px; }")
-        self.banner.setTextFormat(Qt.TextFormat.RichText)
-        self.banner.hide()
-        self.empty_hint = QLabel(
-            "Drop photos or folders here, or choose File ▸ Add folder… to start.",
-            alignment=Qt.AlignmentFlag.AlignCenter,
-        )
-        self.empty_hint.setEnabled(False)
-
-        self.grid = PhotoGrid()
-        self.delegate = PhotoDelegate(self.loader, self.settings.thumbnail_size, self.photos, self.grid)
-        self.grid.setItemDelegate(self.delegate)
-        self.grid.setModel(self.proxy)
-        self.grid.set_cell_size(self.delegate, self.settings.thumbnail_size)
-        self.grid.selectionModel().currentChanged.connect(self._show_current)
+    def _wire(self) -> None:
+        ui, review = self.ui, self.review
+        classify, sorting, watching = self.classify, self.sorting, self.watching
+        ui.breed_filter.currentTextChanged.connect(self.proxy.set_breed)
+        ui.sort_order.currentTextChanged.connect(self.proxy.set_sort_key)
+        ui.search.textChanged.connect(self.proxy.set_search)
+        ui.threshold_slider.valueChanged.connect(self._threshold_moved)
+        self.grid.selectionModel().currentChanged.connect(review.show_current)
+        self.grid.rank_chosen.connect(review.choose_top_label)
+        self.grid.confirmed.connect(review.confirm_selection)
+        self.grid.correction_cleared.connect(review.clear_correction)
+        self.details.label_chosen.connect(review.label_typed)
+        self.details.correction_cleared.connect(review.clear_correction)
+        QShortcut(QKeySequence("Ctrl+L"), self).activated.connect(review.focus_breed_box)
         self.loader.ready.connect(lambda path, size: self.photos.refresh_path(Path(path)))
+        for signal in (self.photos.rowsInserted, self.photos.rowsRemoved, self.photos.modelReset):
+            signal.connect(self._photos_changed)
+        self.status.counts_changed.connect(lambda counts: self._update_actions())
+        self.status.cancel_button.clicked.connect(self.cancel)
 
-        self.details = DetailsPane(self.loader)
-        self.details.label_chosen.connect(self._label_typed)
-        self.details.correction_cleared.connect(self.clear_correction)
+        classify.model_loading.connect(self._model_loading)
+        classify.model_ready.connect(self._model_ready)
+        classify.model_failed.connect(self._model_failed)
+        classify.running_changed.connect(self._classification_running)
+        classify.progress.connect(self.status.show_progress)
+        classify.classified.connect(self._classified)
+        classify.finished.connect(lambda stopped: self._work_ended())
+        classify.message.connect(self.show_message)
+        classify.problems.connect(self.report)
 
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(6, 6, 0, 6)
-        left_layout.addWidget(self.banner)
-        left_layout.addLayout(filter_bar)
-        left_layout.addWidget(self.empty_hint)
-        left_layout.addWidget(self.grid, 1)
-        self.splitter = QSplitter()
-        self.splitter.addWidget(left)
-        self.splitter.addWidget(self.details)
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([860, 340])
-        self.setCentralWidget(self.splitter)
-        self.photos.rowsInserted.connect(self._update_empty_hint)
-        self.photos.rowsRemoved.connect(self._update_empty_hint)
-        self.photos.modelReset.connect(self._update_empty_hint)
-        self._update_empty_hint()
+        sorting.message.connect(self.show_message)
+        sorting.problems.connect(self.report)
+        sorting.undo_available.connect(lambda available: self._update_actions())
+        sorting.photos_moved.connect(review.show_current)
 
-        self.grid.rank_chosen.connect(self.choose_top_label)
-        self.grid.confirmed.connect(self.confirm_selection)
-        self.grid.correction_cleared.connect(self.clear_correction)
-        QShortcut(QKeySequence("Ctrl+L"), self).activated.connect(self._focus_breed_box)
+        watching.photos_arrived.connect(lambda paths: classify.add_found(paths, from_watch=True))
+        watching.photos_arrived.connect(sorting.photos_arrived)
+        watching.state_changed.connect(lambda state: self.watch_panel.show_state(state, watching.describe()))
+        watching.problems.connect(self.report)
+        watching.settings_changed.connect(self.save_settings)
+        self.watch_panel.folder_added.connect(self._watch_folder)
+        self.watch_panel.folder_removed.connect(watching.remove_folder)
+        self.watch_panel.auto_sort_changed.connect(watching.set_auto_sort)
+        self.watch_panel.target_changed.connect(watching.set_target)
+        self.watch_panel.mode_changed.connect(watching.set_mode)
 
-    def _build_docks(self) -> None:
-        self.errors = ErrorsPanel()
-        self.errors_dock = QDockWidget("Problems", self)
-        self.errors_dock.setObjectName("problems")
-        self.errors_dock.setWidget(self.errors)
-        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.errors_dock)
-        self.errors_dock.hide()
-        self.errors.count_changed.connect(
-            lambda count: self.errors_dock.setWindowTitle(f"Problems ({count})" if count else "Problems")
-        )
-        self.watch_panel = WatchPanel()
-        self.watch_dock = QDockWidget("Watched folders", self)
-        self.watch_dock.setObjectName("watched")
-        self.watch_dock.setWidget(self.watch_panel)
-        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.watch_dock)
-        self.watch_dock.hide()
-        self.watch_panel.folder_added.connect(self.add_watch_folder)
-        self.watch_panel.folder_removed.connect(self.remove_watch_folder)
-        self.watch_panel.auto_sort_changed.connect(self.set_auto_sort)
-        self.watch_panel.target_changed.connect(self.set_sort_target)
+        self.runner.started.connect(self._task_started)
+        self.runner.progress.connect(self._task_progress)
+        self.runner.failed.connect(self._task_failed)
+        self.runner.finished.connect(self._task_finished)
 
-    # --- model loading --------------------------------------------------------------------------------
+    # --- what the controllers report ---------------------------------------------------------------
 
     @property
-    def model_path(self) -> Path:
-        return (
-            Path(self.settings.model_path).expanduser() if self.settings.model_path else default_model_dir()
-        )
+    def classifier(self) -> Any:
+        """The classifier in use, or None while there is none (for scripts and benchmarks)."""
+        return self.classify.classifier
 
-    def load_model(self) -> None:
-        """(Re)load the bundle in a background thread; photos already shown are classified again."""
-        if self._closed:
-            return
-        reloading = self.classifier is not None
-        self._stop_classification(clear_queue=False)
-        if self.classifier is not None:
-            self.classifier.close()
-            self.classifier = None
-        if self._model_thread is not None:
-            self._model_thread.stop_and_wait()
-        if reloading:
-            self._queue = [record.path for record in self.photos.records]
-        self.engine_label.setText("Engine: loading model…")
-        self.banner.hide()
-        thread = ModelLoadThread(self.model_path, self.settings.engine, self.settings.batch_size, self)
-        # A thread replaced by a newer load may still report; only the current one counts.
-        thread.loaded.connect(lambda classifier, thread=thread: self._model_loaded(classifier, thread))
-        thread.failed.connect(lambda message, thread=thread: self._model_failed(message, thread))
-        self._model_thread = thread
-        thread.start()
+    @property
+    def model_error(self) -> str | None:
+        return self.classify.model_error
 
-    def _model_loaded(self, classifier: Any, thread: ModelLoadThread) -> None:
-        thread.wait()
-        if thread is not self._model_thread:
-            classifier.close()
+    @property
+    def classification_finished(self) -> Any:
+        """The signal emitted when the photos waiting for classification are done (or cancelled)."""
+        return self.classify.finished
+
+    def show_message(self, text: str, milliseconds: int = 8000) -> None:
+        self.statusBar().showMessage(text, milliseconds)
+
+    def report(self, problems: list[tuple[Path | None, str]]) -> None:
+        """Add problems to the Problems list, showing it when it was hidden."""
+        if not problems:
             return
-        self._model_thread = None
-        self.classifier = classifier
-        self.model_error = None
-        labels = list(classifier.bundle.labels)
-        self.engine_label.setText(f"Engine: {classifier.provider}")
-        self.engine_label.setToolTip("\n".join(classifier.fallback_notes) or str(classifier.bundle.path))
+        self.errors.add_errors(problems)
+        if self.ui.errors_dock.isHidden():
+            self.ui.errors_dock.show()
+            self.resizeDocks([self.ui.errors_dock], [130], Qt.Orientation.Vertical)
+
+    def _model_loading(self) -> None:
+        self.status.engine_label.setText("Engine: loading model…")
+        self.ui.banner.hide()
+        self._update_actions()
+
+    def _model_ready(self, info: ModelInfo) -> None:
+        labels = list(info.labels)
+        self.status.engine_label.setText(f"Engine: {info.provider}")
+        self.status.engine_label.setToolTip("\n".join(info.notes) or printable(info.path))
         self.details.set_labels(labels)
-        current = self.breed_filter.currentText()
-        self.breed_filter.blockSignals(True)
-        self.breed_filter.clear()
-        self.breed_filter.addItems([ALL_BREEDS, UNSURE_TEXT, NOT_CAT_TEXT, *labels])
-        self.breed_filter.setCurrentText(current if current in labels else ALL_BREEDS)
-        self.breed_filter.blockSignals(False)
-        self.statusBar().showMessage(
-            f"Model loaded: {len(labels)} breeds from {classifier.bundle.path}", 5000
-        )
-        self.model_ready.emit(classifier.provider)
-        self._start_classification()
+        box = self.ui.breed_filter
+        current = box.currentText()
+        box.blockSignals(True)
+        box.clear()
+        box.addItems([ALL_BREEDS, UNSURE_TEXT, NOT_CAT_TEXT, *labels])
+        box.setCurrentText(current if current in labels else ALL_BREEDS)
+        box.blockSignals(False)
+        self._update_actions()
         self._check_screenshot()
 
-    def _model_failed(self, message: str, thread: ModelLoadThread) -> None:
-        thread.wait()
-        if thread is not self._model_thread:
-            return
-        self._model_thread = None
-        self.model_error = message
-        self.engine_label.setText("Engine: no model")
-        self.banner.setText(
+    def _model_failed(self, message: str) -> None:
+        self.status.engine_label.setText("Engine: no model")
+        self.ui.banner.setText(
             f"<b>No model is loaded.</b> {html.escape(message)}<br>"
             "Train one with <code>python -m trainer</code> (it writes a bundle into the project's "
             "<code>models/</code> folder), or choose <b>File ▸ Open model bundle…</b> to use a bundle "
             "you already have. Photos can be added and browsed meanwhile."
         )
-        self.banner.show()
-        self.model_failed.emit(message)
+        self.ui.banner.show()
+        self._update_actions()
         self._check_screenshot()
 
-    # --- adding photos ----------------------------------------------------------------------------------
+    def _classification_running(self, running: bool) -> None:
+        if running:
+            self._view_refresh.start()
+        else:
+            self._view_refresh.stop()
+            self.proxy.refresh()
+        self._show_busy()
+
+    def _classified(self, records: list[Any]) -> None:
+        current = self.review.current_record()
+        if current is not None and current in records:
+            self.review.show_current()
+
+    def _task_started(self, kind: str) -> None:
+        self._show_busy()
+
+    def _task_progress(self, kind: str, done: int, total: int) -> None:
+        if kind in ("sort", "undo", "export"):
+            self.status.show_progress(done, total)
+
+    def _task_failed(self, kind: str, reason: str, logged: bool) -> None:
+        text = f"The {kind} failed: {reason}"
+        self.show_message(f"{text} (details in {printable(log_path())})" if logged else text, 15000)
+        self.report([(None, text)])
+
+    def _task_finished(self, kind: str) -> None:
+        self._show_busy()
+        self._work_ended()
+
+    def _show_busy(self) -> None:
+        busy = self.runner.is_busy("classification") or self.runner.is_busy("files")
+        self.status.show_busy(busy)
+        self._update_actions()
+
+    def _work_ended(self) -> None:
+        self._update_actions()
+        self._check_screenshot()
+
+    def _photos_changed(self, *args: Any) -> None:
+        self.ui.empty_hint.setVisible(self.photos.rowCount() == 0)
+        self._update_actions()
+
+    def _update_actions(self) -> None:
+        files_busy = self.runner.is_busy("files")
+        running = self.runner.is_busy("classification")
+        self.commands.cancel.setEnabled(running or files_busy)
+        self.commands.undo.setEnabled(self.sorting.can_undo and not files_busy)
+        self.commands.classify_again.setEnabled(
+            self.classifier is not None and not running and self.status.counts.not_classified > 0
+        )
+
+    # --- the person's gestures ---------------------------------------------------------------------
+
+    def load_model(self) -> None:
+        """(Re)load the model the settings name, in the background."""
+        model = (
+            Path(self.settings.model_path).expanduser() if self.settings.model_path else default_model_dir()
+        )
+        self.classify.load_model(model, self.settings.engine, self.settings.batch_size)
 
     def add_inputs(self, inputs: Iterable[str | Path], remember: bool = True) -> None:
-        """Add files and folders (folders with sub-folders when the option is on); scanned off-thread."""
+        """Add files and folders (with sub-folders when the option is on); scanned off-thread."""
         paths = [Path(p).expanduser() for p in inputs]
         if not paths or self._closed:
             return
@@ -295,26 +306,8 @@ class MainWindow(ActionsMixin, ReviewMixin, SortingMixin, WatchingMixin, QMainWi
             for folder in (p for p in paths if p.is_dir()):
                 self.settings.add_recent_folder(folder.resolve())
             self._rebuild_recent_menu()
-            self._save_settings()
-        thread = ScanThread(paths, self.settings.include_subfolders, self)
-        thread.scanned.connect(self._scanned)
-        thread.failed.connect(lambda message: self._report([(None, message)]))
-        thread.finished.connect(lambda thread=thread: self._scan_done(thread))
-        self._scan_threads.append(thread)
-        thread.start()
-        self.statusBar().showMessage("Looking for photos…")
-
-    def _scanned(self, paths: list[Path]) -> None:
-        new = self.photos.add_paths(paths)
-        self.statusBar().showMessage(f"Added {len(new)} photos" if new else "No new photos found", 4000)
-        self._queue.extend(new)
-        self._start_classification()
-
-    def _scan_done(self, thread: ScanThread) -> None:
-        thread.wait()
-        if thread in self._scan_threads:
-            self._scan_threads.remove(thread)
-        self._check_screenshot()
+            self.save_settings()
+        self.classify.add_inputs(paths, self.settings.include_subfolders)
 
     def choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Add folder of photos")
@@ -322,27 +315,23 @@ class MainWindow(ActionsMixin, ReviewMixin, SortingMixin, WatchingMixin, QMainWi
             self.add_inputs([folder])
 
     def choose_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(
-            self,
-            "Add photos",
-            "",
-            "Photos (" + " ".join(f"*{suffix}" for suffix in sorted(PHOTO_SUFFIXES)) + ")",
-        )
+        patterns = " ".join(f"*{suffix}" for suffix in sorted(PHOTO_SUFFIXES))
+        files, _ = QFileDialog.getOpenFileNames(self, "Add photos", "", f"Photos ({patterns})")
         if files:
             self.add_inputs(files)
 
     def choose_model(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open model bundle", str(self.model_path))
+        folder = QFileDialog.getExistingDirectory(self, "Open model bundle", self.settings.model_path)
         if folder:
             self.settings.model_path = folder
-            self._save_settings()
+            self.save_settings()
             self.load_model()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls() and any(url.isLocalFile() for url in event.mimeData().urls()):
             event.acceptProposedAction()
 
-    def dragMoveEvent(self, event: Any) -> None:
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
@@ -360,100 +349,111 @@ class MainWindow(ActionsMixin, ReviewMixin, SortingMixin, WatchingMixin, QMainWi
         self.recent_menu.setEnabled(bool(self.settings.recent_folders))
 
     def clear_photos(self) -> None:
-        self._stop_classification(clear_queue=True)
-        self.photos.clear()
+        self.classify.clear()
         self.details.show_record(None, self.photos.threshold)
 
-    # --- classification ---------------------------------------------------------------------------------
-
-    def _start_classification(self) -> None:
-        if self.classifier is None or self._classify_thread is not None or not self._queue or self._closed:
-            self._update_counts()
-            return
-        paths, self._queue = self._queue, []
-        thread = ClassifyThread(self.classifier, paths, self)
-        thread.results.connect(self._on_results)
-        thread.progress.connect(self._on_progress)
-        thread.finished.connect(lambda thread=thread: self._classification_done(thread))
-        self._classify_thread = thread
-        self.progress.setRange(0, len(paths))
-        self.progress.setValue(0)
-        self._set_busy(True, f"Classifying {len(paths)} photos…")
-        self._view_refresh.start()
-        thread.start()
-
-    def _on_results(self, outcomes: list[Any]) -> None:
-        from catbreed_desktop.core.classify import Failure
-
-        failures = [o for o in outcomes if isinstance(o, Failure)]
-        predictions = [o for o in outcomes if not isinstance(o, Failure)]
-        changed = self.photos.apply_predictions(predictions)
-        if failures:
-            self.photos.remove_paths([f.path for f in failures])
-            self._report([(f.path, f.reason) for f in failures])
-        if self.settings.auto_sort and self.settings.sort_target:
-            self._auto_sort_paths.extend(r.path for r in changed if r.from_watch)
-        current = self.current_record()
-        if current is not None and current in changed:
-            self.details.show_record(current, self.photos.threshold)
-
-    def _on_progress(self, done: int, total: int, rate: float) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        self.rate_label.setText(f"{done} / {total} · {rate:.1f} photos/s")
-
-    def _classification_done(self, thread: ClassifyThread) -> None:
-        thread.wait()
-        if thread is not self._classify_thread:
-            return  # stopped and replaced already (model reload, clear, exit)
-        self._classify_thread = None
-        self._view_refresh.stop()
-        self.proxy.refresh()
-        self._update_counts()
-        if self._queue and not self._closed:
-            self._start_classification()
-            return
-        self._set_busy(
-            False, "Classification cancelled" if thread.should_stop() else "Classification finished"
-        )
-        self.classification_finished.emit()
-        self._run_auto_sort()
-        self._check_screenshot()
-
-    def _stop_classification(self, clear_queue: bool) -> None:
-        if clear_queue:
-            self._queue.clear()
-        thread = self._classify_thread
-        if thread is not None:
-            thread.results.disconnect(self._on_results)
-            thread.stop_and_wait()
-            # Photos of the stopped run that got no result wait for the next run.
-            if not clear_queue:
-                self._queue[:0] = [r.path for r in self.photos.records if r.prediction is None]
-            self._classify_thread = None
-            self._view_refresh.stop()
-            self._set_busy(False, "Stopped")
-
     def cancel(self) -> None:
-        """Stop what runs now: the classification (photos stay unclassified) or the sort (between files)."""
-        if self._classify_thread is not None:
-            self._queue.clear()
-            self._classify_thread.stop()
-            self.statusBar().showMessage("Cancelling…")
-        if self._task_thread is not None:
-            self._task_thread.stop()
+        """Stop what runs: the classification (photos stay, not classified) and the sort (between files)."""
+        self.classify.cancel()
+        self.runner.stop("files")
 
     def is_busy(self) -> bool:
         """Whether anything is still running or waiting (tests and --screenshot wait on this)."""
-        return bool(
-            self._scan_threads
-            or self._classify_thread is not None
-            or self._task_thread is not None
-            or self._model_thread is not None
-            or (self._queue and self.classifier is not None)
+        return self.classify.is_busy() or self.sorting.is_busy()
+
+    def _watch_folder(self, folder: str) -> None:
+        error = self.watching.add_folder(folder)
+        if error is not None:
+            QMessageBox.warning(self, APP_TITLE, error)
+        else:
+            self.ui.watch_dock.show()
+
+    # --- sorting and undo ----------------------------------------------------------------------------
+
+    def make_sort_dialog(self) -> SortDialog:
+        items = sort_items(self.photos.records)
+        sources, labels = list(self.classify.sources), self.classify.labels
+
+        def planner(target: Path, mode: str, threshold: float) -> Any:
+            return preview_sort(items, sources, target, mode, threshold, labels)
+
+        return SortDialog(
+            len(items),
+            planner,
+            self.settings.sort_target,
+            self.settings.sort_mode,
+            self.photos.threshold,
+            self,
         )
 
-    # --- settings and look ----------------------------------------------------------------------------
+    def open_sort_dialog(self) -> None:
+        if self.runner.is_busy("files"):
+            self.show_message("Wait for the sort, undo or export that is running to finish first", 4000)
+            return
+        dialog = self.make_sort_dialog()
+        preview = dialog.preview() if dialog.exec() else None
+        if preview is not None:
+            self.settings.sort_target = dialog.target
+            self.settings.sort_mode = dialog.mode
+            self.save_settings()
+            self.sorting.start_sort(preview.plan, len(preview.left_out))
+
+    def start_sort(self, plan: SortPlan, left_out: int = 0) -> bool:
+        """Execute a previewed plan in the background."""
+        return self.sorting.start_sort(plan, left_out)
+
+    def undo_last_sort(self) -> None:
+        self.sorting.undo_last_sort()
+
+    def make_undo_question(self, preview: UndoPreview) -> QMessageBox:
+        """The confirmation shown before an undo, saying what will happen to which files."""
+        question = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Undo last sort",
+            preview.describe(),
+            QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        question.addButton("Undo sort", QMessageBox.ButtonRole.AcceptRole)
+        question.setDefaultButton(QMessageBox.StandardButton.Cancel)  # Enter must not undo by accident
+        return question
+
+    def ask_to_undo(self, preview: UndoPreview) -> bool:
+        question = self.make_undo_question(preview)
+        question.exec()
+        return question.buttonRole(question.clickedButton()) == QMessageBox.ButtonRole.AcceptRole
+
+    # --- corrections export --------------------------------------------------------------------------
+
+    def choose_csv_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export corrections as CSV", "corrections.csv", "CSV (*.csv)"
+        )
+        if path:
+            self.export_corrections_csv(Path(path))
+
+    def export_corrections_csv(self, path: Path) -> None:
+        from catbreed_desktop.core.corrections import export_corrections_csv
+
+        try:
+            count = export_corrections_csv(self.review.corrections(), path)
+        except OSError as error:
+            QMessageBox.warning(self, APP_TITLE, f"Could not write {printable(path)}: {error}")
+            return
+        self.show_message(
+            f"Wrote {count} reviewed labels to {printable(path)} "
+            f"(use: python -m trainer prepare --data {printable(path)})"
+        )
+
+    def choose_folder_export(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export corrections into folder")
+        if folder:
+            self.export_corrections_folders(Path(folder))
+
+    def export_corrections_folders(self, folder: Path) -> None:
+        self.sorting.export_corrections(self.review.corrections(), folder)
+
+    # --- settings --------------------------------------------------------------------------------------
 
     def open_settings(self) -> None:
         from catbreed_desktop.gui.settings_dialog import SettingsDialog
@@ -466,63 +466,38 @@ class MainWindow(ActionsMixin, ReviewMixin, SortingMixin, WatchingMixin, QMainWi
         """Take new settings; the model is reloaded only when the model, engine or batch size changed."""
         old = self.settings
         reload = (new.model_path, new.engine, new.batch_size) != (old.model_path, old.engine, old.batch_size)
-        self.settings = new
-        self.grid.set_cell_size(self.delegate, new.thumbnail_size)
-        self._save_settings()
+        # The controllers hold this very object: it is updated in place.
+        for spec in dataclasses.fields(Settings):
+            setattr(old, spec.name, getattr(new, spec.name))
+        self.grid.set_cell_size(self.ui.delegate, old.thumbnail_size)
+        self.save_settings()
         if reload:
             self.load_model()
 
+    def save_settings(self) -> None:
+        try:
+            save_settings(self.settings)
+        except OSError as error:
+            self.show_message(f"Could not save settings: {error}")
+
     def _set_include_subfolders(self, enabled: bool) -> None:
         self.settings.include_subfolders = bool(enabled)
-        self._save_settings()
+        self.save_settings()
 
     def _threshold_moved(self, value: int) -> None:
         threshold = value / 100
-        self.threshold_label.setText(f"{value}%")
+        self.ui.threshold_label.setText(f"{value}%")
         if threshold != self.photos.threshold:
             self.photos.set_threshold(threshold)
             if self.proxy.breed == UNSURE_TEXT:
                 self.proxy.refresh()
-            self._show_current()
+            self.review.show_current()
         self.settings.confidence_threshold = threshold
-        self._update_counts()
 
     def set_threshold(self, threshold: float) -> None:
-        self.threshold_slider.setValue(round(threshold * 100))
+        self.ui.threshold_slider.setValue(round(threshold * 100))
 
-    def _save_settings(self) -> None:
-        try:
-            save_settings(self.settings)
-        except OSError as error:
-            self.statusBar().showMessage(f"Could not save settings: {error}", 8000)
-
-    def _set_busy(self, busy: bool, message: str | None) -> None:
-        self.progress.setVisible(busy)
-        self.cancel_button.setVisible(busy)
-        self.cancel_action.setEnabled(busy)
-        self.rate_label.setVisible(busy)
-        if message:
-            self.statusBar().showMessage(message, 0 if busy else 5000)
-        self._update_counts()
-
-    def _update_counts(self) -> None:
-        records = self.photos.records
-        unsure = sum(1 for r in records if r.is_unsure(self.photos.threshold))
-        reviewed = sum(1 for r in records if r.reviewed or r.corrected_label is not None)
-        self.count_label.setText(f"{len(records)} photos · {unsure} unsure · {reviewed} reviewed")
-
-    def _update_empty_hint(self, *args: Any) -> None:
-        self.empty_hint.setVisible(self.photos.rowCount() == 0)
-        self._update_counts()
-
-    def _report(self, errors: list[tuple[Path | None, str]]) -> None:
-        if errors:
-            self.errors.add_errors(errors)
-            if self.errors_dock.isHidden():
-                self.errors_dock.show()
-                self.resizeDocks([self.errors_dock], [130], Qt.Orientation.Vertical)
-
-    # --- screenshot and exit ------------------------------------------------------------------------------
+    # --- screenshot and exit -----------------------------------------------------------------------------
 
     def screenshot_when_done(self, path: Path) -> None:
         """Save a PNG of the window once every photo given is classified (see `app.main`)."""
@@ -534,7 +509,7 @@ class MainWindow(ActionsMixin, ReviewMixin, SortingMixin, WatchingMixin, QMainWi
             return
         if self.classifier is None and self.model_error is None:
             return
-        if self.photos.rowCount() and self.grid.currentIndex().isValid() is False:
+        if self.photos.rowCount() and not self.grid.currentIndex().isValid():
             self.grid.setCurrentIndex(self.proxy.index(0, 0))
         self._screenshot_wait = 0
         QTimer.singleShot(200, self._take_screenshot)
@@ -553,22 +528,17 @@ class MainWindow(ActionsMixin, ReviewMixin, SortingMixin, WatchingMixin, QMainWi
         self.screenshot_saved.emit(str(path))
 
     def shutdown(self) -> None:
-        """Stop and join every thread; safe to call more than once."""
+        """Stop the watcher and every task and join their threads; safe to call more than once."""
         if self._closed:
             return
         self._closed = True
         self._view_refresh.stop()
-        self.watcher.stop()
-        for thread in [self._classify_thread, self._task_thread, self._model_thread, *self._scan_threads]:
-            if thread is not None:
-                thread.stop_and_wait()
-        self._classify_thread = self._task_thread = self._model_thread = None
-        self._scan_threads.clear()
+        self.watching.stop()
+        self.sorting.shutdown()
+        self.classify.shutdown()
+        self.runner.shutdown()
         self.loader.shutdown()
-        if self.classifier is not None:
-            self.classifier.close()
-            self.classifier = None
-        self._save_settings()
+        self.save_settings()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.shutdown()

@@ -10,6 +10,7 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -19,6 +20,9 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from catbreed_desktop.core.printable import printable
+from catbreed_desktop.gui.watch_controller import WatchState
 
 
 class ErrorsPanel(QWidget):
@@ -42,9 +46,9 @@ class ErrorsPanel(QWidget):
 
     def add_errors(self, errors: list[tuple[Path | None, str]]) -> None:
         for path, reason in errors:
-            self.list.addItem(f"{path.name}: {reason}" if path is not None else reason)
+            self.list.addItem(f"{printable(path.name)}: {reason}" if path is not None else reason)
             if path is not None:
-                self.list.item(self.list.count() - 1).setToolTip(str(path))
+                self.list.item(self.list.count() - 1).setToolTip(printable(path))
         self.count_changed.emit(self.list.count())
 
     def messages(self) -> list[str]:
@@ -56,12 +60,13 @@ class ErrorsPanel(QWidget):
 
 
 class WatchPanel(QWidget):
-    """Watched folders, the auto-sort switch and its target folder."""
+    """Watched folders, the auto-sort switch, its target folder and whether it moves or copies."""
 
     folder_added = Signal(str)
     folder_removed = Signal(str)
     auto_sort_changed = Signal(bool)
     target_changed = Signal(str)
+    mode_changed = Signal(str)  # "move" or "copy"
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -69,12 +74,19 @@ class WatchPanel(QWidget):
         self.folders.setToolTip(
             "New photos written into these folders are classified as soon as they are complete"
         )
-        add = QPushButton("Watch folder…")
+        add = QPushButton("Add folder…")
         add.clicked.connect(self._choose_folder)
-        self.remove_button = QPushButton("Stop watching")
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("Stop watching the selected folder")
         self.remove_button.clicked.connect(self._remove_selected)
-        self.auto_sort = QCheckBox("Sort new photos automatically into:")
+        self.auto_sort = QCheckBox("Sort new photos")
+        self.auto_sort.setToolTip("Sort new photos into the folder below once they are classified")
         self.auto_sort.toggled.connect(self.auto_sort_changed)
+        self.mode = QComboBox()
+        self.mode.addItem("Move them", "move")
+        self.mode.addItem("Copy them", "copy")
+        self.mode.setToolTip("What auto-sort does with new photos; the Sort dialog has its own choice")
+        self.mode.currentIndexChanged.connect(lambda index: self.mode_changed.emit(self.mode.itemData(index)))
         self.target = QLineEdit()
         self.target.setPlaceholderText("Target folder")
         self.target.editingFinished.connect(lambda: self.target_changed.emit(self.target.text().strip()))
@@ -87,6 +99,9 @@ class WatchPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(add)
         buttons.addWidget(self.remove_button)
+        mode_row = QHBoxLayout()
+        mode_row.addWidget(self.mode)
+        mode_row.addWidget(QLabel("into:"))
         target_row = QHBoxLayout()
         target_row.addWidget(self.target, 1)
         target_row.addWidget(browse)
@@ -95,25 +110,27 @@ class WatchPanel(QWidget):
         layout.addWidget(self.folders, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.auto_sort)
+        layout.addLayout(mode_row)
         layout.addLayout(target_row)
         layout.addWidget(self.state)
+        # The dock must not widen the window: the list, the line edit and the wrapping label shrink.
+        self.folders.setMinimumWidth(60)
+        self.target.setMinimumWidth(60)
 
-    def show_state(self, folders: list[str], auto_sort: bool, target: str) -> None:
+    def show_state(self, state: WatchState, description: str) -> None:
         """Show the watcher's state without echoing it back as requests."""
-        for widget in (self.folders, self.auto_sort, self.target):
+        widgets = (self.folders, self.auto_sort, self.target, self.mode)
+        for widget in widgets:
             widget.blockSignals(True)
         self.folders.clear()
-        self.folders.addItems(folders)
-        self.auto_sort.setChecked(auto_sort)
-        self.target.setText(target)
-        for widget in (self.folders, self.auto_sort, self.target):
+        self.folders.addItems(list(state.folders))
+        self.auto_sort.setChecked(state.auto_sort)
+        self.target.setText(state.target)
+        self.mode.setCurrentIndex(max(0, self.mode.findData(state.mode)))
+        for widget in widgets:
             widget.blockSignals(False)
-        if not folders:
-            self.state.setText("Not watching any folder.")
-        elif auto_sort and target:
-            self.state.setText(f"Watching {len(folders)} folder(s); new photos are sorted into {target}.")
-        else:
-            self.state.setText(f"Watching {len(folders)} folder(s); new photos are added to the grid.")
+        self.mode.setEnabled(state.auto_sort)
+        self.state.setText(description)
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Watch folder")

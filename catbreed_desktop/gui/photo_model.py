@@ -1,9 +1,11 @@
 """The photos on show: one record per file with its prediction and review, as a Qt list model.
 
 The model holds the core's `Prediction` objects as they are; what the window adds is the person's
-review (a corrected or confirmed label) and the "unsure" mark, which follows the threshold
-slider. Results arrive in batches and each batch is one model update, so a folder of thousands
-of photos never floods the views with per-photo signals. The proxy filters by breed and file
+review (a corrected or confirmed label), the "unsure" mark, which follows the threshold slider,
+and whether a classification run will still get to the photo (`queued`): a photo without a
+result says "Classifying…" only while that is true, and "Not classified" otherwise. Results
+arrive in batches and each batch is one model update, so a folder of thousands of photos never
+floods the views with per-photo signals. The proxy filters by breed and file
 name and sorts by confidence or name; it re-sorts only when asked, not on every update.
 """
 
@@ -12,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 
 NOT_CAT_TEXT = "Not a cat"
 UNSURE_TEXT = "Unsure"
 ALL_BREEDS = "All breeds"
+CLASSIFYING_TEXT = "Classifying…"
+NOT_CLASSIFIED_TEXT = "Not classified"
 SORT_KEYS = ("Name", "Confidence (highest first)", "Confidence (lowest first)")
 
 RecordRole = Qt.ItemDataRole.UserRole + 1
@@ -36,6 +40,7 @@ class PhotoRecord:
     corrected_label: str | None = None
     reviewed: bool = False  # the person confirmed or corrected the label
     from_watch: bool = False
+    queued: bool = False  # waiting for, or in, a classification run; False again once it ends
 
     @property
     def classified(self) -> bool:
@@ -66,12 +71,28 @@ class PhotoRecord:
         return not self.is_cat or self.confidence < threshold
 
     def caption(self) -> str:
+        """The grid's caption: the breed and confidence, or why there is none."""
+        name, figure = self.caption_parts()
+        return f"{name}  {figure}" if figure else name
+
+    def caption_parts(self) -> tuple[str, str]:
+        """(the breed or the state, the confidence): a narrow cell shortens the first and keeps the second."""
         if not self.classified:
-            return "Classifying…"
+            return (CLASSIFYING_TEXT if self.queued else NOT_CLASSIFIED_TEXT), ""
         if not self.is_cat:
-            return f"{NOT_CAT_TEXT}?"
+            return f"{NOT_CAT_TEXT}?", ""
         mark = "✓ " if self.reviewed or self.corrected_label is not None else ""
-        return f"{mark}{self.label}  {self.confidence:.0%}"
+        return f"{mark}{self.label}", f"{self.confidence:.0%}"
+
+
+@dataclass
+class PhotoCounts:
+    """The figures of the status bar."""
+
+    photos: int = 0
+    unsure: int = 0
+    reviewed: int = 0
+    not_classified: int = 0
 
 
 class PhotoListModel(QAbstractListModel):
@@ -117,8 +138,14 @@ class PhotoListModel(QAbstractListModel):
     def __contains__(self, path: object) -> bool:
         return isinstance(path, Path) and path in self._rows
 
-    def labels_in_use(self) -> list[str]:
-        return sorted({r.label for r in self._records if r.label is not None})
+    def counts(self) -> PhotoCounts:
+        """How many photos there are, and how many are unsure, reviewed and not classified."""
+        counts = PhotoCounts(photos=len(self._records))
+        for record in self._records:
+            counts.unsure += record.is_unsure(self.threshold)
+            counts.reviewed += record.reviewed or record.corrected_label is not None
+            counts.not_classified += not record.classified and not record.queued
+        return counts
 
     # --- changes (each is one signal for the views, whatever its size) --------------------------
 
@@ -183,6 +210,16 @@ class PhotoListModel(QAbstractListModel):
             self._records[row].path = Path(new)
             self._rows[Path(new)] = row
             changed.append(row)
+        self._rows_changed(changed)
+
+    def set_queued(self, paths: Iterable[Path], queued: bool) -> None:
+        """Mark photos as waiting for (or no longer in) a classification run."""
+        changed = []
+        for path in paths:
+            row = self._rows.get(Path(path))
+            if row is not None and self._records[row].queued != queued:
+                self._records[row].queued = queued
+                changed.append(row)
         self._rows_changed(changed)
 
     def set_threshold(self, threshold: float) -> None:
@@ -253,6 +290,10 @@ class PhotoFilterProxy(QSortFilterProxyModel):
         self._filtered = False
 
     @property
+    def photos(self) -> PhotoListModel:
+        return cast(PhotoListModel, self.sourceModel())
+
+    @property
     def breed(self) -> str:
         return self._breed
 
@@ -271,7 +312,7 @@ class PhotoFilterProxy(QSortFilterProxyModel):
         self.refresh()
 
     def refresh(self) -> None:
-        self.sourceModel().sort_records(self._sort_key)
+        self.photos.sort_records(self._sort_key)
         filtered = self._breed != ALL_BREEDS or bool(self._search)
         if filtered or self._filtered:
             self._refilter()
@@ -285,12 +326,12 @@ class PhotoFilterProxy(QSortFilterProxyModel):
             self.invalidateRowsFilter()
 
     def filterAcceptsRow(self, source_row: int, source_parent: ModelIndex) -> bool:
-        record: PhotoRecord = self.sourceModel().record(source_row)
+        record = self.photos.record(source_row)
         if self._search and self._search not in record.path.name.casefold():
             return False
         if self._breed == ALL_BREEDS:
             return True
-        threshold = self.sourceModel().threshold
+        threshold = self.photos.threshold
         if self._breed == UNSURE_TEXT:
             return record.is_unsure(threshold)
         if self._breed == NOT_CAT_TEXT:

@@ -1,6 +1,8 @@
 """The settings dialog: which model bundle (with its breeds and metrics), engine, batch size, thumbnails.
 
-It edits a copy of the settings; the window applies them (reloading the model when needed). Beside
+The bundle is described in words and a table (`bundle_facts`): the shipped model's accuracy and
+macro F1, calibration, training data, and each breed's F1. The spin boxes take their ranges from
+the settings' own `RANGES`, which the loader checks too. It edits a copy of the settings; the window applies them (reloading the model when needed). Beside
 the engine choice it shows, read-only, what `catbreed engines` lists for the chosen bundle: each
 engine, whether it can run here or why not, the graph and precision it runs, the providers really
 active. The listing opens a CPU session, so it is computed on a pool thread owned by the dialog
@@ -11,8 +13,8 @@ arrives; results for a bundle the dialog no longer shows are dropped.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtWidgets import (
@@ -23,11 +25,14 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QPushButton,
     QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -37,10 +42,12 @@ from PySide6.QtWidgets import (
 from catbreed_desktop.core.bundle import BundleError, load_bundle
 from catbreed_desktop.core.paths import default_model_dir
 from catbreed_desktop.core.printable import printable
-from catbreed_desktop.core.settings import ENGINE_CHOICES, Settings
+from catbreed_desktop.core.settings import ENGINE_CHOICES, RANGES, Settings
+from catbreed_desktop.gui.bundle_facts import bundle_facts
 
 ENGINE_NAMES = {"auto": "Automatic (fastest available)", "tensorrt": "TensorRT", "cuda": "CUDA", "cpu": "CPU"}
 ENGINE_COLUMNS = ("Engine", "Available", "Precision", "Providers", "Graph")
+BREED_COLUMNS = ("Breed", "F1", "Precision", "Recall", "Test photos")
 
 
 class _ListingSignals(QObject):
@@ -70,7 +77,7 @@ class SettingsDialog(QDialog):
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
-        self.resize(760, 700)
+        self.resize(760, 640)
         self._settings = copy.deepcopy(settings)
 
         self.model_edit = QLineEdit(settings.model_path)
@@ -80,8 +87,21 @@ class SettingsDialog(QDialog):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_edit, 1)
         model_row.addWidget(browse)
-        self.bundle_info = QPlainTextEdit()
-        self.bundle_info.setReadOnly(True)
+        self.bundle_info = QLabel()
+        self.bundle_info.setTextFormat(Qt.TextFormat.PlainText)  # names come from files anyone can make
+        self.bundle_info.setWordWrap(True)
+        self.bundle_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.breed_table = QTableWidget(0, len(BREED_COLUMNS))
+        self.breed_table.setHorizontalHeaderLabels(BREED_COLUMNS)
+        self.breed_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.breed_table.verticalHeader().setVisible(False)
+        self.breed_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.breed_note = QLabel()
+        self.breed_note.setWordWrap(True)
+        bundle_box = QVBoxLayout()
+        bundle_box.addWidget(self.bundle_info)
+        bundle_box.addWidget(self.breed_table)
+        bundle_box.addWidget(self.breed_note)
 
         self.engine_box = QComboBox()
         for engine in ENGINE_CHOICES:
@@ -115,29 +135,31 @@ class SettingsDialog(QDialog):
         self._listing_signals.failed.connect(self._show_engines_failed)
         self._listing_request = 0
         self._listing_pending = False
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 256)
-        self.batch_spin.setValue(settings.batch_size)
-        self.thumbnail_spin = QSpinBox()
-        self.thumbnail_spin.setRange(64, 512)
-        self.thumbnail_spin.setSingleStep(16)
+        self.batch_spin = _spin_box("batch_size", settings.batch_size)
+        self.thumbnail_spin = _spin_box("thumbnail_size", settings.thumbnail_size)
         self.thumbnail_spin.setSuffix(" px")
-        self.thumbnail_spin.setValue(settings.thumbnail_size)
 
-        form = QFormLayout()
-        form.addRow("Model bundle:", model_row)
-        form.addRow("Breeds and metrics:", self.bundle_info)
-        form.addRow("Engine:", self.engine_box)
-        form.addRow("Engines here:", engines_box)
-        form.addRow("Batch size:", self.batch_spin)
-        form.addRow("Thumbnail size:", self.thumbnail_spin)
+        # Two pages, so the dialog fits a 1280 x 800 screen: the model, and how it runs.
+        model_page = QWidget()
+        model_form = QFormLayout(model_page)
+        model_form.addRow("Model bundle:", model_row)
+        model_form.addRow("Breeds and metrics:", bundle_box)
+        engine_page = QWidget()
+        engine_form = QFormLayout(engine_page)
+        engine_form.addRow("Engine:", self.engine_box)
+        engine_form.addRow("Engines here:", engines_box)
+        engine_form.addRow("Batch size:", self.batch_spin)
+        engine_form.addRow("Thumbnail size:", self.thumbnail_spin)
+        self.pages = QTabWidget()
+        self.pages.addTab(model_page, "Model")
+        self.pages.addTab(engine_page, "Engine and display")
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.pages)
         layout.addWidget(buttons)
         self.model_edit.editingFinished.connect(self.show_bundle_info)
         self.show_bundle_info()
@@ -154,23 +176,28 @@ class SettingsDialog(QDialog):
     def show_bundle_info(self) -> None:
         folder = Path(self.model_edit.text().strip() or default_model_dir())
         self.refresh_engines(folder)
+        self.breed_table.setRowCount(0)
+        self.breed_note.clear()
         try:
             # The checksum is verified when the model loads; here only the description is read.
             bundle = load_bundle(folder, verify=False)
         except BundleError as error:
-            self.bundle_info.setPlainText(f"{error}")
+            self.bundle_info.setText(f"{error}")
             return
-        lines = [
-            f"Folder: {bundle.path}",
-            f"Architecture: {bundle.architecture}",
-            f"{bundle.num_labels} breeds: {', '.join(bundle.labels)}",
-            "",
-            "Metrics:",
-            json.dumps(bundle.metrics, indent=2, sort_keys=True) if bundle.metrics else "(none recorded)",
-        ]
-        if bundle.provenance:
-            lines += ["", "Provenance:", json.dumps(bundle.provenance, indent=2, sort_keys=True)]
-        self.bundle_info.setPlainText("\n".join(lines))
+        facts = bundle_facts(bundle)
+        self.bundle_info.setText("\n".join(f"{name}: {value}" for name, value in facts.lines))
+        self.breed_table.setRowCount(len(facts.breeds))
+        for row, breed in enumerate(facts.breeds):
+            cells = (breed.breed, breed.f1, breed.precision, breed.recall, breed.photos)
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if column:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.breed_table.setItem(row, column, item)
+        for column in range(1, len(BREED_COLUMNS)):
+            self.breed_table.resizeColumnToContents(column)
+        self.breed_note.setText(facts.breed_note)
+        self.breed_note.setVisible(bool(facts.breed_note))
 
     def refresh_engines(self, folder: Path) -> None:
         """List the engines for the bundle in `folder` in the background; the tree fills when done."""
@@ -186,7 +213,7 @@ class SettingsDialog(QDialog):
         """Whether the listing for the bundle shown is still being computed."""
         return self._listing_pending
 
-    def _show_engines(self, request: int, infos: list) -> None:
+    def _show_engines(self, request: int, infos: list[Any]) -> None:
         if request != self._listing_request:
             return  # a listing for a bundle the dialog no longer shows
         self._listing_pending = False
@@ -227,3 +254,13 @@ class SettingsDialog(QDialog):
         if folder:
             self.model_edit.setText(folder)
             self.show_bundle_info()
+
+
+def _spin_box(name: str, value: int) -> QSpinBox:
+    """A spin box over the range the settings allow for `name` (`RANGES`), showing `value`."""
+    allowed = RANGES[name]
+    box = QSpinBox()
+    box.setRange(int(allowed.minimum), int(allowed.maximum))
+    box.setSingleStep(int(allowed.step))
+    box.setValue(value)
+    return box

@@ -1,12 +1,14 @@
 """The sort dialog: target folder, copy or move, threshold, and a preview of every planned operation.
 
-The preview is the core's `plan_sort` output as it stands; nothing on disk changes until the
-person presses Sort, and then the window executes exactly the plan that was shown.
+The preview is what the sort controller's planner returns (`SortPreview`: the core's plan, less
+the photos already filed in the target); photos the plan cannot take are listed with the reason.
+Nothing on disk changes until the person presses Sort, and then the window executes exactly the
+plan that was shown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +31,31 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from catbreed_desktop.core.sorting import SortItem, SortPlan, plan_sort
+from catbreed_desktop.core.printable import plural, printable
+from catbreed_desktop.core.settings import RANGES
+from catbreed_desktop.core.sorting import PlannedOperation, SortPlan
+from catbreed_desktop.gui.sort_controller import SortPreview
 
 COLUMNS = ("Photo", "Folder", "New path", "Action")
+Planner = Callable[[Path, str, float], SortPreview]
 
 
 class PlanTableModel(QAbstractTableModel):
-    """The operations of a sort plan as table rows."""
+    """The operations of a sort plan as table rows, then the photos it cannot sort, with the reason."""
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
-        self._operations: list[Any] = []
+        self._operations: list[PlannedOperation] = []
+        self._skipped: list[tuple[Path, str]] = []
 
     def set_plan(self, plan: SortPlan | None) -> None:
         self.beginResetModel()
         self._operations = list(plan.operations) if plan is not None else []
+        self._skipped = list(plan.skipped) if plan is not None else []
         self.endResetModel()
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._operations)
+        return 0 if parent.isValid() else len(self._operations) + len(self._skipped)
 
     def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(COLUMNS)
@@ -64,14 +72,19 @@ class PlanTableModel(QAbstractTableModel):
     ) -> Any:
         if not index.isValid() or role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
             return None
-        operation = self._operations[index.row()]
-        column = index.column()
+        row, column = index.row(), index.column()
+        if row >= len(self._operations):
+            source, reason = self._skipped[row - len(self._operations)]
+            cells = (printable(source.name), "", "", f"not sorted: {reason}")
+            return printable(source) if column == 0 and role == Qt.ItemDataRole.ToolTipRole else cells[column]
+        operation = self._operations[row]
         if column == 0:
-            return str(operation.source) if role == Qt.ItemDataRole.ToolTipRole else operation.source.name
+            path = operation.source
+            return printable(path) if role == Qt.ItemDataRole.ToolTipRole else printable(path.name)
         if column == 1:
-            return operation.folder
+            return printable(operation.folder)
         if column == 2:
-            return str(operation.destination)
+            return printable(operation.destination)
         action = operation.action
         return "already there (left in place)" if action == "duplicate" else action
 
@@ -81,7 +94,8 @@ class SortDialog(QDialog):
 
     def __init__(
         self,
-        items: Sequence[SortItem],
+        photo_count: int,
+        planner: Planner,
         target: str,
         mode: str,
         threshold: float,
@@ -90,8 +104,9 @@ class SortDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Sort photos into breed folders")
         self.resize(900, 560)
-        self._items = list(items)
-        self._plan: SortPlan | None = None
+        self._photo_count = photo_count
+        self._planner = planner
+        self._preview: SortPreview | None = None
 
         self.target_edit = QLineEdit(target)
         self.target_edit.setPlaceholderText("Folder that will hold one folder per breed")
@@ -107,9 +122,10 @@ class SortDialog(QDialog):
         mode_row.addWidget(self.move_button)
         mode_row.addWidget(self.copy_button)
         mode_row.addStretch(1)
+        allowed = RANGES["confidence_threshold"]
         self.threshold_spin = QDoubleSpinBox()
-        self.threshold_spin.setRange(0.0, 1.0)
-        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setRange(allowed.minimum, allowed.maximum)
+        self.threshold_spin.setSingleStep(allowed.step)
         self.threshold_spin.setDecimals(2)
         self.threshold_spin.setValue(threshold)
         self.threshold_spin.setToolTip("Photos below this confidence go to the “Unsure” folder")
@@ -139,7 +155,7 @@ class SortDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(QLabel(f"Preview of what will happen to {len(self._items)} classified photos:"))
+        layout.addWidget(QLabel(f"Preview of what will happen to {plural(photo_count, 'classified photo')}:"))
         layout.addWidget(self.table, 1)
         layout.addWidget(self.summary)
         layout.addWidget(self.buttons)
@@ -164,28 +180,34 @@ class SortDialog(QDialog):
     def threshold(self) -> float:
         return float(self.threshold_spin.value())
 
-    def plan(self) -> SortPlan | None:
-        """The plan shown in the preview (None when the options do not make one)."""
+    def preview(self) -> SortPreview | None:
+        """The sort shown in the preview (None when the options do not make one)."""
         if self._replan_timer.isActive():
             self._replan_timer.stop()
             self.update_preview()
-        return self._plan
+        return self._preview
+
+    def plan(self) -> SortPlan | None:
+        """The plan shown in the preview (None when the options do not make one)."""
+        preview = self.preview()
+        return preview.plan if preview is not None else None
 
     def update_preview(self) -> None:
-        self._plan = None
+        self._preview = None
         if not self.target:
             self.summary.setText("Choose a target folder to see the plan.")
-        elif not self._items:
+        elif not self._photo_count:
             self.summary.setText("There are no classified photos to sort yet.")
         else:
             try:
-                self._plan = plan_sort(self._items, Path(self.target), self.mode, self.threshold)
+                self._preview = self._planner(Path(self.target), self.mode, self.threshold)
             except (OSError, ValueError) as error:
                 self.summary.setText(f"Cannot sort into this folder: {error}")
             else:
-                self.summary.setText(_summary_text(self._plan))
-        self.table_model.set_plan(self._plan)
-        self.sort_button.setEnabled(self._plan is not None and bool(self._plan.operations))
+                self.summary.setText(self._preview.summary())
+        self.table_model.set_plan(self._preview.plan if self._preview is not None else None)
+        # A plan of duplicates alone would change nothing and still take an undo slot.
+        self.sort_button.setEnabled(self._preview is not None and self._preview.has_work)
 
     def accept(self) -> None:
         if self.plan() is None:
@@ -197,15 +219,3 @@ class SortDialog(QDialog):
         if folder:
             self.target_edit.setText(folder)
             self.update_preview()
-
-
-def _summary_text(plan: SortPlan) -> str:
-    counts = plan.summary()
-    folders = ", ".join(f"{name}: {count}" for name, count in plan.folders().items())
-    action = "moved" if plan.mode == "move" else "copied"
-    text = f"{counts[plan.mode]} photos will be {action} into {plan.target}"
-    if counts["duplicate"]:
-        text += f"; {counts['duplicate']} are already there and stay where they are"
-    if not plan.operations:
-        return "Every photo is already in its folder: nothing to do."
-    return f"{text}. Folders — {folders}."

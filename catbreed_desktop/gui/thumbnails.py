@@ -52,9 +52,10 @@ def make_thumbnail(path: Path, size: int, cache_folder: Path | None) -> QImage:
     data = photo.tobytes("raw", "RGB")
     image = QImage(data, photo.width, photo.height, 3 * photo.width, QImage.Format.Format_RGB888).copy()
     if cached is not None:
-        temporary = cached.with_name(f".{cached.name}.{os.getpid()}.{id(image)}.tmp")
+        # The format follows the ".png" ending (PySide's stubs and runtime disagree on a format argument).
+        temporary = cached.with_name(f".{cached.stem}.{os.getpid()}.{id(image)}.tmp.png")
         # A write another thread or process finishes first wins; a failed write only costs the cache.
-        if image.save(str(temporary), "PNG"):
+        if image.save(str(temporary)):
             try:
                 os.replace(temporary, cached)
             except OSError:
