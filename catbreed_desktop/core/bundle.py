@@ -360,7 +360,7 @@ def _write_ood_arrays(ood: dict[str, Any], folder: Path) -> dict[str, Any]:
         return ood
     arrays = {key: np.asarray(ood[key], dtype=np.float64) for key in OOD_ARRAYS}
     path = folder / OOD_ARRAYS_FILE
-    np.savez_compressed(path, **arrays)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     rest = {key: value for key, value in ood.items() if key not in OOD_ARRAYS}
     return rest | {"arrays_file": OOD_ARRAYS_FILE, "arrays_sha256": sha256_file(path)}
 

@@ -48,7 +48,8 @@ def mahalanobis_scores(embeddings: np.ndarray, means: np.ndarray, precision: np.
         + np.einsum("cd,de,ce->c", mu, prec, mu)[None, :]
     )
     # Rounding can make a distance of zero slightly negative.
-    return np.sqrt(np.maximum(squared, 0.0)).min(axis=1)
+    distances: np.ndarray = np.sqrt(np.maximum(squared, 0.0)).min(axis=1)
+    return distances
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.api import ObservedWatch
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from catbreed_desktop.core.imaging import is_photo_path
 from catbreed_desktop.core.open_files import open_for_writing
@@ -89,7 +89,7 @@ class FolderWatcher:
         self._expected: dict[Path, float] = {}
         self._ignored_folders: tuple[Path, ...] = ()
         self._watches: dict[Path, ObservedWatch | None] = {}
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None
         self._stop = threading.Event()
         self._checker: threading.Thread | None = None
         self._handler = _EventHandler(self)

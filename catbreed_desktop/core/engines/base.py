@@ -53,7 +53,8 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     scaled = np.asarray(logits, dtype=np.float64) / float(temperature)
     scaled -= scaled.max(axis=1, keepdims=True)
     exp = np.exp(scaled)
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    probabilities: np.ndarray = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    return probabilities
 
 
 class Engine(ABC):

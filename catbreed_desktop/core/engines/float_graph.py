@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,7 +131,7 @@ class _IntegerPattern:
 
     @property
     def activation(self) -> str:
-        return self.quantize.input[0]
+        return str(self.quantize.input[0])
 
 
 def dequantize_model(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -303,7 +303,11 @@ def _dequantized_weight(pattern: _IntegerPattern, initializers: dict[str, Tensor
 
 
 def _channels(
-    values: np.ndarray, channels: int, per_channel_shape, node: onnx.NodeProto, what: str
+    values: np.ndarray,
+    channels: int,
+    per_channel_shape: Callable[[tuple[int, ...]], bool],
+    node: onnx.NodeProto,
+    what: str,
 ) -> np.ndarray:
     """A scalar for a per-tensor constant, a (channels,) vector for a per-channel one."""
     if values.size == 1:

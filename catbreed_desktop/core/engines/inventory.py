@@ -123,7 +123,7 @@ def _tensorrt_info(bundle: ModelBundle, fp16: bool, batch_size: int) -> EngineIn
         toolkit = tensorrt.load_toolkit()
     except (EngineUnavailable, RuntimeError, OSError) as error:  # a broken driver raises RuntimeError
         return replace(info, reason=str(error))
-    notes = (f"TensorRT {toolkit.version}",)
+    notes: tuple[str, ...] = (f"TensorRT {toolkit.version}",)
     first_start = "derive the float graph (seconds), then build the TensorRT engine (minutes)"
     if ready:
         key = tensorrt.make_engine_key(

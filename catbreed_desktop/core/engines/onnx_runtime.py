@@ -213,7 +213,7 @@ class OnnxRuntimeEngine(Engine):
             profile_folder = Path(tempfile.mkdtemp(prefix="catbreed-placement-"))
             options.enable_profiling = True
             options.profile_file_prefix = str(profile_folder / "placement")
-        providers: list = [CPU_PROVIDER]
+        providers: list[Any] = [CPU_PROVIDER]
         if device == CUDA:
             providers = [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER]
         try:
@@ -240,7 +240,7 @@ class OnnxRuntimeEngine(Engine):
             log.warning("%s", note)
             self.fallback_notes.append(note)
 
-    def _start_session(self, onnxruntime: Any, options: Any, providers: list, device: str) -> Any:
+    def _start_session(self, onnxruntime: Any, options: Any, providers: list[Any], device: str) -> Any:
         try:
             with warnings.catch_warnings():
                 # A provider ORT cannot start is reported by the caller, in our words, not as its warning.

@@ -79,11 +79,11 @@ def load_toolkit(import_module: ImportModule = importlib.import_module) -> Tenso
         )
     cudart = _import_cudart(import_module)
     try:
-        error, count = cudart.cudaGetDeviceCount()
+        status, count = cudart.cudaGetDeviceCount()
     except Exception as failure:  # a broken driver raises from inside cuda-python
         raise EngineUnavailable(f"no CUDA GPU answered ({failure})") from None
-    if _failed(cudart, error) or count < 1:
-        reason = _error_name(cudart, error) if _failed(cudart, error) else "no CUDA device found"
+    if _failed(cudart, status) or count < 1:
+        reason = _error_name(cudart, status) if _failed(cudart, status) else "no CUDA device found"
         raise EngineUnavailable(f"no CUDA GPU answered ({reason}); TensorRT needs an NVIDIA GPU and driver")
     return TensorRTToolkit(trt=trt, cudart=cudart, gpu_name=_gpu_name(cudart))
 
@@ -99,14 +99,14 @@ def _import_cudart(import_module: ImportModule) -> Any:
 
 
 def _failed(cudart: Any, error: Any) -> bool:
-    return error != cudart.cudaError_t.cudaSuccess
+    return bool(error != cudart.cudaError_t.cudaSuccess)
 
 
 def _error_name(cudart: Any, error: Any) -> str:
     return getattr(error, "name", str(error))
 
 
-def _check(cudart: Any, result: tuple) -> Any:
+def _check(cudart: Any, result: tuple[Any, ...]) -> Any:
     """Unpack a cuda-python `(error, value...)` tuple, raising on a CUDA error."""
     error, *values = result
     if _failed(cudart, error):

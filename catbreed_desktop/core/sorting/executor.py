@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from catbreed_desktop.core.files import fsync_dir
 from catbreed_desktop.core.sorting import fileops
 from catbreed_desktop.core.sorting.folders import FolderContents
 from catbreed_desktop.core.sorting.journal import (
@@ -107,7 +108,7 @@ def result_of(state: JournalState, stopped: bool) -> SortResult:
     for operation in state.operations:
         planned = operation.planned
         if operation.outcome == "done":
-            intent = operation.last_intent
+            intent = operation.done_intent
             result.done.append(
                 PlannedOperation(planned.source, intent.destination, intent.action, planned.folder)
             )
@@ -196,7 +197,7 @@ class _Runner:
             placed, intent.content
         ):
             os.unlink(placed)
-            fileops.fsync_dir(placed.parent)
+            fsync_dir(placed.parent)
             reason = f"the original could not be removed ({reason}), so it was left where it is"
         self._fail(operation, reason)
 
@@ -257,7 +258,7 @@ def reconcile(operation: OperationState, journal: Journal) -> None:
         if fileops.holds_its_own_copy(source, destination, content):
             # A second name (hard link) or a verified copy left by the interrupted move.
             os.unlink(source)
-            fileops.fsync_dir(source.parent)
+            fsync_dir(source.parent)
         elif not (os.path.islink(source) or fileops.same_entry(source, destination)):
             reason = "the original changed during the move; both were kept"
             journal.append({"type": "failed", "id": operation.index, "reason": reason})

@@ -13,6 +13,7 @@ import shutil
 import stat
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def has_content(path: Path, expected: Fingerprint) -> bool:
         return False
 
 
-def _load_native_rename():
+def _load_native_rename() -> Callable[[bytes, bytes], int] | None:
     """The C function that renames without replacing on this platform, or None."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)

@@ -15,10 +15,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from catbreed_desktop.core import paths
 from catbreed_desktop.core.errors import CatBreedError
-from catbreed_desktop.core.sorting.fileops import Fingerprint, fsync_dir
+from catbreed_desktop.core.files import fsync_dir
+from catbreed_desktop.core.sorting.fileops import Fingerprint
 from catbreed_desktop.core.sorting.plan import ACTIONS, MODES, PlannedOperation, SortPlan
 
 FORMAT_VERSION = 1
@@ -106,7 +108,7 @@ def exclusive_lock() -> Iterator[None]:
         handle.close()
 
 
-def encode_record(record: dict) -> bytes:
+def encode_record(record: dict[str, Any]) -> bytes:
     """One journal line. ASCII with escapes, so a file name that is not valid UTF-8 (kept by
     Python as surrogate escapes) is stored losslessly and reads back as the very same name."""
     return (json.dumps(record, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii")
@@ -183,7 +185,7 @@ class Journal:
         fsync_dir(folder)
         return cls(path)
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict[str, Any]) -> None:
         """Add one record, whole or not at all; raises JournalWriteError when it cannot be written."""
         line = encode_record(record)
         end = os.lseek(self._fd, 0, os.SEEK_END)
@@ -255,7 +257,7 @@ class Intent:
     content: Fingerprint
 
     @classmethod
-    def from_record(cls, record: dict) -> Intent:
+    def from_record(cls, record: dict[str, Any]) -> Intent:
         size, digest = record["size"], record["sha256"]
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise TypeError("'size' is not a file size")
@@ -269,7 +271,7 @@ class Intent:
             content=Fingerprint(size, digest),
         )
 
-    def to_record(self, index: int) -> dict:
+    def to_record(self, index: int) -> dict[str, Any]:
         return {
             "type": "intent",
             "id": index,
@@ -298,6 +300,13 @@ class OperationState:
     def last_intent(self) -> Intent | None:
         return self.intents[-1] if self.intents else None
 
+    @property
+    def done_intent(self) -> Intent:
+        """The intent that an operation recorded as done carried out (read_journal refuses a done without one)."""
+        if self.last_intent is None:
+            raise JournalError(f"operation {self.index} is recorded as done but has no intent")
+        return self.last_intent
+
 
 @dataclass
 class JournalState:
@@ -323,7 +332,7 @@ class JournalState:
         return self.undo_ended
 
 
-def _parse_record(line: bytes) -> dict | None:
+def _parse_record(line: bytes) -> dict[str, Any] | None:
     """A JSON object, or None for a line that is not one (cut short, or not JSON at all)."""
     try:
         record = json.loads(line)
@@ -332,7 +341,7 @@ def _parse_record(line: bytes) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _parse_lines(path: Path) -> list[tuple[int, dict]]:
+def _parse_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, record) of every record; a last line cut short by a kill never happened."""
     try:
         if path.stat().st_size > MAX_JOURNAL_BYTES:
@@ -388,20 +397,20 @@ def _damaged(path: Path, number: int, error: Exception) -> JournalError:
     return JournalError(f"the journal {path} is damaged at line {number} ({what})")
 
 
-def _text(record: dict, key: str) -> str:
+def _text(record: dict[str, Any], key: str) -> str:
     value = record[key]
     if not isinstance(value, str) or not value:
         raise TypeError(f"{key!r} is not a name")
     return value
 
 
-def _path(record: dict, key: str) -> Path:
+def _path(record: dict[str, Any], key: str) -> Path:
     return Path(_text(record, key))
 
 
-def _choice(record: dict, key: str, allowed: tuple[str, ...]) -> str:
+def _choice(record: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
     value = record[key]
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{key!r} is {value!r}")
     return value
 
@@ -411,7 +420,7 @@ def _within(path: Path, folder: Path) -> bool:
     return path.is_absolute() and ".." not in path.parts and path.is_relative_to(folder)
 
 
-def _start_state(path: Path, start: dict) -> JournalState:
+def _start_state(path: Path, start: dict[str, Any]) -> JournalState:
     operations = start["operations"]
     if not isinstance(operations, list):
         raise TypeError("'operations' is not a list")
@@ -432,14 +441,14 @@ def _start_state(path: Path, start: dict) -> JournalState:
     return state
 
 
-def _operation(state: JournalState, record: dict) -> OperationState:
+def _operation(state: JournalState, record: dict[str, Any]) -> OperationState:
     index = record["id"]
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(state.operations):
         raise IndexError(f"operation {index!r} is not in the plan")
     return state.operations[index]
 
 
-def _apply(state: JournalState, record: dict) -> None:
+def _apply(state: JournalState, record: dict[str, Any]) -> None:
     """Fold one record after the start into the state."""
     kind = record.get("type")
     if kind == "intent":

@@ -42,7 +42,8 @@ def leave_out_sorted(
 
     # A sort folder named as a source (or a folder or photo inside one) is sorted again on purpose.
     chosen = {sort_folder_of(source, itself_counts=True) for source in named} - {None}
-    to_sort, filed = [], []
+    to_sort: list[Path] = []
+    filed: list[Path] = []
     for photo in photos:
         folder = sort_folder_of(_resolved(photo))
         (filed if folder is not None and folder not in chosen else to_sort).append(photo)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from catbreed_desktop.core.errors import SOME_FAILED, CatBreedError
+from catbreed_desktop.core.files import fsync_dir
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.sorting import fileops
 from catbreed_desktop.core.sorting.executor import ProgressCallback, reconcile
@@ -177,7 +178,7 @@ def _last_undoable() -> JournalState:
 
 
 def _undo_one(operation: OperationState, journal: Journal, result: UndoResult) -> None:
-    intent = operation.last_intent
+    intent = operation.done_intent
     original, placed, content = intent.source, intent.destination, intent.content
     if intent.action == COPY:
         if not os.path.lexists(placed):
@@ -193,7 +194,7 @@ def _undo_one(operation: OperationState, journal: Journal, result: UndoResult) -
             return
         else:
             os.unlink(placed)
-            fileops.fsync_dir(placed.parent)
+            fsync_dir(placed.parent)
             result.removed_copies += 1
         journal.append({"type": "undo-done", "id": operation.index})
         return
@@ -222,7 +223,7 @@ def _undo_one(operation: OperationState, journal: Journal, result: UndoResult) -
             # The original place already holds these exact bytes (an interrupted undo, or a hard
             # link left by an interrupted move): drop the second name.
             os.unlink(placed)
-            fileops.fsync_dir(placed.parent)
+            fsync_dir(placed.parent)
             result.restored += 1
             journal.append({"type": "undo-done", "id": operation.index})
         else:
