@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from catbreed_desktop.core.engines.names import AUTO, PREFERENCES
+from catbreed_desktop.core.files import atomic_write_text
 from catbreed_desktop.core.paths import config_dir
+from catbreed_desktop.core.sorting.plan import MODES, MOVE
 
 SETTINGS_FILE = "settings.json"
-ENGINE_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
-SORT_MODES = ("move", "copy")
 MAX_RECENT_FOLDERS = 10
 # 2: auto-sort has its own move/copy choice (`auto_sort_mode`), shown in the watch panel; version 1
 # auto-sorted with whatever the last Sort dialog chose.
@@ -61,7 +61,7 @@ class Settings:
     """Everything the window remembers between runs."""
 
     model_path: str = ""  # empty: the default bundle (`paths.default_model_dir()`)
-    engine: str = "auto"
+    engine: str = AUTO
     batch_size: int = 8
     thumbnail_size: int = 160
     include_subfolders: bool = True
@@ -69,9 +69,9 @@ class Settings:
     recent_folders: list[str] = field(default_factory=list)
     watched_folders: list[str] = field(default_factory=list)
     sort_target: str = ""
-    sort_mode: str = "move"  # what the Sort dialog proposes
+    sort_mode: str = MOVE  # what the Sort dialog proposes
     auto_sort: bool = False
-    auto_sort_mode: str = "move"  # what auto-sort of watched folders does
+    auto_sort_mode: str = MOVE  # what auto-sort of watched folders does
     schema_version: int = SCHEMA_VERSION
 
     def add_recent_folder(self, folder: str | Path) -> None:
@@ -111,7 +111,7 @@ def migrated(data: dict[str, Any]) -> dict[str, Any]:
 
 def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
     # Version 1 auto-sorted with the Sort dialog's mode; keep doing what the person saw happen.
-    data.setdefault("auto_sort_mode", data.get("sort_mode", "move"))
+    data.setdefault("auto_sort_mode", data.get("sort_mode", MOVE))
     # Version 1 accepted any size from 1 to 4096: bring such values into today's range, not to the default.
     for name in ("batch_size", "thumbnail_size"):
         value = data.get(name)
@@ -145,11 +145,9 @@ def load_settings() -> Settings:
 
 
 def save_settings(settings: Settings) -> Path:
-    """Write the settings atomically (temporary file, then rename) and return the file's path."""
+    """Write the settings atomically (whole or not at all) and return the file's path."""
     path = settings_path()
-    temporary = path.with_name(SETTINGS_FILE + ".tmp")
-    temporary.write_text(json.dumps(settings.to_json(), indent=2), encoding="utf-8")
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(settings.to_json(), indent=2))
     return path
 
 
@@ -170,8 +168,8 @@ def _checked(name: str, value: Any, default: Any) -> Any:
         return [str(v) for v in value if isinstance(v, str)] if isinstance(value, list) else default
     if not isinstance(value, str):
         return default
-    if name == "engine" and value not in ENGINE_CHOICES:
+    if name == "engine" and value not in PREFERENCES:
         return default
-    if name in ("sort_mode", "auto_sort_mode") and value not in SORT_MODES:
+    if name in ("sort_mode", "auto_sort_mode") and value not in MODES:
         return default
     return value

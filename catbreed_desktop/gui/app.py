@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from catbreed_desktop.core.settings import ENGINE_CHOICES, load_settings
+from catbreed_desktop.core.engines.names import PREFERENCES
+from catbreed_desktop.core.settings import load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,9 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("paths", nargs="*", type=Path, help="photos or folders to open")
     parser.add_argument("--model", type=Path, help="model bundle folder (default: the one in Settings)")
-    parser.add_argument(
-        "--engine", choices=ENGINE_CHOICES, help="engine to use (default: the one in Settings)"
-    )
+    parser.add_argument("--engine", choices=PREFERENCES, help="engine to use (default: the one in Settings)")
     parser.add_argument(
         "--screenshot",
         type=Path,

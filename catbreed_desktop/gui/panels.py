@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from catbreed_desktop.core.printable import printable
+from catbreed_desktop.core.sorting.plan import COPY, MOVE
 from catbreed_desktop.gui.watch_controller import WatchState
 
 
@@ -83,8 +84,8 @@ class WatchPanel(QWidget):
         self.auto_sort.setToolTip("Sort new photos into the folder below once they are classified")
         self.auto_sort.toggled.connect(self.auto_sort_changed)
         self.mode = QComboBox()
-        self.mode.addItem("Move them", "move")
-        self.mode.addItem("Copy them", "copy")
+        self.mode.addItem("Move them", MOVE)
+        self.mode.addItem("Copy them", COPY)
         self.mode.setToolTip("What auto-sort does with new photos; the Sort dialog has its own choice")
         self.mode.currentIndexChanged.connect(lambda index: self.mode_changed.emit(self.mode.itemData(index)))
         self.target = QLineEdit()

@@ -18,8 +18,11 @@ from typing import Any, cast
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 
-NOT_CAT_TEXT = "Not a cat"
-UNSURE_TEXT = "Unsure"
+from catbreed_desktop.core.sorting.names import NOT_CAT_FOLDER, UNSURE_FOLDER
+
+# The filter and caption texts are the names of the folders those photos are sorted into.
+NOT_CAT_TEXT = NOT_CAT_FOLDER
+UNSURE_TEXT = UNSURE_FOLDER
 ALL_BREEDS = "All breeds"
 CLASSIFYING_TEXT = "Classifying…"
 NOT_CLASSIFIED_TEXT = "Not classified"

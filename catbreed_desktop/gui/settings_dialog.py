@@ -40,12 +40,13 @@ from PySide6.QtWidgets import (
 )
 
 from catbreed_desktop.core.bundle import BundleError, load_bundle
+from catbreed_desktop.core.engines.names import AUTO, CPU, CUDA, PREFERENCES, TENSORRT
 from catbreed_desktop.core.paths import default_model_dir
 from catbreed_desktop.core.printable import printable
-from catbreed_desktop.core.settings import ENGINE_CHOICES, RANGES, Settings
+from catbreed_desktop.core.settings import RANGES, Settings
 from catbreed_desktop.gui.bundle_facts import bundle_facts
 
-ENGINE_NAMES = {"auto": "Automatic (fastest available)", "tensorrt": "TensorRT", "cuda": "CUDA", "cpu": "CPU"}
+ENGINE_NAMES = {AUTO: "Automatic (fastest available)", TENSORRT: "TensorRT", CUDA: "CUDA", CPU: "CPU"}
 ENGINE_COLUMNS = ("Engine", "Available", "Precision", "Providers", "Graph")
 BREED_COLUMNS = ("Breed", "F1", "Precision", "Recall", "Test photos")
 
@@ -104,9 +105,9 @@ class SettingsDialog(QDialog):
         bundle_box.addWidget(self.breed_note)
 
         self.engine_box = QComboBox()
-        for engine in ENGINE_CHOICES:
+        for engine in PREFERENCES:
             self.engine_box.addItem(ENGINE_NAMES[engine], engine)
-        self.engine_box.setCurrentIndex(ENGINE_CHOICES.index(settings.engine))
+        self.engine_box.setCurrentIndex(PREFERENCES.index(settings.engine))
         self.engine_status = QLabel()
         self.engine_status.setWordWrap(True)
         self.engine_status.setTextFormat(Qt.TextFormat.PlainText)  # error messages may hold "<"

@@ -22,6 +22,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.settings import Settings
+from catbreed_desktop.core.sorting.plan import MOVE
 from catbreed_desktop.gui.photo_model import PhotoListModel, PhotoRecord
 from catbreed_desktop.gui.tasks import Task, TaskContext, TaskRunner
 
@@ -51,7 +52,7 @@ class SortPreview:
         """What the sort will do, in a sentence or three."""
         plan = self.plan
         counts = plan.summary()
-        action = "moved" if plan.mode == "move" else "copied"
+        action = "moved" if plan.mode == MOVE else "copied"
         parts = []
         if counts[plan.mode]:
             folders = ", ".join(f"{name}: {count}" for name, count in plan.folders().items())
@@ -195,13 +196,13 @@ class SortController(QObject):
         return self.runner.start(task)
 
     def _sorted(self, plan: SortPlan, result: SortResult, left_out: int, auto: bool) -> None:
-        moves = [(op.source, op.destination) for op in result.done if op.action == "move"]
+        moves = [(op.source, op.destination) for op in result.done if op.action == MOVE]
         self.photos.move_paths(moves)
         self.problems.emit(
             [(op.source, reason) for op, reason in result.failed]
             + [(path, f"not sorted: {reason}") for path, reason in plan.skipped]
         )
-        verb = "Moved" if plan.mode == "move" else "Copied"
+        verb = "Moved" if plan.mode == MOVE else "Copied"
         parts = [f"{verb} {plural(len(result.done), 'photo')} into {printable(plan.target)}"]
         if result.stopped:
             parts[0] += " (stopped)"

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.settings import RANGES
-from catbreed_desktop.core.sorting import PlannedOperation, SortPlan
+from catbreed_desktop.core.sorting import COPY, MOVE, PlannedOperation, SortPlan
 from catbreed_desktop.gui.sort_controller import SortPreview
 
 COLUMNS = ("Photo", "Folder", "New path", "Action")
@@ -117,7 +117,7 @@ class SortDialog(QDialog):
         target_row.addWidget(browse)
         self.move_button = QRadioButton("Move (the photos leave their folder)")
         self.copy_button = QRadioButton("Copy (the originals stay)")
-        (self.copy_button if mode == "copy" else self.move_button).setChecked(True)
+        (self.copy_button if mode == COPY else self.move_button).setChecked(True)
         mode_row = QHBoxLayout()
         mode_row.addWidget(self.move_button)
         mode_row.addWidget(self.copy_button)
@@ -174,7 +174,7 @@ class SortDialog(QDialog):
 
     @property
     def mode(self) -> str:
-        return "copy" if self.copy_button.isChecked() else "move"
+        return COPY if self.copy_button.isChecked() else MOVE
 
     @property
     def threshold(self) -> float:

@@ -8,6 +8,7 @@ thumbnail and a stale one is never shown. Only photos a view actually paints are
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections import OrderedDict
@@ -16,6 +17,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
+from catbreed_desktop.core.files import atomic_write
 from catbreed_desktop.core.paths import cache_dir
 
 MEMORY_CACHE_ENTRIES = 3000
@@ -52,14 +54,10 @@ def make_thumbnail(path: Path, size: int, cache_folder: Path | None) -> QImage:
     data = photo.tobytes("raw", "RGB")
     image = QImage(data, photo.width, photo.height, 3 * photo.width, QImage.Format.Format_RGB888).copy()
     if cached is not None:
-        # The format follows the ".png" ending (PySide's stubs and runtime disagree on a format argument).
-        temporary = cached.with_name(f".{cached.stem}.{os.getpid()}.{id(image)}.tmp.png")
-        # A write another thread or process finishes first wins; a failed write only costs the cache.
-        if image.save(str(temporary)):
-            try:
-                os.replace(temporary, cached)
-            except OSError:
-                temporary.unlink(missing_ok=True)
+        # Whole or not at all, without syncing: a lost cache entry is only made again. A failed write
+        # only costs the cache.
+        with contextlib.suppress(OSError):
+            atomic_write(cached, lambda handle: photo.save(handle, "PNG"), durable=False)
     return image
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from catbreed_desktop.core.printable import printable
-from catbreed_desktop.core.settings import SORT_MODES, Settings
+from catbreed_desktop.core.settings import Settings
+from catbreed_desktop.core.sorting.plan import MODES, MOVE
 from catbreed_desktop.core.watching import FolderWatcher
 
 WatcherFactory = Callable[[Callable[[list[Path]], None]], FolderWatcher]
@@ -106,8 +107,8 @@ class WatchController(QObject):
 
     def set_mode(self, mode: str) -> None:
         """Whether auto-sort moves or copies; kept apart from the Sort dialog's choice."""
-        if mode not in SORT_MODES:
-            raise ValueError(f"unknown sort mode {mode!r}; use one of {', '.join(SORT_MODES)}")
+        if mode not in MODES:
+            raise ValueError(f"unknown sort mode {mode!r}; use one of {', '.join(MODES)}")
         self.settings.auto_sort_mode = mode
         self._changed()
 
@@ -128,7 +129,7 @@ class WatchController(QObject):
             return "Not watching any folder."
         watching = f"Watching {count} folder{'s' if count != 1 else ''}"
         if state.auto_sort and state.target:
-            verb = "moved" if state.mode == "move" else "copied"
+            verb = "moved" if state.mode == MOVE else "copied"
             return f"{watching}; new photos are {verb} into {printable(state.target)} once classified."
         return f"{watching}; new photos are added to the grid."
 
