@@ -30,7 +30,9 @@ def names(count: int, folder: Path = Path("/photos")) -> list[Path]:
 
 
 def loaded(classifier: FakeClassifier, runner: InlineRunner, photos: PhotoListModel) -> ClassifyController:
-    controller = ClassifyController(photos, runner, open_classifier=lambda path, engine, batch: classifier)
+    controller = ClassifyController(
+        photos, runner, open_classifier=lambda path, engine, batch, server: classifier
+    )
     controller.load_model(Path("/fake/bundle"), "cpu", 4)
     runner.run_pending()
     assert controller.classifier is classifier
@@ -86,7 +88,7 @@ def test_classify_again_queues_only_the_photos_without_a_result(qapp) -> None:
 def test_without_a_model_photos_are_not_classified_and_the_reason_is_given(qapp) -> None:
     photos, runner = PhotoListModel(), InlineRunner()
 
-    def no_model(path: Path, engine: str, batch: int) -> FakeClassifier:
+    def no_model(path: Path, engine: str, batch: int, server: str) -> FakeClassifier:
         raise BundleError(f"{path} holds no bundle.json")
 
     controller = ClassifyController(photos, runner, open_classifier=no_model)

@@ -161,3 +161,24 @@ def test_a_file_without_schema_version_is_migrated_keeping_what_it_meant() -> No
     # A current file is taken as it is: its own auto-sort mode, not the dialog's.
     save_settings(Settings(sort_mode="copy", auto_sort_mode="move"))
     assert load_settings().auto_sort_mode == "move"
+
+
+def test_the_triton_engine_takes_its_server_from_the_settings(qtbot, colour_bundle) -> None:
+    from catbreed_desktop.gui.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(Settings(engine="cpu", model_path=str(colour_bundle.path)))
+    qtbot.addWidget(dialog)
+    assert not dialog.server_edit.isEnabled()  # only the Triton engine uses a server
+    dialog.engine_box.setCurrentIndex(dialog.engine_box.findData("triton"))
+    assert dialog.server_edit.isEnabled()
+    dialog.server_edit.setText("http://127.0.0.1:9")  # the discard port: no server answers there
+    settings = dialog.settings()
+    assert (settings.engine, settings.triton_server) == ("triton", "http://127.0.0.1:9")
+
+    window = MainWindow(settings, model_path=colour_bundle.path)
+    qtbot.addWidget(window)
+    failures: list[str] = []
+    window.classify.model_failed.connect(failures.append)
+    qtbot.waitUntil(lambda: bool(failures), timeout=30_000)
+    assert "127.0.0.1:9" in failures[0]
+    window.close()

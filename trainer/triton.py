@@ -2,7 +2,8 @@
 
 The study project this grew from served its ViT through Triton; a bundle carries everything Triton
 needs, so this writes `<out>/<name>/config.pbtxt`, `<out>/<name>/1/model.onnx` and the label file
-that Triton's classification extension reads. Preprocessing stays with the client (the shared
+that Triton's classification extension reads. The config's parameters carry the labels, input size
+and model checksum that `catbreed classify --engine triton` checks, as `catbreed serve` does. Preprocessing stays with the client (the shared
 `catbreed_desktop.core.imaging.preprocess`), as it does for the app.
 """
 
@@ -12,7 +13,10 @@ import argparse
 import shutil
 from pathlib import Path
 
+from google.protobuf.text_encoding import CEscape
+
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, load_bundle
+from catbreed_desktop.core.serving import model_parameters
 
 LABELS_FILE = "labels.txt"
 
@@ -38,6 +42,11 @@ def triton_config(bundle: ModelBundle, name: str, max_batch_size: int) -> str:
         "output [\n" + ",\n".join(outputs) + "\n]\n"
         "dynamic_batching { }\n"
         "instance_group [ { kind: KIND_AUTO } ]\n"
+        # What `--engine triton` checks before trusting the server: labels, input size, checksum.
+        + "".join(
+            f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{CEscape(value, as_utf8=True)}" }}\n}}\n'
+            for key, value in model_parameters(bundle).items()
+        )
     )
 
 

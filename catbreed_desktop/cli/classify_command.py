@@ -1,7 +1,9 @@
 """`catbreed classify`: print each photo's most likely breeds, as a table, JSON lines or CSV.
 
 Unreadable files get an error line and do not stop the run; the exit status is 1 when any file
-failed, 0 when all were classified, 2 for usage or model errors.
+failed, 0 when all were classified, 2 for usage or model errors. An engine that fails for good
+mid-run (a Triton server that stops answering) ends the run with its error: the results already
+printed stand, and the count of photos done is said.
 
 Paths and labels are printed through `printable`, so a file name that is not valid UTF-8 or a
 label with an ANSI escape shows as visible escapes instead of crashing a strict UTF-8 stdout or
@@ -23,7 +25,7 @@ from typing import Any, Protocol, TextIO
 from catbreed_desktop.cli.common import PROGRAM, ProgressReporter, add_model_options, open_classifier
 from catbreed_desktop.cli.program import SOME_FAILED, positive_int
 from catbreed_desktop.core.classify import Failure, Prediction
-from catbreed_desktop.core.errors import UsageError
+from catbreed_desktop.core.errors import CatBreedError, UsageError
 from catbreed_desktop.core.imaging import iter_photo_paths
 from catbreed_desktop.core.printable import printable
 
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     writer = _make_writer(args, sys.stdout, classifier.top_k, photos)
     progress = ProgressReporter()
     failures = 0
+    written = 0
     try:
         for result in classifier.classify(photos, on_progress=progress.update):
             if isinstance(result, Failure):
@@ -70,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
             progress.clear()
             writer.write(result)
             sys.stdout.flush()
+            written += 1
+    except CatBreedError:
+        # The engine failed for good (a Triton server gone): what was printed stands, the rest is said.
+        progress.clear()
+        print(f"{PROGRAM}: stopped after {written} of {len(photos)} photos", file=sys.stderr)
+        raise
     finally:
         classifier.close()
     progress.finish()

@@ -15,7 +15,8 @@ from catbreed_desktop.cli.program import positive_int
 from catbreed_desktop.core import paths
 from catbreed_desktop.core.bundle import BUNDLE_FILE, BundleError, ModelBundle, load_bundle
 from catbreed_desktop.core.classify import Classifier
-from catbreed_desktop.core.engines import AUTO, PREFERENCES, EngineUnavailable
+from catbreed_desktop.core.engines import AUTO, PREFERENCES, Engine, EngineUnavailable, create_engine
+from catbreed_desktop.core.engines.names import TRITON
 from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.printable import printable
 
@@ -36,7 +37,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=PREFERENCES,
         default=AUTO,
-        help="inference engine; auto tries TensorRT, then ONNX Runtime CUDA, then CPU (default: auto)",
+        help="inference engine; auto tries TensorRT, then ONNX Runtime CUDA, then CPU; triton sends the "
+        "photos' pixels to the Triton server --server names (default: auto)",
+    )
+    group.add_argument(
+        "--server",
+        metavar="URL",
+        default=None,
+        help="the Triton Inference Server for --engine triton: http://HOST:PORT or grpc://HOST:PORT, as "
+        "`catbreed serve` prints it",
     )
     group.add_argument(
         "--batch-size", type=positive_int, default=8, metavar="N", help="photos per batch (default: 8)"
@@ -76,11 +85,19 @@ def uses_fp16(args: argparse.Namespace) -> bool:
 
 def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
     """The classifier the model options ask for; raises `BundleError` or `EngineUnavailable` saying why not."""
+    preference = getattr(args, "engine", AUTO)
+    server = getattr(args, "server", None)
+    if preference == TRITON and not server:
+        raise UsageError("--engine triton needs --server URL (the address `catbreed serve` prints)")
+    if server and preference != TRITON:
+        raise UsageError(f"--server is for --engine triton, not --engine {preference}")
     bundle = open_bundle(args)
     try:
+        # The Triton engine needs its server, which the classifier cannot know: it is made here.
+        engine: str | Engine = create_engine(bundle, TRITON, server=server) if server else preference
         classifier = Classifier(
             bundle,
-            engine=getattr(args, "engine", AUTO),
+            engine=engine,
             batch_size=getattr(args, "batch_size", 8),
             top_k=top_k,
             fp16=uses_fp16(args),
@@ -88,7 +105,8 @@ def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
     except BundleError as error:
         raise BundleError(f"cannot use the model: {error}") from None
     except EngineUnavailable as error:
-        raise EngineUnavailable(f"engine {args.engine!r} cannot run here: {error}") from None
+        where = "" if preference == TRITON else " here"
+        raise EngineUnavailable(f"engine {preference!r} cannot run{where}: {error}") from None
     for note in engine_notes(classifier.fallback_notes, getattr(args, "verbose", False)):
         print(f"{PROGRAM}: note: {note}", file=sys.stderr)
     print(

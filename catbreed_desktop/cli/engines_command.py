@@ -3,7 +3,8 @@
 A table by default, one JSON object with `--json`. The listing starts nothing slow (see
 `core.engines.inventory`); `--check` starts each available engine (or the one `--engine` names),
 which may derive a float graph (seconds) and build a TensorRT engine (minutes, once), and runs
-one batch through it. The exit status is 0 whatever the engines can do: an engine that cannot
+one batch through it. `--server URL` adds the Triton Inference Server there (reached, its model
+checked against the bundle). The exit status is 0 whatever the engines can do: an engine that cannot
 run is a result, not an error. 2 means the model itself cannot be read.
 """
 
@@ -17,7 +18,8 @@ from typing import Any, TextIO
 from catbreed_desktop.cli.common import add_model_options, open_bundle, uses_fp16
 from catbreed_desktop.core.bundle import ModelBundle
 from catbreed_desktop.core.engines.inventory import EngineInfo, first_available, list_engines
-from catbreed_desktop.core.engines.names import AUTO, ENGINE_NAMES
+from catbreed_desktop.core.engines.names import AUTO, ENGINE_NAMES, TRITON
+from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.printable import printable
 
 
@@ -44,10 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    bundle = open_bundle(args)
     engine = getattr(args, "engine", AUTO)
-    check = (ENGINE_NAMES if engine == AUTO else (engine,)) if args.check else ()
-    infos = list_engines(bundle, fp16=uses_fp16(args), batch_size=args.batch_size, check=check)
+    server = getattr(args, "server", None)
+    if engine == TRITON and not server:
+        raise UsageError("--engine triton needs --server URL (the address `catbreed serve` prints)")
+    bundle = open_bundle(args)
+    names = (*ENGINE_NAMES, TRITON) if server else ENGINE_NAMES
+    check = (names if engine == AUTO else (engine,)) if args.check else ()
+    infos = list_engines(bundle, fp16=uses_fp16(args), batch_size=args.batch_size, check=check, server=server)
     if args.json:
         json.dump(listing_json(bundle, infos), sys.stdout, indent=2)
         sys.stdout.write("\n")

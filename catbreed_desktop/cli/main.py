@@ -13,7 +13,7 @@ import logging
 import sys
 
 from catbreed_desktop import __version__
-from catbreed_desktop.cli import classify_command, engines_command
+from catbreed_desktop.cli import classify_command, engines_command, serve_command
 from catbreed_desktop.cli.common import PROGRAM
 from catbreed_desktop.cli.program import run_program
 
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     if sort_command is not None:
         sort_command.register(subparsers)
     engines_command.register(subparsers)
+    serve_command.register(subparsers)
     return parser
 
 

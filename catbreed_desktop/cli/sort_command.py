@@ -2,7 +2,8 @@
 
 `sort` classifies, shows the plan (`--dry-run` stops there), executes it with a journal and prints
 the summary; unreadable files are reported and left where they are. `undo` restores the last sort,
-`resume` finishes one that was interrupted. Exit status: 0 all fine, 1 some files failed or
+`resume` finishes one that was interrupted. When classification fails for good mid-way (a Triton
+server that stops answering), the sort stops before planning: nothing is moved or copied. Exit status: 0 all fine, 1 some files failed or
 nothing to undo, 2 usage or model errors.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from catbreed_desktop.cli.common import PROGRAM, ProgressReporter, add_model_options, open_classifier
 from catbreed_desktop.cli.program import SOME_FAILED
 from catbreed_desktop.core.classify import Classifier, Failure
-from catbreed_desktop.core.errors import UsageError
+from catbreed_desktop.core.errors import CatBreedError, UsageError, error_line
 from catbreed_desktop.core.imaging import iter_photo_paths
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.sorting import (
@@ -222,6 +223,15 @@ def _classify(classifier: Classifier, photos: list[Path]) -> tuple[list[SortItem
                 unreadable.append((result.path, result.reason))
             else:
                 items.append(SortItem(result.path, result.label, result.confidence, result.is_cat))
+    except CatBreedError as error:
+        # Classification failed for good (a Triton server gone): nothing is planned, so nothing moves.
+        progress.clear()
+        stopped = CatBreedError(
+            f"{error_line(error)}. Stopped after classifying {len(items) + len(unreadable)} of "
+            f"{len(photos)} photos; nothing was moved or copied"
+        )
+        stopped.exit_status = error.exit_status
+        raise stopped from None
     finally:
         classifier.close()
     progress.finish()

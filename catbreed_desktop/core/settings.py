@@ -62,6 +62,7 @@ class Settings:
 
     model_path: str = ""  # empty: the default bundle (`paths.default_model_dir()`)
     engine: str = AUTO
+    triton_server: str = ""  # the Triton server's URL, used when `engine` is "triton"
     batch_size: int = 8
     thumbnail_size: int = 160
     include_subfolders: bool = True

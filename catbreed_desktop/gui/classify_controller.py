@@ -52,15 +52,21 @@ class _LoadFailure:
     message: str
 
 
-def open_classifier(model_path: Path, engine: str, batch_size: int) -> Classifier:
-    """The bundle at `model_path` on `engine`, leaving one core free so the window keeps drawing."""
+def open_classifier(model_path: Path, engine: str, batch_size: int, server: str = "") -> Classifier:
+    """The bundle at `model_path` on `engine`, leaving one core free so the window keeps drawing.
+
+    `server` is the Triton server's URL, for the "triton" engine.
+    """
     from catbreed_desktop.core.bundle import load_bundle
     from catbreed_desktop.core.classify import Classifier
+    from catbreed_desktop.core.engines import create_engine
+    from catbreed_desktop.core.engines.names import TRITON
 
     spare = max(1, (os.cpu_count() or 2) - 1)
+    bundle = load_bundle(model_path)
     return Classifier(
-        load_bundle(model_path),
-        engine=engine,
+        bundle,
+        engine=create_engine(bundle, TRITON, batch_size, server=server) if engine == TRITON else engine,
         batch_size=batch_size,
         top_k=3,
         threads=spare,
@@ -118,7 +124,7 @@ class ClassifyController(QObject):
         self,
         photos: PhotoListModel,
         runner: TaskRunner,
-        open_classifier: Callable[[Path, str, int], Any] = open_classifier,
+        open_classifier: Callable[[Path, str, int, str], Any] = open_classifier,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -142,7 +148,7 @@ class ClassifyController(QObject):
     def labels(self) -> tuple[str, ...]:
         return tuple(self.classifier.bundle.labels) if self.classifier is not None else ()
 
-    def load_model(self, model_path: Path, engine: str, batch_size: int) -> None:
+    def load_model(self, model_path: Path, engine: str, batch_size: int, server: str = "") -> None:
         """(Re)load the model in the background; the photos shown are classified again with it."""
         if self._closed:
             return
@@ -154,7 +160,7 @@ class ClassifyController(QObject):
             self._queue = [record.path for record in self.photos.records]  # the new model does them all
         self.photos.set_queued(self._queue, False)  # until the new model is there
         self._load_generation += 1
-        self._wanted_load = (model_path, engine, batch_size)
+        self._wanted_load = (model_path, engine, batch_size, server)
         self.model_loading.emit()
         if self.runner.is_busy(LOAD_LANE):
             self.runner.stop(LOAD_LANE)  # its result is dropped; this load starts when it ends
@@ -164,13 +170,13 @@ class ClassifyController(QObject):
     def _start_load(self) -> None:
         if self._wanted_load is None or self._closed:
             return
-        model_path, engine, batch_size = self._wanted_load
+        model_path, engine, batch_size, server = self._wanted_load
         generation = self._load_generation
         self._wanted_load = None
 
         def load(context: TaskContext) -> Any:
             try:
-                classifier = self._open_classifier(model_path, engine, batch_size)
+                classifier = self._open_classifier(model_path, engine, batch_size, server)
             except (CatBreedError, OSError) as error:  # a missing or unusable model: told in the banner
                 return _LoadFailure(error_line(error) if isinstance(error, CatBreedError) else str(error))
             if context.should_stop():

@@ -295,7 +295,9 @@ class MainWindow(QMainWindow):
         model = (
             Path(self.settings.model_path).expanduser() if self.settings.model_path else default_model_dir()
         )
-        self.classify.load_model(model, self.settings.engine, self.settings.batch_size)
+        self.classify.load_model(
+            model, self.settings.engine, self.settings.batch_size, self.settings.triton_server
+        )
 
     def add_inputs(self, inputs: Iterable[str | Path], remember: bool = True) -> None:
         """Add files and folders (with sub-folders when the option is on); scanned off-thread."""

@@ -40,13 +40,19 @@ from PySide6.QtWidgets import (
 )
 
 from catbreed_desktop.core.bundle import BundleError, load_bundle
-from catbreed_desktop.core.engines.names import AUTO, CPU, CUDA, PREFERENCES, TENSORRT
+from catbreed_desktop.core.engines.names import AUTO, CPU, CUDA, PREFERENCES, TENSORRT, TRITON
 from catbreed_desktop.core.paths import default_model_dir
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.settings import RANGES, Settings
 from catbreed_desktop.gui.bundle_facts import bundle_facts
 
-ENGINE_NAMES = {AUTO: "Automatic (fastest available)", TENSORRT: "TensorRT", CUDA: "CUDA", CPU: "CPU"}
+ENGINE_NAMES = {
+    AUTO: "Automatic (fastest available)",
+    TENSORRT: "TensorRT",
+    CUDA: "CUDA",
+    CPU: "CPU",
+    TRITON: "Triton server",
+}
 ENGINE_COLUMNS = ("Engine", "Available", "Precision", "Providers", "Graph")
 BREED_COLUMNS = ("Breed", "F1", "Precision", "Recall", "Test photos")
 
@@ -105,9 +111,11 @@ class SettingsDialog(QDialog):
         bundle_box.addWidget(self.breed_note)
 
         self.engine_box = QComboBox()
+        # The Triton engine needs a server URL, which the window cannot pass on yet: local engines only.
         for engine in PREFERENCES:
-            self.engine_box.addItem(ENGINE_NAMES[engine], engine)
-        self.engine_box.setCurrentIndex(PREFERENCES.index(settings.engine))
+            if engine in ENGINE_NAMES:
+                self.engine_box.addItem(ENGINE_NAMES[engine], engine)
+        self.engine_box.setCurrentIndex(max(0, self.engine_box.findData(settings.engine)))
         self.engine_status = QLabel()
         self.engine_status.setWordWrap(True)
         self.engine_status.setTextFormat(Qt.TextFormat.PlainText)  # error messages may hold "<"
@@ -136,6 +144,13 @@ class SettingsDialog(QDialog):
         self._listing_signals.failed.connect(self._show_engines_failed)
         self._listing_request = 0
         self._listing_pending = False
+        # Only the "Triton server" engine uses it: photos are decoded here, inferred there.
+        self.server_edit = QLineEdit(settings.triton_server)
+        self.server_edit.setPlaceholderText("http://127.0.0.1:8000 or grpc://127.0.0.1:8001")
+        self.server_edit.setEnabled(settings.engine == TRITON)
+        self.engine_box.currentIndexChanged.connect(
+            lambda _index: self.server_edit.setEnabled(self.engine_box.currentData() == TRITON)
+        )
         self.batch_spin = _spin_box("batch_size", settings.batch_size)
         self.thumbnail_spin = _spin_box("thumbnail_size", settings.thumbnail_size)
         self.thumbnail_spin.setSuffix(" px")
@@ -148,6 +163,7 @@ class SettingsDialog(QDialog):
         engine_page = QWidget()
         engine_form = QFormLayout(engine_page)
         engine_form.addRow("Engine:", self.engine_box)
+        engine_form.addRow("Triton server:", self.server_edit)
         engine_form.addRow("Engines here:", engines_box)
         engine_form.addRow("Batch size:", self.batch_spin)
         engine_form.addRow("Thumbnail size:", self.thumbnail_spin)
@@ -170,6 +186,7 @@ class SettingsDialog(QDialog):
         result = copy.deepcopy(self._settings)
         result.model_path = self.model_edit.text().strip()
         result.engine = self.engine_box.currentData()
+        result.triton_server = self.server_edit.text().strip()
         result.batch_size = self.batch_spin.value()
         result.thumbnail_size = self.thumbnail_spin.value()
         return result

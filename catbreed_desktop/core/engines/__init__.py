@@ -6,7 +6,8 @@ CPU, and records in `engine.fallback_notes` why each faster one was passed over.
 
 The GPU engines run a float graph derived from the bundle's model (`float_graph`): fp16 on ONNX
 Runtime CUDA, fp16 or fp32 (`fp16=`) on TensorRT. The CPU engine runs the bundle's own model
-(int8 for the shipped one) unless `graph=` asks for a derived one. `inventory.list_engines` says,
+(int8 for the shipped one) unless `graph=` asks for a derived one. "triton" runs the model on a
+Triton Inference Server (`server=` its URL); "auto" never picks it. `inventory.list_engines` says,
 without starting anything slow, which engine could run and on which graph.
 """
 
@@ -22,6 +23,7 @@ from catbreed_desktop.core.engines.names import (
     ENGINE_TITLES,
     PREFERENCES,
     TENSORRT,
+    TRITON,
 )
 from catbreed_desktop.core.engines.onnx_runtime import GRAPHS, OnnxRuntimeEngine
 from catbreed_desktop.core.engines.tensorrt import TensorRTEngine, build_tensorrt_engine
@@ -49,12 +51,14 @@ def create_engine(
     *,
     threads: int | None = None,
     graph: str | None = None,
+    server: str | None = None,
 ) -> Engine:
-    """The engine for `bundle` that `preference` (auto|tensorrt|cuda|cpu) asks for.
+    """The engine for `bundle` that `preference` (auto|tensorrt|cuda|cpu|triton) asks for.
 
     `threads` caps ONNX Runtime's CPU threads (None lets it use every core). `graph` ("bundle",
     "fp32" or "fp16") overrides which graph the ONNX Runtime engines run (default: fp16 on CUDA,
-    the bundle's own model on CPU); TensorRT's graph follows `fp16`.
+    the bundle's own model on CPU); TensorRT's graph follows `fp16`. `server` is the Triton server's
+    URL, needed by "triton" and ignored by the others.
     """
     if preference not in PREFERENCES:
         raise ValueError(f"unknown engine {preference!r}; choose one of {', '.join(PREFERENCES)}")
@@ -62,6 +66,12 @@ def create_engine(
         raise ValueError(f"batch size must be at least 1, not {batch_size}")
     if graph is not None and graph not in GRAPHS:
         raise ValueError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
+    if preference == TRITON:
+        if not server:
+            raise EngineUnavailable("the Triton engine needs the server's URL (--server http://HOST:PORT)")
+        from catbreed_desktop.core.engines.triton_client import TritonEngine
+
+        return TritonEngine(bundle, server)
     if preference == TENSORRT:
         return TensorRTEngine(bundle, batch_size=batch_size, fp16=fp16)
     if preference in (CUDA, CPU):

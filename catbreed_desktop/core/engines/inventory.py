@@ -9,7 +9,11 @@ only the CPU engine's providers are known. `check=` starts the engines named (de
 building what they need), runs one small batch through each and reports the providers really
 active, where ONNX Runtime placed the nodes and whether the outputs were finite.
 
-TensorRT, CUDA and ONNX Runtime are imported only inside the calls, as the engines do.
+With `server=` the listing ends with a Triton Inference Server row: it reaches the server and
+checks that it serves the bundle's model (a few small requests); `check` may name "triton" then.
+`first_available` never picks it, as "auto" never does.
+
+TensorRT, CUDA, ONNX Runtime and tritonclient are imported only inside the calls, as the engines do.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 from catbreed_desktop.core.bundle import LOGITS_NAME, BundleError, ModelBundle
 from catbreed_desktop.core.engines import onnx_runtime, tensorrt
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
-from catbreed_desktop.core.engines.names import CPU, CUDA, ENGINE_NAMES, ENGINE_TITLES, TENSORRT
+from catbreed_desktop.core.engines.names import CPU, CUDA, ENGINE_NAMES, ENGINE_TITLES, TENSORRT, TRITON
 
 CPU_INSTALL_HINT = "pip install 'catbreed-desktop[cpu]' (or [gpu] for ONNX Runtime CUDA)"
 
@@ -34,7 +38,7 @@ CPU_INSTALL_HINT = "pip install 'catbreed-desktop[cpu]' (or [gpu] for ONNX Runti
 class EngineInfo:
     """What one engine would do with a bundle on this machine."""
 
-    name: str  # "tensorrt", "cuda" or "cpu", as `create_engine` and the settings name it
+    name: str  # "tensorrt", "cuda", "cpu" or "triton", as `create_engine` and the settings name it
     title: str
     available: bool
     reason: str  # why it cannot run, in the words the engine itself would raise; "" when it can
@@ -86,15 +90,18 @@ def list_engines(
     fp16: bool = True,
     batch_size: int = 8,
     check: Collection[str] = (),
+    server: str | None = None,
 ) -> list[EngineInfo]:
     """One `EngineInfo` per engine in `ENGINE_NAMES` order; `check` names the engines to start and try.
 
     `fp16` and `batch_size` are the settings TensorRT would be built with (they pick its graph and
-    its cached engine). Never raises for an engine that cannot run: that is what `reason` is for.
+    its cached engine). `server`, a Triton server's URL, adds its row at the end. Never raises for
+    an engine that cannot run: that is what `reason` is for.
     """
-    unknown = set(check) - set(ENGINE_NAMES)
+    known = (*ENGINE_NAMES, TRITON) if server else ENGINE_NAMES
+    unknown = set(check) - set(known)
     if unknown:
-        raise ValueError(f"unknown engine {sorted(unknown)[0]!r}; choose from {', '.join(ENGINE_NAMES)}")
+        raise ValueError(f"unknown engine {sorted(unknown)[0]!r}; choose from {', '.join(known)}")
     try:
         precision = onnx_runtime.model_precision(bundle.model_path)  # cached for the calls below
     except Exception as error:  # onnx's protobuf errors share no base; the listing must not stop
@@ -107,12 +114,44 @@ def list_engines(
     gpu = next((info.gpu for info in infos if info.gpu), "")
     # ONNX Runtime does not name the GPU; TensorRT's toolkit asked the driver, and it is the same device 0.
     infos = [replace(info, gpu=gpu) if info.name == CUDA and info.available else info for info in infos]
-    return [_checked(info, bundle, fp16, batch_size) if info.name in check else info for info in infos]
+    infos = [_checked(info, bundle, fp16, batch_size) if info.name in check else info for info in infos]
+    if server:
+        infos.append(_triton_info(bundle, server, TRITON in check))
+    return infos
 
 
 def first_available(infos: list[EngineInfo]) -> EngineInfo | None:
     """The engine `create_engine(..., "auto")` tries first among those listed as available."""
-    return next((info for info in infos if info.available), None)
+    return next((info for info in infos if info.available and info.name in ENGINE_NAMES), None)
+
+
+def _triton_info(bundle: ModelBundle, server: str, check: bool) -> EngineInfo:
+    """The Triton row: the server reached and its model checked; with `check`, one batch run through it."""
+    from catbreed_desktop.core.engines.triton_client import TritonEngine
+
+    info = EngineInfo(TRITON, ENGINE_TITLES[TRITON], False, "", bundle.model_path, "server's", True)
+    started = time.perf_counter()
+    try:
+        engine = TritonEngine(bundle, server)
+    except EngineUnavailable as error:
+        return replace(info, reason=str(error), checked="failed to start" if check else "")
+    with engine:
+        notes = (f"server batches up to {engine.server_max_batch} photos" if engine.server_max_batch else "",)
+        info = replace(
+            info,
+            available=True,
+            started=True,
+            providers=(engine.provider,),
+            notes=tuple(n for n in notes if n),
+        )
+        if not check:
+            return info
+        try:
+            finite = _finite_on_one_batch(engine, bundle)
+        except (RuntimeError, ValueError) as error:
+            return replace(info, available=False, reason=str(error), checked=f"started, then failed: {error}")
+        outputs = "finite" if finite else "NON-FINITE"
+        return replace(info, checked=f"{outputs} outputs; answered in {time.perf_counter() - started:.1f} s")
 
 
 def _tensorrt_info(bundle: ModelBundle, fp16: bool, batch_size: int) -> EngineInfo:
@@ -163,6 +202,13 @@ def _cpu_info(bundle: ModelBundle, precision: str) -> EngineInfo:
         return replace(info, available=True, started=True, providers=engine.active_providers)
 
 
+def _finite_on_one_batch(engine: Engine, bundle: ModelBundle) -> bool:
+    """Run one batch of seeded noise through `engine`; whether every logit came back finite."""
+    size = bundle.preprocessing.size
+    batch = np.random.default_rng(0).normal(size=(1, 3, size, size)).astype(np.float32)
+    return bool(np.isfinite(engine.run(batch)[LOGITS_NAME]).all())
+
+
 def _start(name: str, bundle: ModelBundle, fp16: bool, batch_size: int) -> Engine:
     if name == TENSORRT:
         return tensorrt.TensorRTEngine(bundle, batch_size=batch_size, fp16=fp16)
@@ -180,13 +226,10 @@ def _checked(info: EngineInfo, bundle: ModelBundle, fp16: bool, batch_size: int)
         return replace(info, available=False, reason=str(error), checked=f"failed to start: {error}")
     with engine:
         seconds = time.perf_counter() - started
-        size = bundle.preprocessing.size
-        batch = np.random.default_rng(0).normal(size=(1, 3, size, size)).astype(np.float32)
         try:
-            logits = engine.run(batch)[LOGITS_NAME]
+            finite = _finite_on_one_batch(engine, bundle)
         except (RuntimeError, ValueError) as error:
             return replace(info, available=False, reason=str(error), checked=f"started, then failed: {error}")
-        finite = bool(np.isfinite(logits).all())
         providers = tuple(getattr(engine, "active_providers", ()) or (engine.provider,))
         notes = [note for note in info.notes if not note.startswith("engine cached")]
         placement = getattr(engine, "placement", None)

@@ -1,8 +1,9 @@
 """The engines' names, defined once for the engine chooser, the listing, the command line and the settings.
 
-`ENGINE_NAMES` are the engines in the order `create_engine(bundle, "auto")` tries them;
-`PREFERENCES` is what may be asked for (`--engine`, the settings' engine); `ENGINE_TITLES` is what
-people read. Nothing is imported here, so any module can use the names cheaply.
+`ENGINE_NAMES` are the engines on this machine, in the order `create_engine(bundle, "auto")` tries
+them; `REMOTE_ENGINES` run on a server (Triton) and are used only when asked for by name, since
+they need its address and send the photos' pixels to it; `PREFERENCES` is what may be asked for
+(`--engine`, the settings' engine); `ENGINE_TITLES` is what people read. Nothing is imported here, so any module can use the names cheaply.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ AUTO = "auto"
 TENSORRT = "tensorrt"
 CUDA = "cuda"
 CPU = "cpu"
+TRITON = "triton"
 
 ENGINE_NAMES = (TENSORRT, CUDA, CPU)
-PREFERENCES = (AUTO, *ENGINE_NAMES)
-ENGINE_TITLES = {TENSORRT: "TensorRT", CUDA: "ONNX Runtime CUDA", CPU: "ONNX Runtime CPU"}
+REMOTE_ENGINES = (TRITON,)
+PREFERENCES = (AUTO, *ENGINE_NAMES, *REMOTE_ENGINES)
+ENGINE_TITLES = {
+    TENSORRT: "TensorRT",
+    CUDA: "ONNX Runtime CUDA",
+    CPU: "ONNX Runtime CPU",
+    TRITON: "Triton Inference Server",
+}
