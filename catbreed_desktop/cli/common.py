@@ -15,8 +15,8 @@ from catbreed_desktop.cli.program import positive_int
 from catbreed_desktop.core import paths
 from catbreed_desktop.core.bundle import BUNDLE_FILE, BundleError, ModelBundle, load_bundle
 from catbreed_desktop.core.classify import Classifier
-from catbreed_desktop.core.engines import AUTO, PREFERENCES, Engine, EngineUnavailable, create_engine
-from catbreed_desktop.core.engines.names import TRITON
+from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
+from catbreed_desktop.core.engines.names import AUTO, TRITON
 from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.printable import printable
 

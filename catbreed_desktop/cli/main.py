@@ -13,16 +13,10 @@ import logging
 import sys
 
 from catbreed_desktop import __version__
-from catbreed_desktop.cli import classify_command, engines_command, serve_command
+from catbreed_desktop.cli import classify_command, engines_command, serve_command, sort_command
 from catbreed_desktop.cli.common import PROGRAM
 from catbreed_desktop.cli.program import run_program
 
-try:  # sort and undo live in their own module, which may not be installed in every build
-    import catbreed_desktop.cli.sort_command as sort_command
-except ModuleNotFoundError as error:
-    if error.name != "catbreed_desktop.cli.sort_command":
-        raise
-    sort_command = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show more detail on stderr")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     classify_command.register(subparsers)
-    if sort_command is not None:
-        sort_command.register(subparsers)
+    sort_command.register(subparsers)
     engines_command.register(subparsers)
     serve_command.register(subparsers)
     return parser

@@ -138,7 +138,7 @@ class ClassifyController(QObject):
         self._run_paths: list[Path] = []
         self._run_started = 0.0
         self._load_generation = 0
-        self._wanted_load: tuple[Path, str, int] | None = None
+        self._wanted_load: tuple[Path, str, int, str] | None = None  # model, engine, batch, server
         self._scans: list[tuple[list[Path], bool]] = []
         self._closed = False
 
