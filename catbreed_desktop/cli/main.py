@@ -18,7 +18,6 @@ from catbreed_desktop.cli.common import PROGRAM
 from catbreed_desktop.cli.program import run_program
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM,

@@ -1,10 +1,12 @@
 """The classification pipeline: photo files in, one `Prediction` or `Failure` per file out, in order.
 
 A small thread pool decodes and preprocesses photos ahead of the engine (PIL releases the GIL
-while decoding), so the engine works on one batch while the next is being read. A file that
-cannot be read becomes a `Failure` and the rest of its batch is classified as usual. `should_stop`
-is polled between batches and while waiting for a decode, so a run stops within a fraction of a
-second even while a slow file is being decoded: that decode is left to finish on its own.
+while decoding), so the engine works on one batch while the next is being read; on machines of
+8 cores and more a pool of processes does it instead (`decode_pool`), since the part of decoding
+that holds the GIL stops threads scaling there. A file that cannot be read becomes a `Failure`
+and the rest of its batch is classified as usual. `should_stop` is polled between batches and
+while waiting for a decode, so a run stops within a fraction of a second even while a slow file
+is being decoded: that decode is left to finish on its own.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +23,12 @@ import numpy as np
 from PIL import Image
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, LOGITS_NAME, BundleError, ModelBundle
+from catbreed_desktop.core.decode_pool import (
+    ProcessDecodePool,
+    crashed,
+    default_process_workers,
+    processes_by_default,
+)
 from catbreed_desktop.core.engines import Engine, create_engine, softmax
 from catbreed_desktop.core.engines.base import ModelOutputError, check_outputs
 from catbreed_desktop.core.imaging import PhotoError, load_and_preprocess, preprocess, stack_batch
@@ -73,6 +82,7 @@ class Classifier:
         fp16: bool = True,
         threads: int | None = None,
         decode_workers: int | None = None,
+        decode_in_processes: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, not {batch_size}")
@@ -81,7 +91,16 @@ class Classifier:
         self.bundle = bundle
         self.batch_size = int(batch_size)
         self.top_k = min(int(top_k), bundle.num_labels)
-        self.decode_workers = decode_workers or min(4, os.cpu_count() or 1)
+        # None: processes on machines of `PROCESS_DECODE_MIN_CPUS` cores or more, else threads.
+        self.decode_in_processes = (
+            processes_by_default() if decode_in_processes is None else decode_in_processes
+        )
+        if not decode_workers:
+            decode_workers = (
+                default_process_workers() if self.decode_in_processes else min(4, os.cpu_count() or 1)
+            )
+        self.decode_workers = max(1, int(decode_workers))
+        self._processes = ProcessDecodePool(self.decode_workers) if self.decode_in_processes else None
         self._ood = _ood_detector(bundle)
         if isinstance(engine, Engine):
             self.engine = engine
@@ -106,11 +125,9 @@ class Classifier:
         """Why faster engines were passed over when the engine was chosen automatically."""
         return self.engine.fallback_notes
 
-    @property
-    def has_ood(self) -> bool:
-        return self._ood is not None
-
     def close(self) -> None:
+        if self._processes is not None:
+            self._processes.close()
         self.engine.close()
 
     def classify(
@@ -136,11 +153,16 @@ class Classifier:
         most_items = 4 * self.batch_size
         source = iter(path_list)
         pending: deque[tuple[Path, Future[np.ndarray]]] = deque()
-        pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="catbreed-decode")
+        pool: Executor | ProcessDecodePool = self._processes or ThreadPoolExecutor(
+            self.decode_workers, thread_name_prefix="catbreed-decode"
+        )
+
+        def submit(path: Path) -> Future[np.ndarray]:
+            return pool.submit(load_and_preprocess, path, spec)
 
         def submit_ahead() -> None:
             while len(pending) < ahead and (path := next(source, None)) is not None:
-                pending.append((path, pool.submit(load_and_preprocess, path, spec)))
+                pending.append((path, submit(path)))
 
         stopped = False
         try:
@@ -155,6 +177,12 @@ class Classifier:
                         stopped = True
                         return
                     pending.popleft()
+                    if self._processes is not None and crashed(future):
+                        retried = self._decode_again(path, pending, submit, should_stop)
+                        if retried is None:
+                            stopped = True
+                            return
+                        future = retried
                     submit_ahead()
                     outcome = _decoded(path, future)
                     arrays += not isinstance(outcome, Failure)
@@ -169,16 +197,49 @@ class Classifier:
                 if on_progress:
                     on_progress(done, total)
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-            if not stopped:
-                # Nothing is left running after a whole run; a caller that drops the iterator
-                # early waits for the decodes in progress, bounded by the decoding limits.
-                pool.shutdown(wait=True)
+            if isinstance(pool, ProcessDecodePool):
+                # The pool stays for the next run; decodes not started are dropped from it.
+                running = [future for _, future in pending if not future.cancel()]
+                if not stopped:
+                    wait(running)
+            else:
+                pool.shutdown(wait=False, cancel_futures=True)
+                if not stopped:
+                    # Nothing is left running after a whole run; a caller that drops the iterator
+                    # early waits for the decodes in progress, bounded by the decoding limits.
+                    pool.shutdown(wait=True)
 
-    def classify_images(self, images: Sequence[Image.Image]) -> list[Prediction]:
+    def _decode_again(
+        self,
+        path: Path,
+        pending: deque[tuple[Path, Future[np.ndarray]]],
+        submit: Callable[[Path], Future[np.ndarray]],
+        should_stop: StopCallback | None,
+    ) -> Future[np.ndarray] | None:
+        """A new decode of `path` after a worker process died, taking every decode in flight with it.
+
+        The photo is decoded alone in a fresh pool: if that dies too, the photo is the cause and
+        fails alone. The other lost decodes in `pending` are started again. None when a stop was
+        requested meanwhile.
+        """
+        assert self._processes is not None
+        if self._processes.recover():
+            future = submit(path)
+            if not _finished(future, should_stop):
+                return None
+            if crashed(future):
+                self._processes.restart()
+        else:  # processes cannot start here: threads decode from now on
+            future = submit(path)
+        again = [(p, submit(p) if not f.done() or crashed(f) else f) for p, f in pending]
+        pending.clear()
+        pending.extend(again)
+        return future
+
+    def classify_images(self, images: Sequence[Image.Image]) -> list[Prediction | Failure]:
         """Predictions for photos already decoded as RGB images; their `path` is Path("")."""
         spec = self.bundle.preprocessing
-        predictions: list[Prediction] = []
+        predictions: list[Prediction | Failure] = []
         for start in range(0, len(images), self.batch_size):
             chunk = [
                 preprocess(image.convert("RGB"), spec) for image in images[start : start + self.batch_size]
@@ -208,7 +269,7 @@ class Classifier:
         logits = np.asarray(outputs[LOGITS_NAME], dtype=np.float64)
         # NaN or inf logits would give a NaN confidence that passes every threshold comparison.
         with np.errstate(over="ignore", invalid="ignore"):
-            scored = np.isfinite(logits).all(axis=1)
+            scored = np.asarray(np.isfinite(logits).all(axis=1))
             probabilities = softmax(np.where(scored[:, None], logits, 0.0), self.bundle.temperature)
             scored &= np.isfinite(probabilities).all(axis=1)
             scores: np.ndarray | None = None
@@ -275,6 +336,8 @@ def _decoded(path: Path, future: Future[np.ndarray]) -> np.ndarray | Failure:
         return future.result()
     except PhotoError as error:
         return Failure(path, error.reason)
+    except BrokenProcessPool:
+        return Failure(path, "the decoder crashed on this file (its process ended)")
     except Exception as error:  # an unexpected decoder bug must cost one file, not the whole run
         return Failure(path, f"cannot be processed ({type(error).__name__}: {error})")
 
