@@ -20,6 +20,10 @@ def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     root = tmp_path_factory.mktemp("user")
     for name in ("DATA", "CACHE", "CONFIG"):
         monkeypatch.setenv(f"CATBREED_{name}_DIR", str(root / name.lower()))
+    # Decode in threads whatever the machine's core count (processes are chosen from 8 cores up):
+    # some tests replace the decoder with a local function that a worker process cannot import.
+    # tests/test_decode_processes.py asks for processes itself.
+    monkeypatch.setenv("CATBREED_DECODE_PROCESSES", "0")
     return root
 
 
