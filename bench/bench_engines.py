@@ -90,8 +90,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", type=int, default=8, help="end-to-end batch size (default: 8, the app's)"
     )
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per runtime (default: 2)")
     parser.add_argument(
-        "--threads", type=int, default=2, help="CPU threads per runtime, decode workers (default: 2)"
+        "--decode-workers", type=int, help="decoding threads or processes (default: as --threads)"
     )
     parser.add_argument(
         "--repeat", type=int, default=3, help="timed passes per figure; the best is kept (default: 3)"
@@ -490,7 +491,7 @@ def run_child(job_file: Path) -> int:
             bundle,
             engine=engine,
             batch_size=batch_size,
-            decode_workers=threads,
+            decode_workers=job["decode_workers"],
             decode_in_processes=job["processes"],
         )
 
@@ -600,7 +601,7 @@ def report(args: argparse.Namespace) -> int:
     print(f"photos     {len(photos)} from {args.photos}, spread over its folders")
     print(
         f"machine    {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads per "
-        f"runtime and {args.threads} decode workers; onnxruntime {onnxruntime.__version__}; load average {load_average()}"
+        f"runtime and {args.decode_workers} decode workers; onnxruntime {onnxruntime.__version__}; load average {load_average()}"
     )
     print()
 
@@ -674,14 +675,14 @@ def report(args: argparse.Namespace) -> int:
         sets = {"Oxford size": photos, "12 MP": large}
 
         # Decoding only.
-        print(f"decoding only (load_and_preprocess), photos/s, {args.threads} workers")
+        print(f"decoding only (load_and_preprocess), photos/s, {args.decode_workers} workers")
         rows = []
         for label, paths in sets.items():
-            threads = decode_rate(paths, bundle, args.threads, False, args.repeat)
-            processes = decode_rate(paths, bundle, args.threads, True, args.repeat)
+            threads = decode_rate(paths, bundle, args.decode_workers, False, args.repeat)
+            processes = decode_rate(paths, bundle, args.decode_workers, True, args.repeat)
             rows.append([label, f"{threads:.1f}", f"{processes:.1f}", f"{processes / threads:.2f}"])
         print_table(["photos", "threads", "processes", "processes/threads"], rows, [12, 10, 10, 18])
-        empty, array = round_trip_ms(spec.size, args.threads)
+        empty, array = round_trip_ms(spec.size, args.decode_workers)
         print(
             f"process pool round trip per task, no decoding: {empty:.2f} ms returning nothing, {array:.2f} ms "
             f"returning one preprocessed photo ({3 * spec.size * spec.size * 4 // 1024} KB of float32)\n"
@@ -702,6 +703,7 @@ def end_to_end_section(args: argparse.Namespace, bundle: ModelBundle, sets: dict
         "bundle": str(bundle.path),
         "batch_size": args.batch_size,
         "threads": args.threads,
+        "decode_workers": args.decode_workers,
         "repeat": args.repeat,
     }
     if not args.skip_eager:
@@ -713,24 +715,15 @@ def end_to_end_section(args: argparse.Namespace, bundle: ModelBundle, sets: dict
             }
         )
     for info in list_engines(bundle):
-        if info.available:
+        for processes in (False, True) if info.available else ():
             jobs.append(
                 {
-                    "name": f"Classifier, {info.title}, decode threads",
+                    "name": f"Classifier, {info.title}, decode {'processes' if processes else 'threads'}",
                     "kind": "classifier",
                     "engine": info.name,
-                    "processes": False,
+                    "processes": processes,
                 }
             )
-            if info.name == "cpu":
-                jobs.append(
-                    {
-                        "name": f"Classifier, {info.title}, decode processes",
-                        "kind": "classifier",
-                        "engine": "cpu",
-                        "processes": True,
-                    }
-                )
     results: dict[tuple[str, str], EndToEnd] = {}
     for job in jobs:
         for label, paths in sets.items():
@@ -869,6 +862,7 @@ def draft_check(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.decode_workers = args.decode_workers or args.threads
     if args.child is not None:
         return run_child(args.child)
     if args.draft_check:
