@@ -17,6 +17,15 @@ from catbreed_desktop.core.imaging import Preprocessing
 COLOUR_LABELS = ("Red Cat", "Green Cat", "Blue Cat")
 COLOURS = {"Red Cat": (220, 30, 30), "Green Cat": (30, 200, 40), "Blue Cat": (30, 40, 220)}
 TINY_SPEC = Preprocessing(size=32, resize=36)
+# The breeds of the retrained default model: the window and the CLI must cope with a list this long.
+BREEDS_33 = (
+    "Abyssinian", "American Curl", "American Shorthair", "Balinese", "Bengal", "Birman", "Bombay",
+    "British Shorthair", "Burmese", "Cornish Rex", "Devon Rex", "Egyptian Mau", "Exotic Shorthair",
+    "Havana", "Himalayan", "Japanese Bobtail", "Korat", "Maine Coon", "Manx", "Nebelung",
+    "Norwegian Forest Cat", "Oriental Shorthair", "Persian", "Ragdoll", "Russian Blue",
+    "Scottish Fold", "Selkirk Rex", "Siamese", "Siberian", "Snowshoe", "Sphynx", "Tonkinese",
+    "Turkish Angora",
+)  # fmt: skip
 
 
 def make_photo(
@@ -32,10 +41,15 @@ def make_photo(
     return path
 
 
-def make_colour_model(path: Path, size: int = TINY_SPEC.size) -> Path:
-    """An ONNX model: mean colour per channel -> linear layer -> logits, plus the mean as embedding."""
-    weights = np.eye(3, dtype=np.float32) * 4.0  # channel c votes for label c
-    bias = np.zeros(3, dtype=np.float32)
+def make_colour_model(path: Path, size: int = TINY_SPEC.size, num_labels: int = 3) -> Path:
+    """An ONNX model: mean colour per channel -> linear layer -> logits, plus the mean as embedding.
+
+    Channel c votes for label c; labels from the fourth on get no vote (logit 0), so with many of
+    them a pure colour is still clearly its label and a mixed one is spread thin (unsure).
+    """
+    weights = np.zeros((3, num_labels), dtype=np.float32)
+    weights[:, :3] = np.eye(3, dtype=np.float32) * 4.0
+    bias = np.zeros(num_labels, dtype=np.float32)
     graph = helper.make_graph(
         [
             helper.make_node("GlobalAveragePool", [INPUT_NAME], ["pooled"]),
@@ -45,7 +59,7 @@ def make_colour_model(path: Path, size: int = TINY_SPEC.size) -> Path:
         "colour_classifier",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, size, size])],
         [
-            helper.make_tensor_value_info(LOGITS_NAME, TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info(LOGITS_NAME, TensorProto.FLOAT, ["batch", num_labels]),
             helper.make_tensor_value_info(EMBEDDING_NAME, TensorProto.FLOAT, ["batch", 3]),
         ],
         initializer=[numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(bias, "bias")],
@@ -69,6 +83,28 @@ def make_colour_bundle(folder: Path, ood: dict | None = None) -> ModelBundle:
         preprocessing=TINY_SPEC,
         metrics={"accuracy": 1.0},
         ood=ood,
+    )
+
+
+def make_breeds_bundle(
+    folder: Path, labels: tuple[str, ...] | None = None, decision: dict | None = None
+) -> ModelBundle:
+    """A valid bundle of many breeds around the colour classifier; `decision` goes into bundle.json as is.
+
+    `labels` defaults to the 33 breeds in reverse alphabetical order (a bundle's order is the
+    model's, not the alphabet's), so red photos are "Turkish Angora", green "Tonkinese" and blue
+    "Sphynx".
+    """
+    labels = tuple(reversed(BREEDS_33)) if labels is None else labels
+    model = make_colour_model(folder.parent / f"{folder.name}-source.onnx", num_labels=len(labels))
+    return write_bundle(
+        folder,
+        model,
+        labels=labels,
+        architecture="test-colour-classifier",
+        preprocessing=TINY_SPEC,
+        metrics={"accuracy": 1.0},
+        decision=decision,
     )
 
 

@@ -72,6 +72,7 @@ def test_csv_has_header_and_one_row_per_photo(capsys, colour_bundle, folder):
         "label_3",
         "probability_3",
         "is_cat",
+        "unsure",
         "ood_score",
         "error",
     ]

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QMessageBox
 from catbreed_desktop.core.corrections import read_corrections_csv
 from catbreed_desktop.core.settings import Settings
 from catbreed_desktop.gui.main_window import MainWindow
-from catbreed_desktop.gui.photo_model import UNSURE_TEXT
+from catbreed_desktop.gui.photo_model import SHOW_ALL, SHOW_UNSURE, show_breed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,10 +68,10 @@ def test_without_subfolders_only_the_top_folder_is_added(qtbot, window: MainWind
 def test_filter_search_sort_and_threshold(qtbot, window: MainWindow, photos: Path) -> None:
     add_and_wait(qtbot, window, photos)
     proxy = window.proxy
-    window.ui.breed_filter.setCurrentText("Red Cat")
+    window.ui.breed_filter.choose(show_breed("Red Cat"))
     shown = {proxy.index(row, 0).data(Qt.ItemDataRole.ToolTipRole) for row in range(proxy.rowCount())}
     assert shown and all(Path(path).name.startswith("Red") for path in shown)
-    window.ui.breed_filter.setCurrentText("All breeds")
+    window.ui.breed_filter.choose(SHOW_ALL)
     window.ui.search.setText("deep")
     assert proxy.rowCount() == 1
     window.ui.search.clear()
@@ -83,7 +83,7 @@ def test_filter_search_sort_and_threshold(qtbot, window: MainWindow, photos: Pat
     assert confidences == sorted(confidences)
 
     window.set_threshold(1.0)  # nothing is that sure: every photo is marked unsure
-    window.ui.breed_filter.setCurrentText(UNSURE_TEXT)
+    window.ui.breed_filter.choose(SHOW_UNSURE)
     assert proxy.rowCount() == len(window.photos.records)
     window.set_threshold(0.0)
     assert proxy.rowCount() == 0

@@ -31,6 +31,13 @@ def _add_model_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=83)
 
 
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto",
+        help="where the model runs: auto (CUDA when PyTorch sees a GPU, else the CPU), cpu or cuda",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description="Train, evaluate and export CatBreed models.")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -48,6 +55,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("--workers", type=positive_int, default=2, help="decoding threads (default 2)")
     prepare.set_defaults(handler=_prepare)
+
+    part = commands.add_parser(
+        "subset", help="a work folder with part of another's photos (same splits), for comparison models"
+    )
+    part.add_argument("workdir", type=Path, metavar="WORKDIR")
+    part.add_argument("--out", required=True, type=Path, metavar="NEW_WORKDIR")
+    part.add_argument(
+        "--source", action="append", metavar="NAME", help="keep only this source's photos (repeatable)"
+    )
+    part.add_argument("--breeds-of", metavar="SOURCE", help="keep only the breeds this source has")
+    part.set_defaults(handler=_subset)
+
+    cleaning = commands.add_parser(
+        "clean",
+        help="flag photos whose label the other photos reject; leave out breeds with too few clean photos",
+    )
+    cleaning.add_argument("workdir", type=Path, metavar="WORKDIR")
+    _add_model_source(cleaning)
+    _add_device(cleaning)
+    cleaning.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default 5)")
+    cleaning.add_argument(
+        "--max-given", type=float, default=0.05, metavar="P",
+        help="flag when the given breed gets less than this probability from the other folds (default 0.05)",
+    )  # fmt: skip
+    cleaning.add_argument(
+        "--min-other", type=float, default=0.6, metavar="P",
+        help="... and another breed at least this probability (default 0.6)",
+    )  # fmt: skip
+    cleaning.add_argument(
+        "--min-clean-photos", type=int, default=60, metavar="N",
+        help="leave out breeds with fewer unflagged photos than this (default 60)",
+    )  # fmt: skip
+    cleaning.add_argument("--batch-size", type=positive_int, default=32)
+    cleaning.set_defaults(handler=_clean)
 
     baseline = commands.add_parser("baseline", help="logistic regression on frozen backbone features")
     baseline.add_argument("workdir", type=Path, metavar="WORKDIR")
@@ -80,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--mlflow-uri", metavar="URI", help="also log to this MLflow tracking server/folder")
     train.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
+    _add_device(train)
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
@@ -88,13 +130,54 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("workdir", type=Path, metavar="WORKDIR")
     evaluate.add_argument("--checkpoint", type=Path, metavar="DIR", help="default: WORKDIR/checkpoints/best")
     evaluate.add_argument("--batch-size", type=positive_int, default=16)
+    _add_device(evaluate)
+    evaluate.add_argument(
+        "--decision-source", default="oxford-pet-cats", metavar="SOURCE",
+        help="the source whose validation photos set the default unsure threshold (default "
+        "oxford-pet-cats; all validation photos when the manifest has no such source)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--target-precision", type=_share, default=0.95, metavar="SHARE",
+        help="the lowest threshold filing at least this share of those photos right (default 0.95)",
+    )  # fmt: skip
     evaluate.set_defaults(handler=_evaluate)
+
+    compare = commands.add_parser(
+        "compare", help="score several checkpoints on the same photos (cross-source figures)"
+    )
+    compare.add_argument("workdir", type=Path, metavar="WORKDIR", help="whose manifest gives the photos")
+    compare.add_argument(
+        "--checkpoint", action="append", required=True, metavar="NAME=DIR",
+        help="a checkpoint folder to score, named for the tables (repeatable)",
+    )  # fmt: skip
+    compare.add_argument("--split", choices=("train", "val", "test"), default="test")
+    compare.add_argument(
+        "--source", action="append", default=[], metavar="NAME", help="only this source's photos (repeatable)"
+    )
+    compare.add_argument(
+        "--breeds-of", metavar="DIR_OR_LIST",
+        help="only photos of these breeds: a checkpoint, work or bundle folder, a JSON list, or A,B,C "
+        "(default: the breeds every checkpoint knows)",
+    )  # fmt: skip
+    compare.add_argument("--title", help="the comparison's title in the model card")
+    compare.add_argument("--out", required=True, type=Path, metavar="FILE.json")
+    compare.add_argument("--batch-size", type=positive_int, default=16)
+    _add_device(compare)
+    compare.set_defaults(handler=_compare)
 
     export = commands.add_parser("export", help="ONNX export, checked against PyTorch, as a model bundle")
     export.add_argument("workdir", type=Path, metavar="WORKDIR")
     export.add_argument("--out", required=True, type=Path, metavar="BUNDLE_DIR")
     export.add_argument("--checkpoint", type=Path, metavar="DIR", help="default: WORKDIR/checkpoints/best")
-    export.add_argument("--int8", action="store_true", help="ship a dynamically quantised int8 model")
+    export.add_argument(
+        "--int8", action="store_true",
+        help="ship a statically quantised int8 model (QDQ: a photo's answer does not depend on its batch)",
+    )  # fmt: skip
+    export.add_argument(
+        "--int8-calibration-photos", type=positive_int, metavar="N",
+        help="training photos the int8 activation ranges are calibrated on, drawn with the split's seed "
+        "(default 256)",
+    )  # fmt: skip
     export.add_argument(
         "--int8-min-agreement", type=float, default=0.9, metavar="SHARE",
         help="refuse an int8 model agreeing with fp32 on fewer test photos than this (default 0.9)",
@@ -129,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--notes", type=Path, metavar="FILE", help="Markdown appended to the card (data, licences, use)"
     )
+    report.add_argument(
+        "--comparison", action="append", default=[], type=Path, metavar="FILE.json",
+        help="a `compare` result to show as a cross-source table (repeatable)",
+    )  # fmt: skip
+    report.add_argument(
+        "--data-root", type=Path, metavar="DIR",
+        help="the folder holding the data sources, to quote their README's licence (default: the "
+        "summary's data_root, looked for from the current folder, the work folder and the repository)",
+    )  # fmt: skip
     report.set_defaults(handler=_report)
 
     for module in (backbone_import, negatives, triton):
@@ -170,6 +262,43 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subset(args: argparse.Namespace) -> int:
+    from trainer.dataset import format_count_table, subset
+
+    summary = subset(args.workdir, args.out, args.source, args.breeds_of)
+    print(format_count_table(summary["counts"]))
+    print(f"wrote {args.out / 'manifest.csv'}, labels.json and summary.json")
+    return 0
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from trainer.cleaning import CleaningSettings, clean
+
+    report = clean(
+        args.workdir,
+        CleaningSettings(
+            base_model=args.base_model,
+            preset=args.preset,
+            image_size=args.image_size,
+            folds=args.folds,
+            max_given=args.max_given,
+            min_other=args.min_other,
+            min_clean_photos=args.min_clean_photos,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            device=args.device,
+        ),
+    )
+    for breed, sources in report["per_breed_and_source"].items():
+        cells = ", ".join(f"{source}: {c['flagged']}/{c['photos']}" for source, c in sources.items())
+        print(f"{breed}: flagged {cells}")
+    print(f"\n{report['flagged']} of {report['photos']} photos flagged; rule: {report['rule']}")
+    for breed, reason in report["left_out_breeds"].items():
+        print(f"left out {breed}: {reason}")
+    print(f"wrote {args.workdir / 'label_review.csv'} and contact sheets in {args.workdir / 'label_review'}")
+    return 0
+
+
 def _baseline(args: argparse.Namespace) -> int:
     from trainer.baseline import run_baseline
 
@@ -204,6 +333,7 @@ def _train(args: argparse.Namespace) -> int:
         save_every=args.save_every,
         mlflow_uri=args.mlflow_uri,
         restart=args.restart,
+        device=args.device,
     )
     position = train(args.workdir, settings)
     if position.get("finished"):
@@ -215,16 +345,54 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share above 0 and at most 1, not {text}")
+    return value
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate, format_summary
 
-    metrics = evaluate(args.workdir, args.checkpoint, args.batch_size)
+    metrics = evaluate(
+        args.workdir,
+        args.checkpoint,
+        args.batch_size,
+        device=args.device,
+        decision_source=args.decision_source,
+        target_precision=args.target_precision,
+        command_line=args.command_line,
+    )
     print(format_summary(metrics))
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from trainer.compare import breed_set, compare, format_comparison, parse_checkpoint
+
+    result = compare(
+        args.workdir,
+        [parse_checkpoint(text) for text in args.checkpoint],
+        split=args.split,
+        sources=args.source,
+        breeds=breed_set(args.breeds_of) if args.breeds_of else None,
+        batch_size=args.batch_size,
+        device=args.device,
+        title=args.title,
+        command_line=args.command_line,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(format_comparison(result))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
-    from trainer.export import ExportSettings, export
+    from trainer.export import INT8_CALIBRATION_PHOTOS, ExportSettings, export
 
     result = export(
         args.workdir,
@@ -236,6 +404,7 @@ def _export(args: argparse.Namespace) -> int:
             check_photos=args.check_photos,
             command_line=args.command_line,
             int8_min_agreement=args.int8_min_agreement,
+            int8_calibration_photos=args.int8_calibration_photos or INT8_CALIBRATION_PHOTOS,
         ),
     )
     print(result.describe())
@@ -255,6 +424,16 @@ def _build_engine(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from trainer.report import write_report
 
-    path = write_report(args.workdir, args.out, args.bundle, args.speed_photos, args.negatives, args.notes)
+    path = write_report(
+        args.workdir,
+        args.out,
+        args.bundle,
+        args.speed_photos,
+        args.negatives,
+        args.notes,
+        comparisons=args.comparison,
+        data_root=args.data_root,
+        command_line=args.command_line,
+    )
     print(f"wrote model card {path}")
     return 0

@@ -6,15 +6,18 @@ go through the alias table, photos that do not decode are dropped and reported, 
 common breeds are kept. Exact (sha256) and near (difference-hash, Hamming distance <= 4)
 duplicates are joined into groups with union-find; a group never straddles two splits, so no
 photo of the test split, nor a near copy of it, is seen in training. The split is stratified per
-breed over groups: 20% test, then 20% of the rest for validation.
+breed and source over groups: 20% test, then 20% of the rest for validation. Each photo keeps the
+name of the source it came from, and a source's MANIFEST.csv may mark breeds whose labels are
+noisy (`label_quality` starting with "noisy"), so the figures can be given per source.
 
-Outputs in WORKDIR: manifest.csv (path,label,split,group), labels.json, summary.json.
+Outputs in WORKDIR: manifest.csv (path,label,split,group,source,flagged), labels.json, summary.json.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -27,7 +30,7 @@ from PIL import Image
 
 from catbreed_desktop.core.files import sha256_file
 from catbreed_desktop.core.imaging import PhotoError, iter_photo_paths, load_photo
-from trainer.aliases import canonical_names, load_aliases
+from trainer.aliases import canonical_names, display_name, load_aliases
 from trainer.errors import TrainerError
 from trainer.progress import bar
 
@@ -53,6 +56,8 @@ class Sample:
     label: str
     split: str
     group: int
+    source: str = ""  # the data source's name (its folder or CSV name), for per-source figures
+    flagged: bool = False  # label cleaning: the other folds reject the given label (kept out of training)
 
 
 @dataclass(frozen=True)
@@ -64,9 +69,16 @@ class _Fingerprint:
 # ---------------------------------------------------------------------------------------- scanning
 
 
-def scan_sources(sources: Sequence[str | Path]) -> tuple[dict[Path, str], int]:
-    """{resolved photo path: raw label} over all sources, and how many photos a later source relabelled."""
-    labelled: dict[Path, str] = {}
+def source_name(source: str | Path) -> str:
+    """The name a data source goes by in the manifest and the figures: its folder or CSV name."""
+    source = Path(source)
+    return source.stem if source.is_file() else source.resolve().name
+
+
+def scan_sources(sources: Sequence[str | Path]) -> tuple[dict[Path, tuple[str, str]], int]:
+    """{resolved photo path: (raw label, source name)} over all sources, and how many photos a
+    later source relabelled (the later source then owns the photo)."""
+    labelled: dict[Path, tuple[str, str]] = {}
     relabelled = 0
     for source in sources:
         source = Path(source)
@@ -78,11 +90,42 @@ def scan_sources(sources: Sequence[str | Path]) -> tuple[dict[Path, str], int]:
             raise DatasetError(f"data source {source} is neither a folder of breed folders nor a .csv file")
         if not found:
             raise DatasetError(f"data source {source} holds no labelled photos")
+        name = source_name(source)
         for path, label in found:
-            if path in labelled and labelled[path] != label:
+            if path in labelled and labelled[path][0] != label:
                 relabelled += 1
-            labelled[path] = label
+            labelled[path] = (label, name)
     return labelled, relabelled
+
+
+def noisy_breeds_of(source: str | Path) -> list[str]:
+    """Raw breed names a source's MANIFEST.csv marks as noisy in its `label_quality` column.
+
+    Collections assembled from shelter listings say which classes hold many ordinary domestic
+    cats; the figures report those breeds apart, and label cleaning leans on the others.
+    """
+    manifest = Path(source) / "MANIFEST.csv"
+    if not manifest.is_file():
+        return []
+    with open(manifest, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"breed", "label_quality"} <= set(reader.fieldnames):
+            return []
+        return sorted(
+            {
+                row["breed"]
+                for row in reader
+                if (row.get("label_quality") or "").strip().lower().startswith("noisy")
+            }
+        )
+
+
+def data_root(sources: Sequence[str | Path]) -> Path:
+    """The folder the sources share, against which they are named in summaries and bundles."""
+    folders = [Path(s).resolve().parent if Path(s).is_file() else Path(s).resolve() for s in sources]
+    if len(folders) == 1:
+        return folders[0].parent
+    return Path(os.path.commonpath(folders))
 
 
 def _scan_folder(folder: Path) -> list[tuple[Path, str]]:
@@ -211,27 +254,40 @@ def duplicate_groups(
 # ------------------------------------------------------------------------------------------- split
 
 
-def split_groups(labels: Sequence[str], groups: Sequence[int], seed: int = DEFAULT_SEED) -> dict[int, str]:
-    """{group: split}, stratified per breed: about 20% of each breed's photos to test, then 20% of
-    the rest to validation, whole groups at a time (a group counts for its most common breed)."""
-    members: dict[int, list[str]] = defaultdict(list)
-    for label, group in zip(labels, groups, strict=True):
-        members[group].append(label)
-    by_breed: dict[str, list[int]] = defaultdict(list)
-    for group, group_labels in sorted(members.items()):
-        breed = min(Counter(group_labels).items(), key=lambda item: (-item[1], item[0]))[0]
-        by_breed[breed].append(group)
+def split_groups(
+    labels: Sequence[str],
+    groups: Sequence[int],
+    seed: int = DEFAULT_SEED,
+    sources: Sequence[str] | None = None,
+) -> dict[int, str]:
+    """{group: split}, stratified per breed and source: about 20% of each (breed, source) stratum
+    to test, then 20% of the rest to validation, whole groups at a time (a group counts for its
+    most common breed and source).
+
+    Stratifying by source too gives every collection its own test photos of every breed it has,
+    so each source can be scored on its own; with one source this is the per-breed split.
+    """
+    strata_of = (
+        [(label, "") for label in labels] if sources is None else list(zip(labels, sources, strict=True))
+    )
+    members: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for stratum, group in zip(strata_of, groups, strict=True):
+        members[group].append(stratum)
+    by_stratum: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for group, group_strata in sorted(members.items()):
+        stratum = min(Counter(group_strata).items(), key=lambda item: (-item[1], item[0]))[0]
+        by_stratum[stratum].append(group)
 
     rng = random.Random(seed)
     assignment: dict[int, str] = {}
-    for breed in sorted(by_breed):
-        breed_groups = by_breed[breed]
-        rng.shuffle(breed_groups)
-        total = sum(len(members[g]) for g in breed_groups)
+    for stratum in sorted(by_stratum):
+        stratum_groups = by_stratum[stratum]
+        rng.shuffle(stratum_groups)
+        total = sum(len(members[g]) for g in stratum_groups)
         test_target = round(total * TEST_FRACTION)
         val_target = round((total - test_target) * VAL_FRACTION)
         taken = {"test": 0, "val": 0}
-        for group in breed_groups:
+        for group in stratum_groups:
             size = len(members[group])
             if taken["test"] < test_target:
                 split = "test"
@@ -261,25 +317,26 @@ def prepare(
     workdir = Path(workdir)
     aliases = load_aliases(aliases_file)
     raw, relabelled = scan_sources(sources)
-    names = canonical_names(sorted(set(raw.values())), aliases)
+    names = canonical_names(sorted({label for label, _ in raw.values()}), aliases)
     renamed = {old: new for old, new in names.items() if old != new}
 
     paths = sorted(raw)
     fingerprints, unreadable = fingerprint_photos(paths, workers=workers)
     readable = [p for p in paths if p in fingerprints]
-    breed_counts = Counter(names[raw[p]] for p in readable)
+    breed_counts = Counter(names[raw[p][0]] for p in readable)
     kept_breeds = sorted(
         breed for breed, _ in sorted(breed_counts.items(), key=lambda item: (-item[1], item[0]))[:top_breeds]
     )
     if not kept_breeds:
         raise DatasetError("no readable photos in the data sources")
-    kept = [p for p in readable if names[raw[p]] in set(kept_breeds)]
-    labels = [names[raw[p]] for p in kept]
+    kept = [p for p in readable if names[raw[p][0]] in set(kept_breeds)]
+    labels = [names[raw[p][0]] for p in kept]
+    origins = [raw[p][1] for p in kept]
     groups, duplicate_stats = duplicate_groups([fingerprints[p] for p in kept])
-    group_split = split_groups(labels, groups, seed=seed)
+    group_split = split_groups(labels, groups, seed=seed, sources=origins)
     samples = [
-        Sample(path=p, label=label, split=group_split[group], group=group)
-        for p, label, group in zip(kept, labels, groups, strict=True)
+        Sample(path=p, label=label, split=group_split[group], group=group, source=origin)
+        for p, label, group, origin in zip(kept, labels, groups, origins, strict=True)
     ]
     conflicts = _label_conflicts(samples)
 
@@ -287,7 +344,8 @@ def prepare(
     write_manifest(workdir, samples)
     (workdir / LABELS_FILE).write_text(json.dumps(kept_breeds, indent=2) + "\n", encoding="utf-8")
     summary = {
-        "sources": [str(Path(s).resolve()) for s in sources],
+        # Named relative to the folder they share: a bundle must not carry the build machine's paths.
+        "sources": source_summaries(sources, samples, names),
         "seed": seed,
         "top_breeds": top_breeds,
         "photos_found": len(paths),
@@ -301,6 +359,27 @@ def prepare(
     }
     (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def source_summaries(
+    sources: Sequence[str | Path], samples: Sequence[Sample], names: dict[str, str]
+) -> list[dict]:
+    """Per source: its name, its path relative to the data root, photos kept, breeds marked noisy."""
+    root = data_root(sources)
+    counts = Counter(sample.source for sample in samples)
+    summaries = []
+    for source in sources:
+        name = source_name(source)
+        noisy = sorted({names.get(raw, display_name(raw)) for raw in noisy_breeds_of(source)})
+        summaries.append(
+            {
+                "name": name,
+                "path": os.path.relpath(Path(source).resolve(), root),
+                "photos": counts[name],
+                "noisy_breeds": noisy,
+            }
+        )
+    return summaries
 
 
 def _label_conflicts(samples: Iterable[Sample]) -> int:
@@ -343,9 +422,9 @@ def format_count_table(counts: dict[str, dict[str, int]]) -> str:
 def write_manifest(workdir: Path, samples: Iterable[Sample]) -> None:
     with open(workdir / MANIFEST_FILE, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "label", "split", "group"])
+        writer.writerow(["path", "label", "split", "group", "source", "flagged"])
         for s in samples:
-            writer.writerow([str(s.path), s.label, s.split, s.group])
+            writer.writerow([str(s.path), s.label, s.split, s.group, s.source, int(s.flagged)])
 
 
 def read_manifest(workdir: str | Path) -> list[Sample]:
@@ -357,7 +436,14 @@ def read_manifest(workdir: str | Path) -> list[Sample]:
         )
     with open(path, newline="", encoding="utf-8") as handle:
         return [
-            Sample(path=Path(row["path"]), label=row["label"], split=row["split"], group=int(row["group"]))
+            Sample(
+                path=Path(row["path"]),
+                label=row["label"],
+                split=row["split"],
+                group=int(row["group"]),
+                source=row.get("source") or "",
+                flagged=row.get("flagged") == "1",
+            )
             for row in csv.DictReader(handle)
         ]
 
@@ -371,3 +457,48 @@ def read_labels(workdir: str | Path) -> list[str]:
 
 def split_samples(samples: Iterable[Sample], split: str) -> list[Sample]:
     return [s for s in samples if s.split == split]
+
+
+def subset(
+    workdir: str | Path,
+    out: str | Path,
+    sources: Sequence[str] | None = None,
+    breeds_of_source: str | None = None,
+) -> dict:
+    """A work folder holding part of another's photos with their splits unchanged.
+
+    Comparison models (one source only, or only the breeds one source knows) are trained on
+    exactly the photos, and scored on exactly the test photos, of the full run: the splits are
+    copied, not redrawn. Returns the new folder's summary.
+    """
+    workdir, out = Path(workdir), Path(out)
+    samples = read_manifest(workdir)
+    labels = read_labels(workdir)
+    known_sources = sorted({s.source for s in samples})
+    for name in [*(sources or []), *([breeds_of_source] if breeds_of_source else [])]:
+        if name not in known_sources:
+            raise DatasetError(f"no source {name!r} in {workdir}; its sources: {', '.join(known_sources)}")
+    breeds = set(labels)
+    if breeds_of_source:
+        breeds &= {s.label for s in samples if s.source == breeds_of_source}
+    chosen = [s for s in samples if s.label in breeds and (not sources or s.source in sources)]
+    kept_labels = [label for label in labels if label in {s.label for s in chosen}]
+    if len(kept_labels) < 2:
+        raise DatasetError("the subset holds fewer than two breeds")
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out, chosen)
+    (out / LABELS_FILE).write_text(json.dumps(kept_labels, indent=2) + "\n", encoding="utf-8")
+    summary_path = workdir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    summary["sources"] = [
+        entry for entry in summary.get("sources", []) if not sources or entry["name"] in sources
+    ]
+    summary["photos_kept"] = len(chosen)
+    summary["counts"] = count_table(chosen, kept_labels)
+    summary["subset_of"] = {
+        "workdir": workdir.name,
+        "sources": list(sources or known_sources),
+        "breeds_of_source": breeds_of_source,
+    }
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary

@@ -5,6 +5,10 @@ confusion matrix, calibration, OOD figures), ood.npz (class means, precision, th
 confusion_matrix.png and reliability.png. The temperature is fitted on validation photos and
 judged on test photos; the OOD detector is fitted on training embeddings and its threshold is
 the 95th percentile of validation scores, so about 5% of real cat photos are flagged.
+
+Beside the headline (labels as given) it reports each data source on its own, the figures with
+the photos label cleaning flagged left out, risk-coverage of sorting at several "unsure"
+thresholds, and the default threshold chosen on validation photos (see `trainer.coverage`).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.breakdown import noisy_breeds_by_source
 from trainer.calibration import calibration_report, plot_reliability
-from trainer.dataset import DatasetError, read_labels, read_manifest, split_samples
+from trainer.coverage import DEFAULT_DECISION_SOURCE, DEFAULT_TARGET_PRECISION
+from trainer.dataset import SUMMARY_FILE, DatasetError, read_labels, read_manifest, split_samples
 from trainer.errors import TrainerError
-from trainer.metrics import classification_scores, per_label_scores
+from trainer.figures import SplitOutputs, classification_figures, sorting_figures
 from trainer.modeling import checkpoint_labels, load_checkpoint, run_on_photos
 
 OOD_PERCENTILE = 95.0
@@ -91,45 +97,65 @@ def load_ood(path: Path) -> dict | None:
 
 
 def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> Path:
-    """Row-normalised confusion matrix with counts, true breeds down, predictions across."""
+    """Row-normalised confusion matrix with counts, true breeds down, predictions across.
+
+    Cells stay about 0.4 inch wide however many breeds there are, and the fonts shrink a little
+    with many breeds, so 33 breeds' names and counts remain legible.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    size = max(4.0, 0.45 * len(labels) + 2.0)
-    figure, axis = plt.subplots(figsize=(size + 1, size))
+    count = len(labels)
+    size = max(4.0, 0.42 * count + 2.5)
+    tick_font = 8 if count <= 20 else 7
+    cell_font = 7 if count <= 20 else 5.5
+    figure, axis = plt.subplots(figsize=(size + 1.2, size))
     rows = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
     image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    axis.set_xticks(range(len(labels)), labels, rotation=90, fontsize=8)
-    axis.set_yticks(range(len(labels)), labels, fontsize=8)
+    axis.set_xticks(range(count), labels, rotation=90, fontsize=tick_font)
+    axis.set_yticks(range(count), labels, fontsize=tick_font)
     axis.set_xlabel("predicted breed")
     axis.set_ylabel("true breed")
-    if len(labels) <= 25:
-        for i in range(len(labels)):
-            for j in range(len(labels)):
+    if count <= 40:
+        for i in range(count):
+            for j in range(count):
                 if matrix[i, j]:
                     colour = "white" if shares[i, j] > 0.5 else "black"
-                    axis.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=colour)
+                    axis.text(
+                        j, i, str(matrix[i, j]), ha="center", va="center", fontsize=cell_font, color=colour
+                    )
     figure.colorbar(image, ax=axis, fraction=0.046, label="share of the true breed")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110 if count <= 20 else 130)
     plt.close(figure)
     return path
 
 
-def evaluate(workdir: str | Path, checkpoint: str | Path | None = None, batch_size: int = 16) -> dict:
-    """Evaluate, calibrate and fit the OOD detector; write and return WORKDIR/eval/metrics.json's content."""
-    from sklearn.metrics import confusion_matrix
+def read_summary(workdir: Path) -> dict:
+    path = Path(workdir) / SUMMARY_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
+
+def evaluate(
+    workdir: str | Path,
+    checkpoint: str | Path | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    decision_source: str = DEFAULT_DECISION_SOURCE,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+    command_line: str | None = None,
+) -> dict:
+    """Evaluate, calibrate, fit the OOD detector and choose the default "unsure" threshold; write
+    and return WORKDIR/eval/metrics.json's content."""
     workdir = Path(workdir)
     checkpoint = Path(checkpoint) if checkpoint else default_checkpoint(workdir)
     model, spec, origin = load_checkpoint(checkpoint)
     labels = checkpoint_labels(model)
     if labels != read_labels(workdir):
         raise TrainerError(f"{checkpoint} was trained on other breeds than {workdir / 'labels.json'} lists")
-    index = {label: i for i, label in enumerate(labels)}
     samples = read_manifest(workdir)
     outputs = {}
     for split in ("train", "val", "test"):
@@ -137,53 +163,85 @@ def evaluate(workdir: str | Path, checkpoint: str | Path | None = None, batch_si
         if not chosen:
             raise DatasetError(f"the {split} split is empty; evaluation needs all three splits")
         logits, embeddings = run_on_photos(
-            model, [s.path for s in chosen], spec, batch_size, f"evaluating {split}"
+            model, [s.path for s in chosen], spec, batch_size, f"evaluating {split}", device=device
         )
-        outputs[split] = (logits, embeddings, np.array([index[s.label] for s in chosen]))
+        outputs[split] = SplitOutputs.of(logits, embeddings, chosen, labels)
 
-    test_logits, test_embeddings, test_targets = outputs["test"]
-    predictions = test_logits.argmax(axis=1)
-    matrix = confusion_matrix(test_targets, predictions, labels=list(range(len(labels))))
-    calibration = calibration_report(outputs["val"][0], outputs["val"][2], test_logits, test_targets)
+    train, val, test = outputs["train"], outputs["val"], outputs["test"]
+    calibration = calibration_report(val.logits, val.targets, test.logits, test.targets)
     detector, ood = ood_figures(
-        (outputs["train"][1], outputs["train"][2]), outputs["val"][1], test_embeddings, len(labels)
+        (train.embeddings, train.targets), val.embeddings, test.embeddings, len(labels)
     )
+    noisy = noisy_breeds_by_source(read_summary(workdir))
     metrics = {
         "checkpoint": str(checkpoint.resolve()),
+        "command_line": command_line,
         "base_model": origin.get("base_model"),
         "preset": origin.get("preset"),
         "architecture": origin.get("architecture", type(model).__name__),
+        "device": device,
         "labels": labels,
-        "test": classification_scores(test_targets, predictions, len(labels)),
-        "validation": classification_scores(outputs["val"][2], outputs["val"][0].argmax(axis=1), len(labels)),
-        "per_breed": per_label_scores(test_targets, predictions, labels),
-        "confusion_matrix": matrix.tolist(),
+        **classification_figures(val, test, labels, noisy),
         "calibration": calibration,
         "ood": ood,
+        **sorting_figures(val, test, calibration["temperature"], detector, decision_source, target_precision),
     }
     out = workdir / EVAL_DIR
     out.mkdir(parents=True, exist_ok=True)
-    plot_confusion(matrix, labels, out / "confusion_matrix.png")
+    plot_confusion(np.asarray(metrics["confusion_matrix"]), labels, out / "confusion_matrix.png")
     plot_reliability(calibration, out / "reliability.png")
     save_ood(detector, out / OOD_FILE)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics
 
 
+def _figure(value: float | None, style: str = ".4f") -> str:
+    return "n/a" if value is None or value != value else format(value, style)
+
+
 def format_summary(metrics: dict) -> str:
-    """The headline numbers and the per-breed table, as printed after `evaluate`."""
+    """The headline numbers, per-source figures, risk-coverage and the per-breed table, as
+    printed after `evaluate`."""
     test, cal, ood = metrics["test"], metrics["calibration"], metrics["ood"]
     width = max(len("breed"), *(len(b) for b in metrics["per_breed"]))
     lines = [
         f"test photos {test['count']}: accuracy {test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}, "
         f"weighted F1 {test['weighted_f1']:.4f}",
+    ]
+    clean = metrics.get("test_without_flagged")
+    if clean and clean["flagged_left_out"]:
+        lines.append(
+            f"  secondary, without the {clean['flagged_left_out']} test photos label cleaning flagged: "
+            f"accuracy {_figure(clean['accuracy'])}, macro F1 {_figure(clean['macro_f1'])}"
+        )
+    for name, source in metrics.get("sources", {}).items():
+        line = (
+            f"  {name}: {source['test']['count']} photos of {len(source['breeds'])} breeds, accuracy "
+            f"{_figure(source['test']['accuracy'])}, macro F1 {_figure(source['test']['macro_f1'])}"
+        )
+        if "clean_breeds_macro_f1" in source:
+            line += (
+                f"; macro F1 over its {source['clean_breeds']} breeds not marked noisy "
+                f"{_figure(source['clean_breeds_macro_f1'])}"
+            )
+        lines.append(line)
+    lines += [
         f"calibration: temperature {cal['temperature']:.3f} (fitted on validation); test ECE "
         f"{cal['test_ece_before']:.4f} -> {cal['test_ece_after']:.4f}",
         f"not-a-cat detector: threshold {ood['threshold']:.3f}; flags {ood['test_cats_flagged_not_cat']:.1%} "
         "of test cat photos",
-        "",
-        f"{'breed':<{width}}  precision  recall      f1  support",
     ]
+    decision = metrics.get("decision")
+    if decision:
+        lines.append(f"default unsure threshold {decision['min_confidence']:.2f}: {decision['rule']}")
+        for row in metrics["risk_coverage"]:
+            parts = [
+                f"{name} {_figure(r['coverage'], '.1%')} filed, {_figure(r['precision'], '.1%')} right"
+                for name, r in [("all", row["overall"]), *row["per_source"].items()]
+            ]
+            marker = " (default)" if row["is_default"] else ""
+            lines.append(f"  threshold {row['threshold']:.2f}{marker}: " + "; ".join(parts))
+    lines += ["", f"{'breed':<{width}}  precision  recall      f1  support"]
     for breed, row in metrics["per_breed"].items():
         lines.append(
             f"{breed:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:6.3f}  {row['support']:7d}"

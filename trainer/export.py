@@ -3,8 +3,9 @@
 The graph (opset 17+, real LayerNormalization ops) takes `pixel_values` with a dynamic batch
 axis and returns `logits` and `embedding`. Before anything is written, ONNX Runtime's outputs on
 real validation photos are compared with PyTorch's: any top-1 disagreement or a logit difference
-over 1e-3 refuses the export. With `--int8` the weights are quantised dynamically (per-channel
-or per-tensor, whichever agrees better with fp32), its agreement and test accuracy are
+over 1e-3 refuses the export. With `--int8` the model is quantised statically in QDQ form
+(int8 weights per channel, activation scales calibrated on training photos, so a photo's
+answer does not depend on the rest of its batch), its agreement and test accuracy are
 measured, and the bundle ships the int8 model. The bundle records labels, architecture,
 preprocessing, calibration temperature, OOD detector, evaluation metrics and provenance.
 """
@@ -14,8 +15,10 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import random
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,17 +27,29 @@ import torch
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, write_bundle
 from catbreed_desktop.core.imaging import Preprocessing, load_and_preprocess
-from trainer.dataset import SUMMARY_FILE, read_labels, read_manifest, split_samples
+from trainer.dataset import (
+    DEFAULT_SEED,
+    SUMMARY_FILE,
+    Sample,
+    read_labels,
+    read_manifest,
+    split_samples,
+)
 from trainer.errors import CheckFailed, TrainerError
 from trainer.evaluate import EVAL_DIR, OOD_FILE, OOD_PERCENTILE, default_checkpoint, load_ood
 from trainer.metrics import classification_scores
 from trainer.modeling import TRAINING_FILE, LogitsAndEmbedding, checkpoint_labels, load_checkpoint
-from trainer.progress import bar
+from trainer.portable import portable, portable_path
+from trainer.progress import bar, manual_bar
+from trainer.shipped import Outputs, bundle_decision, bundle_metrics, measure_shipped
 
 MIN_OPSET = 17
 FP32_TOLERANCE = 1e-3
 EXPORT_DIR = "export"
 CHECK_BATCH = 16
+# int8 activation ranges: training photos drawn for calibration, and how many go through at once.
+INT8_CALIBRATION_PHOTOS = 256
+CALIBRATION_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,7 @@ class ExportSettings:
     check_photos: int = 64
     command_line: str = ""
     int8_min_agreement: float = 0.9
+    int8_calibration_photos: int = INT8_CALIBRATION_PHOTOS
 
 
 @dataclass
@@ -68,6 +84,11 @@ class ExportResult:
                 f"test accuracy {q['test_accuracy_fp32']:.4f} fp32 -> {q['test_accuracy_int8']:.4f} int8; "
                 f"{q['fp32_size_mb']:.1f} MB -> {q['int8_size_mb']:.1f} MB"
             )
+            if "max_abs_logit_diff_alone_vs_batched" in q:
+                lines.append(
+                    f"int8 batch independence: max |logit diff| alone vs batched "
+                    f"{q['max_abs_logit_diff_alone_vs_batched']:.1e} on {c['photos']} photos"
+                )
         lines.append(f"bundle written to {self.bundle.path} ({self.bundle.model_file})")
         return "\n".join(lines)
 
@@ -177,11 +198,51 @@ def compare_fp32(reference: tuple[np.ndarray, np.ndarray], exported: tuple[np.nd
     }
 
 
+def int8_calibration_photos(workdir: Path, samples: list[Sample], count: int) -> tuple[list[Path], int]:
+    """`count` training photos (all of them if fewer) drawn with the split's seed, and that seed.
+
+    Training photos, so that no validation or test photo the int8 model is then measured on has
+    shaped its activation ranges; drawn from the path-sorted split, so the draw depends only on
+    the manifest's content and the seed that `prepare` recorded in summary.json.
+    """
+    summary_path = workdir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    seed = int(summary.get("seed", DEFAULT_SEED))
+    train = sorted((s.path for s in split_samples(samples, "train")), key=str)
+    if not train:
+        raise TrainerError(f"{workdir} has no training photos to calibrate the int8 activations on")
+    return random.Random(seed).sample(train, min(count, len(train))), seed
+
+
 def quantise_int8(
-    fp32_path: Path, out_dir: Path, check_pixels: np.ndarray, fp32_logits: np.ndarray
+    fp32_path: Path,
+    out_dir: Path,
+    check_pixels: np.ndarray,
+    fp32_logits: np.ndarray,
+    calibration: Sequence[Path],
+    spec: Preprocessing,
+    calibration_seed: int | None = None,
 ) -> tuple[Path, dict]:
-    """Dynamic QInt8 weights, per-channel and per-tensor; keep whichever agrees better with fp32."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """Static QDQ int8: weights per channel, activations on scales calibrated on `calibration`.
+
+    Dynamic quantisation took each activation's scale from the whole batch, so a photo's
+    probabilities moved with its batch companions (0.398 in a batch of 8, 0.486 alone). Here every
+    scale is a constant fixed by MinMax calibration on `calibration` photos (preprocessed as the
+    app does), so a photo's outputs are the same alone or in any batch; the export measures that.
+
+    Only MatMuls with a constant weight (the linear layers: attention projections, MLP, head) are
+    quantised, with float outputs, so ONNX Runtime fuses each QuantizeLinear -> DequantizeLinear
+    -> MatMul into one MatMulIntegerToFloat; LayerNorm, Softmax, GELU, the attention MatMuls
+    (both operands activations) and the patch Conv stay float, where int8 would cost accuracy and
+    win little time.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     source = out_dir / "model_fp32_prepared.onnx"
     try:
@@ -192,27 +253,112 @@ def quantise_int8(
     except Exception as error:  # pre-processing is an optimisation; quantise the plain export instead
         print(f"note: quantisation pre-processing skipped ({error})", file=sys.stderr)
         source = fp32_path
-    candidates = {}
-    for per_channel in (True, False):
-        name = "per-channel" if per_channel else "per-tensor"
-        path = out_dir / f"model_int8_{name}.onnx"
-        quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8, per_channel=per_channel)
-        logits, _ = onnx_outputs(path, check_pixels, f"checking int8 {name}")
-        candidates[name] = (
-            float(np.mean(logits.argmax(1) == fp32_logits.argmax(1))),
-            -float(np.abs(logits - fp32_logits).max()),
-            path,
-        )
-    name = max(candidates, key=lambda k: candidates[k][:2])
-    agreement, negative_diff, path = candidates[name]
-    return path, {
-        "quantisation": f"dynamic QInt8 weights, {name}",
-        "top1_agreement_vs_fp32_check_photos": agreement,
-        "max_abs_logit_diff_vs_fp32": -negative_diff,
-        "candidates": {
-            k: {"top1_agreement": v[0], "max_abs_logit_diff": -v[1]} for k, v in candidates.items()
+    linear = _linear_matmuls(source)
+
+    class Photos(CalibrationDataReader):
+        """Calibration batches, decoded one batch at a time as ONNX Runtime asks for them."""
+
+        def __init__(self) -> None:
+            self.batches = [
+                calibration[i : i + CALIBRATION_BATCH] for i in range(0, len(calibration), CALIBRATION_BATCH)
+            ]
+            self.progress = manual_bar(len(calibration), "calibrating int8", unit="photo")
+            self.set_range(0, len(self.batches))
+
+        def __len__(self) -> int:
+            return len(self.batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.pending = iter(self.batches[start_index:end_index])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            paths = next(self.pending, None)
+            if paths is None:
+                return None
+            self.progress.update(len(paths))
+            return {INPUT_NAME: np.stack([load_and_preprocess(p, spec) for p in paths])}
+
+    path = out_dir / "model_int8_static.onnx"
+    reader = Photos()
+    quantize_static(
+        str(source),
+        str(path),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=linear,
+        per_channel=True,
+        # uint8 activations with int8 weights (U8S8) is what ONNX Runtime's x86 int8 GEMMs run;
+        # int8 activations left half the MatMuls unfused (float MatMul behind DequantizeLinear).
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        # MinMax agreed best with fp32 on the Oxford cats (bench/bench_engines.py --quantisation):
+        # Percentile clips the few huge activations ViTs rely on, Entropy was no better and slower.
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={
+            # A MatMul's output rounded to int8 would only add error before the float bias Add.
+            "OpTypesToExcludeOutputQuantization": ["MatMul"],
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # weights are (in, out): a scale per output
+            # Ranges are merged batch by batch; by default every batch's activations of every
+            # layer are held at once (gigabytes for a few hundred photos).
+            "CalibStridedMinMax": 1,
         },
+    )
+    reader.progress.close()
+
+    logits, _ = onnx_outputs(path, check_pixels, "checking int8")
+    return path, {
+        "quantisation": (
+            f"static QDQ: QInt8 per-channel weights, QUInt8 activations calibrated (MinMax) on "
+            f"{len(calibration)} training photos; {len(linear)} MatMuls"
+        ),
+        "scheme": "static QDQ",
+        "weights": "QInt8, symmetric, per output channel",
+        "activations": "QUInt8, per tensor, constant scales",
+        "quantised_nodes": {"MatMul": len(linear)},
+        "calibration": {
+            "method": "MinMax",
+            "photos": len(calibration),
+            "split": "train",
+            "seed": calibration_seed,
+        },
+        "top1_agreement_vs_fp32_check_photos": float(np.mean(logits.argmax(1) == fp32_logits.argmax(1))),
+        "max_abs_logit_diff_vs_fp32": float(np.abs(logits - fp32_logits).max()),
+        "max_abs_logit_diff_alone_vs_batched": _batch_dependence(path, check_pixels, logits),
     }
+
+
+def _linear_matmuls(path: Path) -> list[str]:
+    """Names of the MatMuls whose second input is a constant: the model's linear layers.
+
+    Nodes without a name are named in the file, since quantize_static picks nodes by name.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    constants = {tensor.name for tensor in model.graph.initializer}
+    taken = {node.name for node in model.graph.node if node.name}
+    renamed = False
+    for index, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+            renamed = True
+    if renamed:
+        onnx.save(model, str(path))
+    return [node.name for node in model.graph.node if node.op_type == "MatMul" and node.input[1] in constants]
+
+
+def _batch_dependence(path: Path, pixels: np.ndarray, batched_logits: np.ndarray) -> float:
+    """Largest |logit difference| between each photo run alone and run in batches of `CHECK_BATCH`."""
+    session = onnx_session(path)
+    alone = np.concatenate(
+        [session.run([LOGITS_NAME], {INPUT_NAME: pixels[i : i + 1]})[0] for i in range(len(pixels))]
+    )
+    return float(np.abs(alone - batched_logits).max())
 
 
 # ------------------------------------------------------------------------------------- provenance
@@ -234,23 +380,28 @@ def git_commit() -> str | None:
 
 
 def provenance(workdir: Path, checkpoint: Path, origin: dict, command_line: str) -> dict:
+    """Where the bundle came from, naming no absolute path of the build machine: data sources
+    relative to their data root (as summary.json names them), the work folder and checkpoint
+    relative to the repository or by name, command lines with their paths made so too."""
     import onnxruntime
     import transformers
 
-    summary_path = workdir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = _summary_of(workdir)
     training_path = checkpoint / TRAINING_FILE
     training = json.loads(training_path.read_text()) if training_path.is_file() else None
-    return {
+    record = {
         "command_line": command_line or " ".join(sys.argv),
-        "data_sources": summary.get("sources"),
+        "prepare_command_line": summary.get("command_line"),
+        "data_sources": [_source_entry(s) for s in summary.get("sources") or []],
+        "left_out_breeds": summary.get("left_out_breeds"),
         "data_photos": summary.get("photos_kept"),
         "split_seed": summary.get("seed"),
-        "workdir": str(workdir.resolve()),
-        "checkpoint": str(checkpoint.resolve()),
+        "workdir": portable_path(workdir),
+        "checkpoint": portable_path(checkpoint, (workdir.resolve().parent,)),
         "base_model": origin.get("base_model"),
         "preset": origin.get("preset"),
         "training": training,
+        "evaluate_command_line": _evaluation_command(workdir),
         "git_commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "software": {
@@ -260,6 +411,49 @@ def provenance(workdir: Path, checkpoint: Path, origin: dict, command_line: str)
             "onnxruntime": onnxruntime.__version__,
         },
     }
+    return portable(record)
+
+
+def _summary_of(workdir: Path) -> dict:
+    path = workdir / SUMMARY_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _source_entry(source: object) -> object:
+    """A summary's source as the bundle names it; older summaries listed bare (absolute) paths."""
+    if isinstance(source, dict):
+        return {k: v for k, v in source.items() if k in ("name", "path", "photos", "noisy_breeds")}
+    return portable_path(str(source))
+
+
+def _evaluation_command(workdir: Path) -> str | None:
+    path = workdir / EVAL_DIR / "metrics.json"
+    return json.loads(path.read_text()).get("command_line") if path.is_file() else None
+
+
+def _runner(model_path: Path, spec: Preprocessing, chunk: int = 256) -> Outputs:
+    """(paths, description) -> (logits, embeddings) of an ONNX model as the app runs it.
+
+    Dynamic int8 quantisation scales activations per batch, so a photo's answer depends a little
+    on its batch companions: batches are the app's default size, not `CHECK_BATCH`. Photos are
+    decoded `chunk` at a time so thousands of test photos never sit in memory as pixels at once.
+    """
+    from catbreed_desktop.core.settings import Settings
+
+    batch = Settings().batch_size
+    session = onnx_session(model_path)
+
+    def run(paths: list[Path], description: str) -> tuple[np.ndarray, np.ndarray]:
+        logits, embeddings = [], []
+        for start in range(0, len(paths), chunk):
+            pixels = load_pixels(paths[start : start + chunk], spec, description)
+            for first in range(0, len(pixels), batch):
+                out = session.run([LOGITS_NAME, EMBEDDING_NAME], {INPUT_NAME: pixels[first : first + batch]})
+                logits.append(out[0])
+                embeddings.append(out[1])
+        return np.concatenate(logits), np.concatenate(embeddings)
+
+    return run
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -298,7 +492,8 @@ def export(workdir: str | Path, out_dir: str | Path, settings: ExportSettings) -
     shipped = fp32_path
     int8_check = None
     if settings.int8:
-        shipped, int8_check = quantise_int8(fp32_path, scratch, check_pixels, exported[0])
+        photos, seed = int8_calibration_photos(workdir, samples, settings.int8_calibration_photos)
+        shipped, int8_check = quantise_int8(fp32_path, scratch, check_pixels, exported[0], photos, spec, seed)
         index = {label: i for i, label in enumerate(labels)}
         targets = np.array([index[s.label] for s in test_samples])
         test_pixels = load_pixels([s.path for s in test_samples], spec, "loading test photos")
@@ -325,17 +520,20 @@ def export(workdir: str | Path, out_dir: str | Path, settings: ExportSettings) -
             ood = _rethreshold_for(shipped, ood, [s.path for s in split_samples(samples, "val")], spec)
             int8_check["ood_threshold_int8"] = ood["threshold"]
 
-    metrics = {
-        "test": eval_metrics["test"],
-        "validation": eval_metrics["validation"],
-        "calibration": {
-            k: eval_metrics["calibration"][k]
-            for k in ("temperature", "fitted_on", "bins", "test_ece_before", "test_ece_after")
-        },
-        "per_breed": eval_metrics["per_breed"],
-        "ood": eval_metrics["ood"],
-        "export_check": fp32_check,
-    }
+    # The headline figures are the shipped model's: an int8 bundle is measured again as int8.
+    shipped_figures = None
+    if settings.int8:
+        shipped_figures = measure_shipped(
+            _runner(shipped, spec),
+            split_samples(samples, "val"),
+            test_samples,
+            labels,
+            eval_metrics,
+            ood,
+            _summary_of(workdir),
+        )
+    precision = "int8" if settings.int8 else "fp32"
+    metrics = bundle_metrics(eval_metrics, precision, shipped_figures) | {"export_check": fp32_check}
     baseline_path = workdir / "baseline" / "metrics.json"
     if baseline_path.is_file():
         metrics["baseline_test"] = json.loads(baseline_path.read_text())["test"]
@@ -348,10 +546,10 @@ def export(workdir: str | Path, out_dir: str | Path, settings: ExportSettings) -
         architecture=origin.get("architecture", type(model).__name__),
         preprocessing=spec,
         temperature=eval_metrics["calibration"]["temperature"],
-        metrics=metrics,
-        provenance=provenance(workdir, checkpoint, origin, settings.command_line)
-        | {"precision": "int8" if settings.int8 else "fp32"},
+        metrics=portable(metrics),
+        provenance=provenance(workdir, checkpoint, origin, settings.command_line) | {"precision": precision},
         ood=ood,
+        decision=bundle_decision(metrics),
     )
     record = {"bundle": str(bundle.path), "graph": graph, "fp32_check": fp32_check, "int8": int8_check}
     (scratch / "metrics.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -366,6 +564,12 @@ def _evaluation_of(workdir: Path, checkpoint: Path) -> dict:
     if Path(metrics["checkpoint"]) != checkpoint.resolve():
         raise TrainerError(
             f"{path} evaluates {metrics['checkpoint']}, not {checkpoint}; run evaluate with --checkpoint {checkpoint}"
+        )
+    if "decision" not in metrics:
+        # An evaluation from before the unsure threshold was chosen: the bundle would carry none.
+        print(
+            f"note: {path} records no unsure threshold; rerun evaluate so the bundle carries one",
+            file=sys.stderr,
         )
     return metrics
 

@@ -2,7 +2,8 @@
 
 It also measures speed on this CPU: photos per second of the bundle under ONNX Runtime beside
 the PyTorch checkpoint in eager mode, on the same preprocessed test photos and batch size.
-Images (confusion matrix, reliability diagram) are copied next to the card.
+Images (confusion matrix, reliability diagram) are copied next to the card. The data, recipe
+and results sections beyond the headline live in `trainer.card_data` and `trainer.card_results`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,20 @@ from pathlib import Path
 
 from catbreed_desktop.core.bundle import load_bundle
 from catbreed_desktop.core.sorting.names import NOT_CAT_FOLDER, UNSURE_FOLDER
+from trainer.card_data import data_section, find_data_root, recipe_section
+from trainer.card_results import (
+    comparisons_section,
+    confusions_section,
+    coverage_section,
+    precision_section,
+    sources_section,
+)
 from trainer.dataset import SUMMARY_FILE, read_manifest, split_samples
 from trainer.errors import TrainerError
 from trainer.evaluate import EVAL_DIR
 from trainer.export import EXPORT_DIR, load_pixels, onnx_outputs, onnx_session, torch_outputs
 from trainer.modeling import LogitsAndEmbedding, load_checkpoint
+from trainer.portable import portable_path
 
 SPEED_BATCH = 8
 
@@ -31,11 +41,9 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _shown_path(path: Path) -> str:
-    """A path relative to the working folder where it lies below it: cards get committed."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    """A path relative to the repository or the working folder where it lies below one, else
+    its name: cards get committed, and the build machine's folders mean nothing to readers."""
+    return portable_path(path, (Path.cwd(),))
 
 
 def _cpu_name() -> str:
@@ -112,8 +120,15 @@ def build_card(
     images: dict[str, str],
     not_a_cat: dict | None = None,
     notes: str | None = None,
+    comparisons: list[dict] | None = None,
+    data_root: Path | None = None,
+    report_command: str | None = None,
 ) -> str:
-    """The model card text; `notes` (Markdown: sources, licences, intended use) ends it."""
+    """The model card text; `notes` (Markdown: sources, licences, intended use) ends it.
+
+    `comparisons` are `compare` results, shown as cross-source tables; `data_root` is where the
+    sources' README files are, for their licence words.
+    """
     summary = _read_json(workdir / SUMMARY_FILE) or {}
     baseline = _read_json(workdir / "baseline" / "metrics.json")
     evaluation = _read_json(workdir / EVAL_DIR / "metrics.json")
@@ -148,12 +163,32 @@ def build_card(
         lines += [
             f"{summary.get('photos_kept')} photos of {len(counts)} breeds (train {totals['train']}, validation "
             f"{totals['val']}, test {totals['test']}; split seed {summary.get('seed')}), from "
-            + ", ".join(f"`{s}`" for s in summary.get("sources", []))
+            + ", ".join(
+                f"`{s['name'] if isinstance(s, dict) else Path(str(s)).name}`"
+                for s in summary.get("sources", [])
+            )
             + ".",
             f"{len(summary.get('unreadable', {}))} unreadable files dropped; {dup.get('exact_duplicate_pairs', 0)} exact and "
             f"{dup.get('near_duplicate_pairs', 0)} near-duplicate pairs kept inside one split each (no test photo, "
             "nor a near copy of it, is in training).",
         ]
+    lines += [""] + data_section(
+        summary, evaluation["labels"], find_data_root(summary, workdir, data_root), notes is not None
+    )
+    training = (bundle.provenance.get("training") if bundle else None) or _read_json(
+        Path(evaluation.get("checkpoint", workdir / "checkpoints" / "best")) / "training.json"
+    )
+    lines += [""] + recipe_section(
+        summary,
+        training,
+        evaluation,
+        bundle.provenance if bundle else {},
+        comparisons or [],
+        report_command,
+    )
+    # Per-source and sorting figures: the shipped model's where a bundle records them.
+    shipped = bundle.metrics if bundle and "sources" in bundle.metrics else evaluation
+    measured_with = shipped.get("measured_with", "the PyTorch checkpoint (fp32)")
     lines += ["", "## Results on the test split", ""]
     rows = []
     if baseline:
@@ -186,7 +221,14 @@ def build_card(
             ]
         )
     lines += _table(["Model", "Accuracy", "Macro F1", "Weighted F1"], rows)
-    lines.append(f"\n{test['count']} test photos.")
+    lines.append(f"\n{test['count']} test photos, labels as given.")
+    clean = evaluation.get("test_without_flagged")
+    if clean and clean["flagged_left_out"]:
+        lines.append(
+            f"Secondary figure, leaving out the {clean['flagged_left_out']} test photos whose label the label "
+            f"cleaning rejected: accuracy {_num(clean['accuracy'])}, macro F1 {_num(clean['macro_f1'])} "
+            "(fine-tuned, PyTorch)."
+        )
     if bundle and "export_check" in bundle.metrics:
         check = bundle.metrics["export_check"]
         lines.append(
@@ -206,6 +248,8 @@ def build_card(
             for breed, r in evaluation["per_breed"].items()
         ],
     )
+    lines += sources_section(shipped, measured_with)
+    lines += confusions_section(evaluation.get("confused_pairs", []))
     if "confusion" in images:
         lines += ["", f"![Confusion matrix on the test split]({images['confusion']})"]
     cal = evaluation["calibration"]
@@ -219,6 +263,10 @@ def build_card(
     ]
     if "reliability" in images:
         lines += ["", f"![Reliability diagram]({images['reliability']})"]
+    if bundle:
+        lines += precision_section(bundle.metrics)
+    lines += coverage_section(shipped, measured_with)
+    lines += comparisons_section(comparisons or [])
     ood = evaluation.get("ood")
     if ood:
         lines += [
@@ -285,6 +333,13 @@ def _not_a_cat_section(measure: dict) -> list[str]:
     return lines
 
 
+def _read_comparison(path: Path) -> dict:
+    data = _read_json(path)
+    if not data or "checkpoints" not in data:
+        raise TrainerError(f"--comparison {path}: not a result of `python -m trainer compare`")
+    return data
+
+
 def write_report(
     workdir: str | Path,
     out: str | Path,
@@ -292,6 +347,9 @@ def write_report(
     speed_photos: int = 32,
     negatives_dir: str | Path | None = None,
     notes_file: str | Path | None = None,
+    comparisons: list[Path] | None = None,
+    data_root: str | Path | None = None,
+    command_line: str | None = None,
 ) -> Path:
     """Write the model card (and its images next to it); returns its path.
 
@@ -322,12 +380,24 @@ def write_report(
         from trainer.ood_check import measure_not_a_cat
 
         test = split_samples(read_manifest(workdir), "test")
+        # Sorted at the bundle's own default threshold, as the app would sort them.
+        threshold = load_bundle(Path(bundle_dir), verify=False).default_min_confidence
         not_a_cat = measure_not_a_cat(
-            Path(bundle_dir), Path(negatives_dir), [s.path for s in test], [s.label for s in test]
+            Path(bundle_dir), Path(negatives_dir), [s.path for s in test], [s.label for s in test], threshold
         )
         (workdir / EVAL_DIR / "not_a_cat.json").write_text(json.dumps(not_a_cat, indent=2) + "\n")
     notes = Path(notes_file).read_text(encoding="utf-8") if notes_file else None
-    text = build_card(workdir, Path(bundle_dir) if bundle_dir else None, speed, images, not_a_cat, notes)
+    text = build_card(
+        workdir,
+        Path(bundle_dir) if bundle_dir else None,
+        speed,
+        images,
+        not_a_cat,
+        notes,
+        comparisons=[_read_comparison(Path(c)) for c in comparisons or []],
+        data_root=Path(data_root) if data_root else None,
+        report_command=command_line,
+    )
     out.write_text(text, encoding="utf-8")
     if speed:
         (workdir / EVAL_DIR / "speed.json").write_text(json.dumps(speed, indent=2) + "\n")

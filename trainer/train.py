@@ -11,6 +11,7 @@ an interrupted-and-resumed run reproduce an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -39,6 +40,7 @@ from trainer.modeling import (
     forward_options,
     freeze_layers,
     preprocessing_for,
+    resolve_device,
     run_on_photos,
     save_checkpoint,
 )
@@ -75,6 +77,7 @@ class TrainSettings:
     save_every: int = 50
     mlflow_uri: str | None = None
     restart: bool = False
+    device: str = "auto"  # not a resume key: a run started on a GPU may finish on the CPU
 
     RESUME_KEYS = (
         "base_model",
@@ -136,6 +139,8 @@ def fit_head_by_probe(
     spec: Preprocessing,
     seed: int,
     c: float = PROBE_C,
+    device: str = "cpu",
+    features: np.ndarray | None = None,
 ) -> float:
     """Start the classifier head from a logistic regression on the frozen features (LP-FT).
 
@@ -150,7 +155,10 @@ def fit_head_by_probe(
     head = model.classifier
     if not isinstance(head, nn.Linear):
         raise TrainingError(f"--probe-head needs a linear classifier head, not {type(head).__name__}")
-    _, features = run_on_photos(model, [s.path for s in samples], spec, description="probe features")
+    if features is None:
+        _, features = run_on_photos(
+            model, [s.path for s in samples], spec, description="probe features", device=device
+        )
     targets = np.array([label_index[s.label] for s in samples])
     fitted = logistic_probe(c, seed).fit(features, targets)
     scaler, probe = fitted[0], fitted[-1]
@@ -164,9 +172,17 @@ def fit_head_by_probe(
     weight[classes] = scaled_weight
     bias[classes] = intercept - scaled_weight @ scaler.mean_
     with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(weight))
-        head.bias.copy_(torch.from_numpy(bias))
+        head.weight.copy_(torch.from_numpy(weight).to(head.weight))
+        head.bias.copy_(torch.from_numpy(bias).to(head.bias))
     return float(fitted.score(features, targets))
+
+
+def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where the GPU supports it, else fp16 (with a loss scaler); None on the CPU,
+    where training stays in fp32 so a seed reproduces a run exactly."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def class_weights(targets: list[int], num_labels: int) -> torch.Tensor:
@@ -212,7 +228,9 @@ class Trainer:
         self.settings = settings
         self.labels = read_labels(self.workdir)
         samples = read_manifest(self.workdir)
-        self.train_samples = split_samples(samples, "train")
+        # Photos label cleaning flagged would teach the model their wrong labels.
+        self.train_samples = [s for s in split_samples(samples, "train") if not s.flagged]
+        self.flagged_left_out = sum(1 for s in split_samples(samples, "train") if s.flagged)
         self.val_samples = split_samples(samples, "val")
         if not self.train_samples:
             raise DatasetError("the training split is empty; prepare more photos")
@@ -220,6 +238,8 @@ class Trainer:
             raise DatasetError("the validation split is empty; best-checkpoint selection needs it")
         self.label_index = {label: i for i, label in enumerate(self.labels)}
         self.spec = preprocessing_for(settings.base_model, settings.preset, settings.image_size)
+        self.device = resolve_device(settings.device)
+        self.amp_dtype = mixed_precision_dtype(self.device)
         self.checkpoints = self.workdir / "checkpoints"
         self.state_path = self.checkpoints / "last" / STATE_FILE
         self.best_dir = self.checkpoints / "best"
@@ -232,17 +252,34 @@ class Trainer:
         random.seed(s.seed)
         model = build_model(self.labels, s.base_model, s.preset, seed=s.seed)
         trainable = freeze_layers(model, s.freeze_layers)
+        model.to(self.device)
         options = forward_options(model, self.spec.size)
         dataset = AugmentedPhotos(self.train_samples, self.label_index, self.spec, s.seed)
         steps_per_epoch = math.ceil(len(dataset) / s.batch_size)
         total_steps = steps_per_epoch * s.epochs
         optimizer = torch.optim.AdamW(parameter_groups(model, s.lr, s.head_lr), weight_decay=s.weight_decay)
         scheduler = linear_warmup_schedule(optimizer, total_steps)
-        loss_fn = nn.CrossEntropyLoss(weight=class_weights(dataset.targets, len(self.labels)))
+        loss_fn = nn.CrossEntropyLoss(weight=class_weights(dataset.targets, len(self.labels)).to(self.device))
 
         position = self._resume(model, optimizer, scheduler)
         if s.probe_head and position["global_step"] == 0:
-            accuracy = fit_head_by_probe(model, self.train_samples, self.label_index, self.spec, s.seed)
+            from trainer.cleaning import cached_features, features_identity
+
+            # The untrained model's embedding is what `clean` cached, so its pass is not repeated.
+            cached = cached_features(
+                self.workdir,
+                [sample.path for sample in self.train_samples],
+                features_identity(s.base_model, s.preset, s.image_size),
+            )
+            accuracy = fit_head_by_probe(
+                model,
+                self.train_samples,
+                self.label_index,
+                self.spec,
+                s.seed,
+                device=self.device.type,
+                features=cached,
+            )
             print(
                 f"head initialised from a logistic regression (training accuracy {accuracy:.4f})",
                 file=sys.stderr,
@@ -269,6 +306,11 @@ class Trainer:
                     "train_photos": len(dataset),
                     "val_photos": len(self.val_samples),
                     "trainable_parameters": trainable,
+                    "flagged_train_photos_left_out": self.flagged_left_out,
+                    "device": str(self.device),
+                    "mixed_precision": str(self.amp_dtype).removeprefix("torch.")
+                    if self.amp_dtype
+                    else "off",
                     "preprocessing": self.spec.to_dict(),
                 }
             )
@@ -280,6 +322,8 @@ class Trainer:
             )
         progress = manual_bar(total_steps, "training", initial=position["global_step"])
         state = (model, optimizer, scheduler)
+        # fp16 needs loss scaling to keep small gradients; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         try:
             finished = self._loop(
                 state, dataset, loss_fn, options, position, tracker, progress, steps_per_epoch
@@ -311,14 +355,24 @@ class Trainer:
                 batch_size=s.batch_size,
                 sampler=order[position["step_in_epoch"] * s.batch_size :],
                 num_workers=s.workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=False,
             )
             model.train()
             for pixels, targets in loader:
-                logits = model(pixel_values=pixels, **options).logits
-                loss = loss_fn(logits, targets)
+                pixels = pixels.to(self.device, non_blocking=True)
+                targets = targets.to(self.device, non_blocking=True)
+                with self._autocast():
+                    logits = model(pixel_values=pixels, **options).logits
+                    loss = loss_fn(logits.float(), targets)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(optimizer)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
                 scheduler.step()
                 position["global_step"] += 1
                 position["step_in_epoch"] += 1
@@ -361,10 +415,19 @@ class Trainer:
             )
         return True
 
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
     def _validate(self, model: nn.Module) -> dict:
         model.eval()
         logits, _ = run_on_photos(
-            model, [s.path for s in self.val_samples], self.spec, description="validating"
+            model,
+            [s.path for s in self.val_samples],
+            self.spec,
+            description="validating",
+            device=self.device.type,
         )
         targets = [self.label_index[s.label] for s in self.val_samples]
         return classification_scores(targets, logits.argmax(axis=1).tolist(), len(self.labels))

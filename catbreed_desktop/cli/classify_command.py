@@ -1,5 +1,10 @@
 """`catbreed classify`: print each photo's most likely breeds, as a table, JSON lines or CSV.
 
+Every breed the bundle has can be shown (`--top-k` up to its number of labels). A photo whose top
+breed is less likely than the unsure threshold (`--min-confidence`, by default the bundle's own
+recommendation) is marked unsure: `[unsure]` in the table, `"unsure": true` in JSON, an `unsure`
+column in CSV; it is where `catbreed sort` would put it.
+
 Unreadable files get an error line and do not stop the run; the exit status is 1 when any file
 failed, 0 when all were classified, 2 for usage or model errors. An engine that fails for good
 mid-run (a Triton server that stops answering) ends the run with its error: the results already
@@ -22,7 +27,14 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from catbreed_desktop.cli.common import PROGRAM, ProgressReporter, add_model_options, open_classifier
+from catbreed_desktop.cli.common import (
+    PROGRAM,
+    ProgressReporter,
+    add_min_confidence_option,
+    add_model_options,
+    open_classifier,
+    resolve_min_confidence,
+)
 from catbreed_desktop.cli.program import SOME_FAILED, positive_int
 from catbreed_desktop.core.classify import Failure, Prediction
 from catbreed_desktop.core.errors import CatBreedError, UsageError
@@ -30,6 +42,7 @@ from catbreed_desktop.core.imaging import iter_photo_paths
 from catbreed_desktop.core.printable import printable
 
 NOT_A_CAT = "not a cat"
+UNSURE = "unsure"
 WIDEST_PATH_COLUMN = 60
 
 
@@ -41,7 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="photo files or folders")
     parser.add_argument(
-        "--top-k", type=positive_int, default=3, metavar="K", help="breeds per photo (default: 3)"
+        "--top-k",
+        type=positive_int,
+        default=3,
+        metavar="K",
+        help="breeds per photo, up to every breed the model has (default: 3)",
     )
     parser.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders too")
     output = parser.add_mutually_exclusive_group()
@@ -52,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'and given exactly, as base64 of its bytes, in "path_bytes_b64"',
     )
     output.add_argument("--csv", action="store_true", help="CSV with a header row")
+    add_min_confidence_option(parser, "is marked unsure (where `catbreed sort` would put it)")
     add_model_options(parser)
     parser.set_defaults(handler=run)
 
@@ -62,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         hint = "" if args.recursive else " (use --recursive to look into sub-folders)"
         raise UsageError(f"no photos found in {', '.join(printable(p) for p in args.paths)}{hint}")
     classifier = open_classifier(args, top_k=args.top_k)
-    writer = _make_writer(args, sys.stdout, classifier.top_k, photos)
+    min_confidence = resolve_min_confidence(args, classifier.bundle)
+    writer = _make_writer(args, sys.stdout, classifier.top_k, photos, min_confidence)
     progress = ProgressReporter()
     failures = 0
     written = 0
@@ -87,13 +106,20 @@ def run(args: argparse.Namespace) -> int:
     return SOME_FAILED if failures else 0
 
 
-def _make_writer(args: argparse.Namespace, out: TextIO, top_k: int, photos: list) -> _Writer:
+def _make_writer(
+    args: argparse.Namespace, out: TextIO, top_k: int, photos: list, min_confidence: float
+) -> _Writer:
     if args.json:
-        return JsonLinesWriter(out)
+        return JsonLinesWriter(out, min_confidence)
     if args.csv:
-        return CsvWriter(out, top_k)
+        return CsvWriter(out, top_k, min_confidence)
     width = min(WIDEST_PATH_COLUMN, max(len(printable(p)) for p in photos))
-    return TableWriter(out, width)
+    return TableWriter(out, width, min_confidence)
+
+
+def is_unsure(result: Prediction, min_confidence: float) -> bool:
+    """Whether `catbreed sort` would put the photo in Unsure: a cat whose top breed is below the threshold."""
+    return result.is_cat and result.confidence < min_confidence
 
 
 class _Writer(Protocol):
@@ -103,9 +129,10 @@ class _Writer(Protocol):
 class TableWriter:
     """`path  Breed 91.2%  Other 5.0% ...`; failures go to stderr so stdout stays a clean table."""
 
-    def __init__(self, out: TextIO, width: int) -> None:
+    def __init__(self, out: TextIO, width: int, min_confidence: float = 0.0) -> None:
         self.out = out
         self.width = width
+        self.min_confidence = min_confidence
 
     def write(self, result: Prediction | Failure) -> None:
         if isinstance(result, Failure):
@@ -114,10 +141,12 @@ class TableWriter:
         breeds = "  ".join(f"{printable(label)} {probability:.1%}" for label, probability in result.top)
         if not result.is_cat:
             breeds = f"[{NOT_A_CAT}]  {breeds}"
+        elif is_unsure(result, self.min_confidence):
+            breeds = f"[{UNSURE}]  {breeds}"
         print(f"{printable(result.path):<{self.width}}  {breeds}", file=self.out)
 
 
-def result_record(result: Prediction | Failure) -> dict[str, Any]:
+def result_record(result: Prediction | Failure, min_confidence: float = 0.0) -> dict[str, Any]:
     """A JSON-ready dict of one result, as `--json` prints it; every string encodes as strict UTF-8."""
     record = _path_fields(result.path)
     if isinstance(result, Failure):
@@ -127,6 +156,7 @@ def result_record(result: Prediction | Failure) -> dict[str, Any]:
         "label": _unicode(result.label),
         "confidence": round(result.confidence, 6),
         "is_cat": result.is_cat,
+        "unsure": is_unsure(result, min_confidence),
         "ood_score": None if result.ood_score is None else round(result.ood_score, 6),
         "top": [{"label": _unicode(label), "probability": round(p, 6)} for label, p in result.top],
     }
@@ -154,26 +184,30 @@ def _is_unicode(text: str) -> bool:
 
 
 class JsonLinesWriter:
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, min_confidence: float = 0.0) -> None:
         self.out = out
+        self.min_confidence = min_confidence
 
     def write(self, result: Prediction | Failure) -> None:
         # allow_nan=False: a bare NaN is not JSON, and readers would choke on it.
-        print(json.dumps(result_record(result), ensure_ascii=False, allow_nan=False), file=self.out)
+        record = result_record(result, self.min_confidence)
+        print(json.dumps(record, ensure_ascii=False, allow_nan=False), file=self.out)
 
 
 class CsvWriter:
-    def __init__(self, out: TextIO, top_k: int) -> None:
+    def __init__(self, out: TextIO, top_k: int, min_confidence: float = 0.0) -> None:
         self.top_k = top_k
+        self.min_confidence = min_confidence
         self.writer = csv.writer(out, lineterminator="\n")
         ranked = [
             column for rank in range(1, top_k + 1) for column in (f"label_{rank}", f"probability_{rank}")
         ]
-        self.writer.writerow(["path", "status", *ranked, "is_cat", "ood_score", "error"])
+        # "unsure" is a column of its own, not a status: "ok" rows keep meaning "classified".
+        self.writer.writerow(["path", "status", *ranked, "is_cat", "unsure", "ood_score", "error"])
 
     def write(self, result: Prediction | Failure) -> None:
         if isinstance(result, Failure):
-            empty = [""] * (2 * self.top_k + 2)
+            empty = [""] * (2 * self.top_k + 3)
             self.writer.writerow([printable(result.path), "error", *empty, printable(result.reason)])
             return
         ranked: list[str] = []
@@ -182,4 +216,7 @@ class CsvWriter:
         ranked += [""] * (2 * self.top_k - len(ranked))
         score = "" if result.ood_score is None else f"{result.ood_score:.6f}"
         status = "ok" if result.is_cat else NOT_A_CAT
-        self.writer.writerow([printable(result.path), status, *ranked, str(result.is_cat).lower(), score, ""])
+        unsure = str(is_unsure(result, self.min_confidence)).lower()
+        self.writer.writerow(
+            [printable(result.path), status, *ranked, str(result.is_cat).lower(), unsure, score, ""]
+        )

@@ -13,7 +13,14 @@ from typing import TextIO
 
 from catbreed_desktop.cli.program import positive_int
 from catbreed_desktop.core import paths
-from catbreed_desktop.core.bundle import BUNDLE_FILE, BundleError, ModelBundle, load_bundle
+from catbreed_desktop.core.bundle import (
+    BUNDLE_FILE,
+    DECISION,
+    DEFAULT_MIN_CONFIDENCE,
+    BundleError,
+    ModelBundle,
+    load_bundle,
+)
 from catbreed_desktop.core.classify import Classifier
 from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
 from catbreed_desktop.core.engines.names import AUTO, TRITON
@@ -61,6 +68,44 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--fp16", dest="gpu_precision", action="store_const", const="fp16", help=argparse.SUPPRESS
     )
+
+
+def confidence(text: str) -> float:
+    """argparse type: a number between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
+    return value
+
+
+def add_min_confidence_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--min-confidence, whose default is the model bundle's own recommendation (`resolve_min_confidence`)."""
+    parser.add_argument(
+        "--min-confidence",
+        type=confidence,
+        default=None,
+        metavar="P",
+        help=f"below this probability a photo {what} (default: the threshold the model bundle recommends, "
+        f"the calibrated '{DECISION}.min_confidence' its trainer chose on validation photos; "
+        f"{DEFAULT_MIN_CONFIDENCE} for a bundle without one)",
+    )
+
+
+def resolve_min_confidence(args: argparse.Namespace, bundle: ModelBundle) -> float:
+    """--min-confidence when given, else the bundle's recommendation; says on stderr which and why."""
+    given = getattr(args, "min_confidence", None)
+    if given is not None:
+        return float(given)
+    threshold = bundle.default_min_confidence
+    print(
+        f"{PROGRAM}: unsure below {threshold:.1%}: {bundle.min_confidence_source()} "
+        "(--min-confidence P chooses another)",
+        file=sys.stderr,
+    )
+    return threshold
 
 
 def open_bundle(args: argparse.Namespace) -> ModelBundle:

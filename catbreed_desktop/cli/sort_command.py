@@ -17,7 +17,14 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from catbreed_desktop.cli.common import PROGRAM, ProgressReporter, add_model_options, open_classifier
+from catbreed_desktop.cli.common import (
+    PROGRAM,
+    ProgressReporter,
+    add_min_confidence_option,
+    add_model_options,
+    open_classifier,
+    resolve_min_confidence,
+)
 from catbreed_desktop.cli.program import SOME_FAILED
 from catbreed_desktop.core.classify import Classifier, Failure
 from catbreed_desktop.core.errors import CatBreedError, UsageError, error_line
@@ -44,17 +51,6 @@ from catbreed_desktop.core.sorting.plan import DUPLICATE
 from catbreed_desktop.core.sorting.sources import leave_out_sorted
 
 
-def confidence(text: str) -> float:
-    """argparse type: a number between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     sort = subparsers.add_parser(
         "sort",
@@ -75,13 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument(
         "--copy", dest="mode", action="store_const", const=COPY, help="copy, keep the originals"
     )
-    sort.add_argument(
-        "--min-confidence",
-        type=confidence,
-        default=0.5,
-        metavar="P",
-        help="below this probability a photo goes to 'Unsure' (default: 0.5)",
-    )
+    add_min_confidence_option(sort, f"goes to '{UNSURE_FOLDER}'")
     sort.add_argument(
         "--dry-run", action="store_true", help="show what would happen to each file and change nothing"
     )
@@ -127,6 +117,7 @@ def run_sort(args: argparse.Namespace) -> int:
     _warn_if_interrupted()
 
     classifier = open_classifier(args, top_k=3)
+    min_confidence = resolve_min_confidence(args, classifier.bundle)
     photos, filed = leave_out_sorted(found, args.sources, target, classifier.bundle.labels)
     if filed:
         print(
@@ -142,7 +133,7 @@ def run_sort(args: argparse.Namespace) -> int:
     unreadable += unreadable_photos
     for path, reason in unreadable_photos:
         print(f"{PROGRAM}: skipped, left untouched: {printable(path)}: {reason}", file=sys.stderr)
-    plan = plan_sort(items, target, mode=args.mode, min_confidence=args.min_confidence)
+    plan = plan_sort(items, target, mode=args.mode, min_confidence=min_confidence)
     for path, reason in plan.skipped:
         print(f"{PROGRAM}: skipped, left untouched: {printable(path)}: {reason}", file=sys.stderr)
     problems = len(unreadable) + len(plan.skipped)

@@ -5,6 +5,12 @@ version, the architecture, the labels in output order, the preprocessing rule, t
 the model file, the calibration temperature and the metrics the trainer measured. Loading checks
 all of it and says exactly what is wrong.
 
+An optional `decision` section carries the trainer's "unsure" rule: `min_confidence`, the
+calibrated top-1 probability below which a photo goes to Unsure, with where it was chosen
+(`chosen_on`, e.g. "validation") and the `rule` in words. The app uses it as the default
+threshold wherever the person has not chosen one; bundles written before it existed have none,
+and `DEFAULT_MIN_CONFIDENCE` stands in.
+
 The ONNX graph takes `pixel_values` (N, 3, size, size) float32 and returns `logits` (N, labels)
 as its first output; a second output `embedding` (N, D), when present, feeds the bundle's
 optional out-of-distribution ("not a cat") detector described under `ood`. The detector's
@@ -55,10 +61,15 @@ OOD_ARRAYS = ("means", "precision")
 EXTERNAL_DATA = "external_data"
 _SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
-# Bounds on what a bundle may declare. Real bundles are far inside them (the shipped one: 12
-# labels, a 6 kB bundle.json, a 768-wide embedding); beyond them lie only damaged or hostile files.
+# Bounds on what a bundle may declare. Real bundles are far inside them (a few dozen labels, a
+# few kB of bundle.json, a 768-wide embedding); beyond them lie only damaged or hostile files.
 MAX_LABELS = 10_000
 MAX_LABEL_LENGTH = 200
+MAX_DECISION_TEXT = 1_000  # `chosen_on` and `rule` are a few words; they are shown in the window
+DECISION = "decision"
+# The "unsure" threshold for a bundle without a `decision` section: what the app used before
+# bundles carried one, so such a bundle sorts exactly as it did.
+DEFAULT_MIN_CONFIDENCE = 0.5
 # Old bundles keep the detector matrices inline, about 12 MB of JSON for a 768-wide embedding.
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_EMBEDDING_SIZE = 4096
@@ -87,6 +98,8 @@ class ModelBundle:
     format_version: int = FORMAT_VERSION
     # File name -> sha256 of each external weights file the model reads; empty for one-file models.
     external_data: dict[str, str] = field(default_factory=dict)
+    # The trainer's "unsure" rule (checked: `min_confidence` a number in (0, 1)); None in older bundles.
+    decision: dict[str, Any] | None = None
 
     @property
     def model_path(self) -> Path:
@@ -95,6 +108,30 @@ class ModelBundle:
     @property
     def num_labels(self) -> int:
         return len(self.labels)
+
+    @property
+    def min_confidence(self) -> float | None:
+        """The calibrated top-1 probability below which the trainer says a photo is unsure, if it says."""
+        return float(self.decision["min_confidence"]) if self.decision is not None else None
+
+    @property
+    def default_min_confidence(self) -> float:
+        """The "unsure" threshold to use when the person names none: the bundle's, else the old default."""
+        recommended = self.min_confidence
+        return recommended if recommended is not None else DEFAULT_MIN_CONFIDENCE
+
+    def min_confidence_source(self) -> str:
+        """Where `default_min_confidence` comes from, in words, for help texts and tooltips."""
+        if self.decision is None:
+            return "the default: this model bundle recommends no threshold"
+        chosen_on = self.decision.get("chosen_on")
+        rule = self.decision.get("rule")
+        text = "recommended by the model bundle"
+        if chosen_on:
+            text += f", chosen on {printable(chosen_on)} photos"
+        if rule:
+            text += f" — {printable(rule)}"
+        return text
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -112,6 +149,8 @@ class ModelBundle:
             data["ood"] = self.ood
         if self.external_data:
             data[EXTERNAL_DATA] = dict(self.external_data)
+        if self.decision is not None:
+            data[DECISION] = dict(self.decision)
         return data
 
 
@@ -158,6 +197,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
     metrics = _optional_object(data, "metrics", manifest) or {}
     provenance = _optional_object(data, "provenance", manifest) or {}
     external_data = _check_external_data_field(data, manifest)
+    decision = _check_decision(data, manifest)
     ood = _optional_object(data, "ood", manifest)
     if ood is not None and "arrays_file" in ood:
         ood = _read_ood_arrays(ood, folder, manifest, len(labels))
@@ -178,6 +218,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
         ood=ood,
         model_file=model_file,
         external_data=external_data,
+        decision=decision,
     )
     if not bundle.model_path.is_file():
         raise BundleError(f"model bundle {folder} has no model file {bundle.model_file}")
@@ -269,6 +310,35 @@ def _check_temperature(calibration: Any, manifest: Path) -> float:
     if not (math.isfinite(temperature) and temperature > 0):
         raise BundleError(f"{manifest}: calibration temperature must be positive, not {temperature}")
     return temperature
+
+
+def _check_decision(data: dict[str, Any], manifest: Path) -> dict[str, Any] | None:
+    """The `decision` section, its threshold checked; None when the bundle has none (older trainers)."""
+    decision = _optional_object(data, DECISION, manifest)
+    if decision is None:
+        return None
+    if "min_confidence" not in decision:
+        raise BundleError(f"{manifest}: {DECISION!r} has no 'min_confidence' (the unsure threshold)")
+    raw = decision["min_confidence"]
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise BundleError(
+            f"{manifest}: {DECISION!r} min_confidence must be a number between 0 and 1, not {printable(repr(raw))}"
+        )
+    # Exclusive bounds: at 0 nothing and at 1 everything would be unsure, which no trainer means.
+    if not (math.isfinite(raw) and 0.0 < raw < 1.0):
+        raise BundleError(
+            f"{manifest}: {DECISION!r} min_confidence must be between 0 and 1 (both excluded), not {raw}"
+        )
+    for key in ("chosen_on", "rule"):
+        text = decision.get(key)
+        if text is not None and not isinstance(text, str):
+            raise BundleError(f"{manifest}: {DECISION!r} {key} must be text, not {printable(repr(text))}")
+        if isinstance(text, str) and len(text) > MAX_DECISION_TEXT:
+            raise BundleError(
+                f"{manifest}: {DECISION!r} {key} is {len(text):,} characters long; "
+                f"at most {MAX_DECISION_TEXT:,} are allowed"
+            )
+    return decision | {"min_confidence": float(raw)}
 
 
 def _optional_object(data: dict[str, Any], key: str, manifest: Path) -> dict[str, Any] | None:
@@ -500,8 +570,12 @@ def write_bundle(
     metrics: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
     ood: dict[str, Any] | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> ModelBundle:
     """Copy an ONNX file into `out_dir` with its bundle.json, then load it back to prove it.
+
+    `decision` is the trainer's unsure rule, `{"min_confidence": p, "chosen_on": ..., "rule": ...}`
+    (see the module's docstring); loading the bundle back checks it.
 
     External weights files the model reads (plain file names beside `model_file`) are copied too,
     and their checksums recorded in `external_data`. The new bundle is assembled and verified in a hidden staging folder first, so a bad
@@ -530,6 +604,7 @@ def write_bundle(
             provenance=dict(provenance or {}),
             ood=ood,
             external_data=external_data,
+            decision=dict(decision) if decision is not None else None,
         )
         manifest = bundle.to_json()
         if ood is not None:

@@ -9,6 +9,9 @@ as `settings.json.corrupt` before the next save replaces it.
 Files carry a `schema_version`. A file without one is version 1 (written before versions existed)
 and is migrated on load (`_MIGRATIONS`), so a setting that changes meaning keeps what the person
 chose; a file from a newer version keeps every field this version knows.
+
+A few numbers may be "not set" (`OPTIONAL_NUMBERS`), stored as JSON null: the unsure threshold is
+the model bundle's recommendation until the person picks one, so only a choice they made is kept.
 """
 
 from __future__ import annotations
@@ -30,7 +33,11 @@ SETTINGS_FILE = "settings.json"
 MAX_RECENT_FOLDERS = 10
 # 2: auto-sort has its own move/copy choice (`auto_sort_mode`), shown in the watch panel; version 1
 # auto-sorted with whatever the last Sort dialog chose.
-SCHEMA_VERSION = 2
+# 3: `confidence_threshold` may be null, "use the model bundle's recommendation"; version 2 always
+# wrote a number, 0.5 unless the person moved the slider.
+SCHEMA_VERSION = 3
+# What versions 1 and 2 wrote for a threshold nobody had chosen.
+_OLD_DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ RANGES: dict[str, NumberRange] = {
     "thumbnail_size": NumberRange(64, 512, step=16),
     "confidence_threshold": NumberRange(0.0, 1.0, step=0.05),
 }
+# Numeric settings that may be None, "not set": their default is worked out where they are used.
+OPTIONAL_NUMBERS = frozenset({"confidence_threshold"})
 
 
 @dataclass
@@ -66,7 +75,8 @@ class Settings:
     batch_size: int = 8
     thumbnail_size: int = 160
     include_subfolders: bool = True
-    confidence_threshold: float = 0.5
+    # Photos below it are unsure. None: the loaded bundle's recommendation (`ModelBundle.default_min_confidence`).
+    confidence_threshold: float | None = None
     recent_folders: list[str] = field(default_factory=list)
     watched_folders: list[str] = field(default_factory=list)
     sort_target: str = ""
@@ -121,8 +131,18 @@ def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _from_version_2(data: dict[str, Any]) -> dict[str, Any]:
+    # Version 2 saved the default 0.5 for everyone who never touched the slider; read it as "not set",
+    # so the model's calibrated threshold applies. Someone who chose exactly 50 % cannot be told
+    # apart, and gets the model's recommendation instead, which the window shows where it came from.
+    # Any other value was a choice and is kept.
+    if data.get("confidence_threshold") == _OLD_DEFAULT_THRESHOLD:
+        data["confidence_threshold"] = None
+    return data
+
+
 # _MIGRATIONS[n] turns a version-n file into a version n + 1 one.
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1}
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1, 2: _from_version_2}
 
 
 def settings_path() -> Path:
@@ -154,6 +174,10 @@ def save_settings(settings: Settings) -> Path:
 
 def _checked(name: str, value: Any, default: Any) -> Any:
     """`value` when it has the type (and range) the setting needs, else `default`."""
+    if name in OPTIONAL_NUMBERS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value) if RANGES[name].contains(value) else None
     if isinstance(default, bool):
         return value if isinstance(value, bool) else default
     if isinstance(default, (int, float)):

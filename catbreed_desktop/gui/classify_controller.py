@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 
+from catbreed_desktop.core.bundle import DEFAULT_MIN_CONFIDENCE
 from catbreed_desktop.core.errors import CatBreedError, error_line
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.gui.photo_model import PhotoListModel
@@ -45,6 +46,9 @@ class ModelInfo:
     labels: tuple[str, ...]
     path: Path
     notes: tuple[str, ...]  # why faster engines were passed over
+    # The unsure threshold the bundle recommends (or the default for a bundle without one), and why.
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    min_confidence_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,14 @@ def open_classifier(model_path: Path, engine: str, batch_size: int, server: str 
         threads=spare,
         decode_workers=min(4, spare),
     )
+
+
+def _unsure_rule(bundle: Any) -> tuple[float, str]:
+    """The bundle's recommended unsure threshold and its source in words."""
+    if not hasattr(bundle, "min_confidence_source"):
+        # A stand-in classifier's bundle (tests, scripts) has no rule: it gets a real bundle's without one.
+        return DEFAULT_MIN_CONFIDENCE, "the default: this model bundle recommends no threshold"
+    return float(bundle.default_min_confidence), str(bundle.min_confidence_source())
 
 
 def classify_in_batches(classifier: Any, paths: Sequence[Path], context: TaskContext) -> bool:
@@ -209,7 +221,13 @@ class ClassifyController(QObject):
         self.model_error = None
         bundle = result.bundle
         self.model_ready.emit(
-            ModelInfo(result.provider, tuple(bundle.labels), Path(bundle.path), tuple(result.fallback_notes))
+            ModelInfo(
+                result.provider,
+                tuple(bundle.labels),
+                Path(bundle.path),
+                tuple(result.fallback_notes),
+                *_unsure_rule(bundle),
+            )
         )
         self.message.emit(f"Model loaded: {plural(bundle.num_labels, 'breed')} from {printable(bundle.path)}")
         self.photos.set_queued(self._queue, True)

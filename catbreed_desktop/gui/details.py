@@ -1,18 +1,17 @@
 """The details pane: the selected photo larger, its top three breeds, its file, and the review box.
 
-The review box is a type-ahead breed combo box: typing a few letters and pressing Enter sets the
-breed. The pane only reports what the person chose (`label_chosen`); the window records it.
+The review box is a `BreedBox`: every breed of the model in alphabetical order, searched by typing
+any part of a name; picking one, or typing enough of one and pressing Enter, sets the breed. The
+pane only reports what the person chose (`label_chosen`); the window records it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
-    QComboBox,
-    QCompleter,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -23,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from catbreed_desktop.core.printable import printable
+from catbreed_desktop.gui.breed_box import BreedBox
 from catbreed_desktop.gui.photo_model import NOT_CAT_TEXT, PhotoRecord
 from catbreed_desktop.gui.thumbnails import ThumbnailLoader
 
@@ -68,24 +68,17 @@ class DetailsPane(QWidget):
         self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.size_label = QLabel("")
 
-        self.breed_box = QComboBox()
-        self.breed_box.setEditable(True)
-        self.breed_box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.breed_box.setToolTip("Type a breed and press Enter to set it (Ctrl+L to come here)")
-        completer = QCompleter(self.breed_box.model(), self.breed_box)
-        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        completer.setFilterMode(Qt.MatchFlag.MatchContains)
-        completer.setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
-        self.breed_box.setCompleter(completer)
-        # The completer's popup passes Enter on to the line edit, which would report it twice:
-        # one choice per key press, taken once the event is over.
-        self._choice_timer = QTimer(self, singleShot=True, interval=0)
-        self._choice_timer.timeout.connect(self._choose_typed)
+        self.breed_box = BreedBox()
+        self.breed_box.setToolTip(
+            "The photo's breed: pick one, or type any part of its name and press Enter (Ctrl+L comes here)"
+        )
         line_edit = self.breed_box.lineEdit()
         if line_edit is not None:  # always, for an editable box
-            line_edit.returnPressed.connect(self._choice_timer.start)
+            line_edit.setPlaceholderText("Type part of a breed’s name")
+        self.breed_box.chosen.connect(lambda label: self.label_chosen.emit(str(label)))
+        self.breed_box.not_found.connect(self._not_a_breed)
         self.set_button = QPushButton("Set breed")
-        self.set_button.clicked.connect(self._choose_typed)
+        self.set_button.clicked.connect(self.breed_box.choose_typed)
         self.clear_button = QPushButton("Use model's breed")
         self.clear_button.clicked.connect(self.correction_cleared)
         # Full-contrast text: a disabled (grey) label was hard to read, and these keys are the way to work.
@@ -112,10 +105,7 @@ class DetailsPane(QWidget):
         self.show_record(None, 0.5)
 
     def set_labels(self, labels: list[str]) -> None:
-        current = self.breed_box.currentText()
-        self.breed_box.clear()
-        self.breed_box.addItems(labels)
-        self.breed_box.setEditText(current)
+        self.breed_box.set_items(labels)
 
     def show_record(self, record: PhotoRecord | None, threshold: float) -> None:
         self._record = record
@@ -148,7 +138,7 @@ class DetailsPane(QWidget):
         self.path_label.setText(printable(record.path))
         self.size_label.setText(_file_size(record.path))
         if record.label is not None:
-            self.breed_box.setEditText(record.label)
+            self.breed_box.show_name(record.label)
 
     def _show_picture(self) -> None:
         if self._record is None:
@@ -175,18 +165,15 @@ class DetailsPane(QWidget):
         if self._record is not None and size == PREVIEW_SIZE and path == str(self._record.path):
             self._show_picture()
 
-    def _choose_typed(self) -> None:
-        text = self.breed_box.currentText().strip()
-        labels = [self.breed_box.itemText(i) for i in range(self.breed_box.count())]
-        match = next((label for label in labels if label.casefold() == text.casefold()), None)
-        if match is None:
-            # Type-ahead: a unique partial match is meant, anything else is a typo to fix.
-            partial = [label for label in labels if text.casefold() in label.casefold()]
-            match = partial[0] if len(partial) == 1 else None
-        if match is None:
+    def _not_a_breed(self, text: str) -> None:
+        # A part that several names contain is not a typo: say so, the list shows them.
+        several = (
+            bool(text) and sum(text.casefold() in name.casefold() for name in self.breed_box.breeds()) > 1
+        )
+        if several:
+            self.status.setText(f"Several breeds contain “{text}”; pick one from the list.")
+        else:
             self.status.setText(f"“{text}” is not a breed of this model; pick one from the list.")
-            return
-        self.label_chosen.emit(match)
 
 
 def _row(rank: int, name: QLabel, bar: QProgressBar) -> QWidget:

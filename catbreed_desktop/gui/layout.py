@@ -26,10 +26,12 @@ from PySide6.QtWidgets import (
 )
 
 from catbreed_desktop.core.settings import RANGES, Settings
+from catbreed_desktop.gui.breed_box import BreedBox
 from catbreed_desktop.gui.details import DetailsPane
 from catbreed_desktop.gui.grid import PhotoDelegate, PhotoGrid
 from catbreed_desktop.gui.panels import ErrorsPanel, WatchPanel
-from catbreed_desktop.gui.photo_model import ALL_BREEDS, PhotoFilterProxy, PhotoListModel
+from catbreed_desktop.gui.photo_model import SPECIAL_FILTERS, PhotoFilterProxy, PhotoListModel, show_breed
+from catbreed_desktop.gui.threshold import SLIDER_SCALE
 from catbreed_desktop.gui.thumbnails import ThumbnailLoader
 
 DETAILS_WIDTH = 340
@@ -40,7 +42,7 @@ WATCH_DOCK_WIDTH = 250
 class WindowWidgets:
     """The widgets the window and its controllers talk to."""
 
-    breed_filter: QComboBox
+    breed_filter: BreedBox
     sort_order: QComboBox
     search: QLineEdit
     threshold_slider: QSlider
@@ -57,6 +59,24 @@ class WindowWidgets:
     watch_dock: QDockWidget
 
 
+def make_breed_filter() -> BreedBox:
+    """The filter bar's breed box: all photos, the unsure ones, those that may not be cats, or one breed.
+
+    Every choice shows how many photos it holds; the window keeps the counts up to date.
+    """
+    breed_filter = BreedBox(keep_to_items=True)
+    breed_filter.set_items((), [(choice.text, choice) for choice in SPECIAL_FILTERS], key=show_breed)
+    # Sized for about 12 letters, not for the longest breed name of whatever model is loaded: the
+    # popup and the completions widen themselves to the names.
+    breed_filter.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    breed_filter.setMinimumContentsLength(12)
+    breed_filter.setToolTip(
+        "Show one breed, the unsure photos or the photos that may not be cats, with how many each has.\n"
+        "Type any part of a breed’s name to find it."
+    )
+    return breed_filter
+
+
 def build_widgets(
     window: QMainWindow,
     settings: Settings,
@@ -65,12 +85,7 @@ def build_widgets(
     loader: ThumbnailLoader,
 ) -> WindowWidgets:
     """Create the central area and the docks of `window`."""
-    breed_filter = QComboBox()
-    breed_filter.addItem(ALL_BREEDS)
-    # Sized for about 12 letters, not for the longest breed name of whatever model is loaded.
-    breed_filter.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-    breed_filter.setMinimumContentsLength(12)
-    breed_filter.setToolTip("Show one breed, the unsure photos or the photos that may not be cats")
+    breed_filter = make_breed_filter()
     sort_order = QComboBox()
     sort_order.addItems(PhotoFilterProxy.SORT_KEYS)
     sort_order.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -81,15 +96,14 @@ def build_widgets(
     search.setClearButtonEnabled(True)
     search.setMinimumWidth(130)
     threshold = RANGES["confidence_threshold"]
+    # The window sets the value and the tooltip, which says where the value comes from.
     slider = QSlider(Qt.Orientation.Horizontal)
-    slider.setRange(round(threshold.minimum * 100), round(threshold.maximum * 100))
-    slider.setSingleStep(1)
-    slider.setPageStep(round(threshold.step * 100))
+    slider.setRange(round(threshold.minimum * SLIDER_SCALE), round(threshold.maximum * SLIDER_SCALE))
+    slider.setSingleStep(SLIDER_SCALE // 100)  # the arrow keys move by 1 %
+    slider.setPageStep(round(threshold.step * SLIDER_SCALE))
     slider.setFixedWidth(100)
-    slider.setValue(round(settings.confidence_threshold * 100))
-    slider.setToolTip("Photos below this confidence are marked unsure and sorted into “Unsure”")
-    threshold_label = QLabel(f"{slider.value()}%")
-    threshold_label.setMinimumWidth(34)
+    threshold_label = QLabel()
+    threshold_label.setMinimumWidth(threshold_label.fontMetrics().horizontalAdvance("00.0%") + 4)
     filter_bar = QHBoxLayout()
     filter_bar.addWidget(QLabel("Breed:"))
     filter_bar.addWidget(breed_filter)

@@ -5,6 +5,10 @@ The work lives in objects that own it: `ClassifyController` (model, photos found
 `ReviewController` (selection and labels), with background work run by the one `TaskRunner`.
 The window shows what they report (status bar, banner, Problems list, panels), turns the
 person's gestures into their calls, and holds the settings they share.
+
+The unsure threshold is the person's when they chose one (`Settings.confidence_threshold`), else
+the loaded bundle's recommendation: a model loaded, or settings applied, bring the slider to it
+without making it the person's choice; only their own moves of the slider do that.
 """
 
 from __future__ import annotations
@@ -30,17 +34,27 @@ from catbreed_desktop.gui.classify_controller import ClassifyController, ModelIn
 from catbreed_desktop.gui.error_log import log_path
 from catbreed_desktop.gui.layout import WindowWidgets, build_widgets
 from catbreed_desktop.gui.photo_model import (
-    ALL_BREEDS,
-    NOT_CAT_TEXT,
-    UNSURE_TEXT,
+    SHOW_ALL,
+    SHOW_UNSURE,
+    SPECIAL_FILTERS,
     PhotoFilterProxy,
     PhotoListModel,
+    filter_counts,
+    show_breed,
 )
 from catbreed_desktop.gui.review import ReviewController
 from catbreed_desktop.gui.sort_controller import SortController, preview_sort, sort_items
 from catbreed_desktop.gui.sort_dialog import SortDialog
 from catbreed_desktop.gui.status_bar import StatusWidgets
 from catbreed_desktop.gui.tasks import TaskRunner
+from catbreed_desktop.gui.threshold import (
+    SLIDER_SCALE,
+    UnsureThreshold,
+    describe,
+    effective_threshold,
+    no_model_threshold,
+    percent,
+)
 from catbreed_desktop.gui.thumbnails import ThumbnailLoader
 from catbreed_desktop.gui.watch_controller import WatchController
 
@@ -68,7 +82,10 @@ class MainWindow(QMainWindow):
 
         self.runner = TaskRunner(self)
         self.photos = PhotoListModel(self)
-        self.photos.threshold = self.settings.confidence_threshold
+        # What the loaded bundle recommends; the threshold in use is `self.threshold`.
+        self.recommended_threshold = no_model_threshold()
+        self.threshold = effective_threshold(self.settings.confidence_threshold, self.recommended_threshold)
+        self.photos.threshold = self.threshold.value
         self.proxy = PhotoFilterProxy(self)
         self.proxy.setSourceModel(self.photos)
         self.loader = ThumbnailLoader(self)
@@ -114,6 +131,7 @@ class MainWindow(QMainWindow):
         )
         self.recent_menu = build_menus(self, self.commands)
         self.subfolders_box = build_toolbar(self, self.commands)
+        self._use_threshold(self.threshold)
         self._view_refresh = QTimer(self, interval=VIEW_REFRESH_MS)
         self._view_refresh.timeout.connect(self.proxy.refresh)
         self._wire()
@@ -129,7 +147,9 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         ui, review = self.ui, self.review
         classify, sorting, watching = self.classify, self.sorting, self.watching
-        ui.breed_filter.currentTextChanged.connect(self.proxy.set_breed)
+        ui.breed_filter.currentIndexChanged.connect(
+            lambda _row: self.proxy.set_breed_filter(ui.breed_filter.current_key())
+        )
         ui.sort_order.currentTextChanged.connect(self.proxy.set_sort_key)
         ui.search.textChanged.connect(self.proxy.set_search)
         ui.threshold_slider.valueChanged.connect(self._threshold_moved)
@@ -143,7 +163,7 @@ class MainWindow(QMainWindow):
         self.loader.ready.connect(lambda path, size: self.photos.refresh_path(Path(path)))
         for signal in (self.photos.rowsInserted, self.photos.rowsRemoved, self.photos.modelReset):
             signal.connect(self._photos_changed)
-        self.status.counts_changed.connect(lambda counts: self._update_actions())
+        self.status.counts_changed.connect(lambda counts: self._counts_changed())
         self.status.cancel_button.clicked.connect(self.cancel)
 
         classify.model_loading.connect(self._model_loading)
@@ -216,12 +236,13 @@ class MainWindow(QMainWindow):
         self.status.engine_label.setToolTip("\n".join(info.notes) or printable(info.path))
         self.details.set_labels(labels)
         box = self.ui.breed_filter
-        current = box.currentText()
-        box.blockSignals(True)
-        box.clear()
-        box.addItems([ALL_BREEDS, UNSURE_TEXT, NOT_CAT_TEXT, *labels])
-        box.setCurrentText(current if current in labels else ALL_BREEDS)
-        box.blockSignals(False)
+        box.set_items(labels, [(choice.text, choice) for choice in SPECIAL_FILTERS], key=show_breed)
+        if box.current_key() != self.proxy.breed_filter:  # that breed is not in the new model
+            box.choose(SHOW_ALL)
+            self.proxy.set_breed_filter(SHOW_ALL)
+        self._update_filter_counts()
+        self.recommended_threshold = UnsureThreshold(info.min_confidence, info.min_confidence_source)
+        self._apply_threshold_setting()
         self._update_actions()
         self._check_screenshot()
 
@@ -274,6 +295,13 @@ class MainWindow(QMainWindow):
     def _work_ended(self) -> None:
         self._update_actions()
         self._check_screenshot()
+
+    def _counts_changed(self) -> None:
+        self._update_filter_counts()
+        self._update_actions()
+
+    def _update_filter_counts(self) -> None:
+        self.ui.breed_filter.set_counts(filter_counts(self.photos.records, self.photos.threshold))
 
     def _photos_changed(self, *args: Any) -> None:
         self.ui.empty_hint.setVisible(self.photos.rowCount() == 0)
@@ -384,8 +412,9 @@ class MainWindow(QMainWindow):
             planner,
             self.settings.sort_target,
             self.settings.sort_mode,
-            self.photos.threshold,
+            self.threshold.value,
             self,
+            threshold_note=describe(self.threshold, self.recommended_threshold),
         )
 
     def open_sort_dialog(self) -> None:
@@ -472,6 +501,7 @@ class MainWindow(QMainWindow):
         for spec in dataclasses.fields(Settings):
             setattr(old, spec.name, getattr(new, spec.name))
         self.grid.set_cell_size(self.ui.delegate, old.thumbnail_size)
+        self._apply_threshold_setting()  # a new model brings its own recommendation when it is loaded
         self.save_settings()
         if reload:
             self.load_model()
@@ -486,18 +516,39 @@ class MainWindow(QMainWindow):
         self.settings.include_subfolders = bool(enabled)
         self.save_settings()
 
-    def _threshold_moved(self, value: int) -> None:
-        threshold = value / 100
-        self.ui.threshold_label.setText(f"{value}%")
-        if threshold != self.photos.threshold:
-            self.photos.set_threshold(threshold)
-            if self.proxy.breed == UNSURE_TEXT:
-                self.proxy.refresh()
-            self.review.show_current()
-        self.settings.confidence_threshold = threshold
+    # --- the unsure threshold ------------------------------------------------------------------------
 
     def set_threshold(self, threshold: float) -> None:
-        self.ui.threshold_slider.setValue(round(threshold * 100))
+        """Make `threshold` the person's own (as moving the slider does); scripts and tests call it."""
+        self.settings.confidence_threshold = float(threshold)
+        self._apply_threshold_setting()
+
+    def _apply_threshold_setting(self) -> None:
+        """Use the person's threshold, or the model's recommendation when they have not chosen one."""
+        self._use_threshold(
+            effective_threshold(self.settings.confidence_threshold, self.recommended_threshold)
+        )
+
+    def _threshold_moved(self, value: int) -> None:
+        """The person moved the slider: the threshold is theirs from now on."""
+        self.settings.confidence_threshold = value / SLIDER_SCALE
+        self._apply_threshold_setting()
+
+    def _use_threshold(self, threshold: UnsureThreshold) -> None:
+        self.threshold = threshold
+        slider = self.ui.threshold_slider
+        blocked = slider.blockSignals(True)  # the value was not moved by the person
+        slider.setValue(round(threshold.value * SLIDER_SCALE))
+        slider.blockSignals(blocked)
+        self.ui.threshold_label.setText(percent(threshold.value))
+        tip = describe(threshold, self.recommended_threshold)
+        slider.setToolTip(tip)
+        self.ui.threshold_label.setToolTip(tip)
+        if threshold.value != self.photos.threshold:
+            self.photos.set_threshold(threshold.value)
+            if self.proxy.breed_filter == SHOW_UNSURE:
+                self.proxy.refresh()
+            self.review.show_current()
 
     # --- screenshot and exit -----------------------------------------------------------------------------
 

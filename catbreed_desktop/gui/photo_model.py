@@ -7,10 +7,15 @@ result says "Classifying…" only while that is true, and "Not classified" other
 arrive in batches and each batch is one model update, so a folder of thousands of photos never
 floods the views with per-photo signals. The proxy filters by breed and file
 name and sorts by confidence or name; it re-sorts only when asked, not on every update.
+
+What the breed filter can show is a `BreedFilter`: every photo, the unsure ones, the ones that may
+not be cats, or one breed. A breed is never mistaken for a special group, even a breed called
+"Unsure"; `filter_counts` counts each choice with the very test the proxy filters with.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +91,56 @@ class PhotoRecord:
             return f"{NOT_CAT_TEXT}?", ""
         mark = "✓ " if self.reviewed or self.corrected_label is not None else ""
         return f"{mark}{self.label}", f"{self.confidence:.0%}"
+
+
+# The kinds of choice of the breed filter.
+ALL, UNSURE, NOT_CAT, BREED = "all", "unsure", "not a cat", "breed"
+_SPECIAL_TEXTS = {ALL: ALL_BREEDS, UNSURE: UNSURE_TEXT, NOT_CAT: NOT_CAT_TEXT}
+
+
+@dataclass(frozen=True)
+class BreedFilter:
+    """One choice of the breed filter: `kind` is "all", "unsure", "not a cat" or "breed" (then `breed`)."""
+
+    kind: str
+    breed: str = ""
+
+    @property
+    def text(self) -> str:
+        """What the filter box shows for it."""
+        return self.breed if self.kind == BREED else _SPECIAL_TEXTS[self.kind]
+
+    def accepts(self, record: PhotoRecord, threshold: float) -> bool:
+        if self.kind == ALL:
+            return True
+        if self.kind == UNSURE:
+            return record.is_unsure(threshold)
+        if self.kind == NOT_CAT:
+            return record.classified and not record.is_cat
+        return record.label == self.breed
+
+
+SHOW_ALL = BreedFilter(ALL)
+SHOW_UNSURE = BreedFilter(UNSURE)
+SHOW_NOT_CAT = BreedFilter(NOT_CAT)
+# The filter's choices above the breeds, in the order shown.
+SPECIAL_FILTERS = (SHOW_ALL, SHOW_UNSURE, SHOW_NOT_CAT)
+
+
+def show_breed(label: str) -> BreedFilter:
+    return BreedFilter(BREED, label)
+
+
+def filter_counts(records: Iterable[PhotoRecord], threshold: float) -> Counter[BreedFilter]:
+    """How many photos each choice of the breed filter shows (the file-name search aside)."""
+    counts: Counter[BreedFilter] = Counter()
+    for record in records:
+        counts[SHOW_ALL] += 1
+        counts[SHOW_UNSURE] += SHOW_UNSURE.accepts(record, threshold)
+        counts[SHOW_NOT_CAT] += SHOW_NOT_CAT.accepts(record, threshold)
+        if record.label is not None:
+            counts[show_breed(record.label)] += 1
+    return counts
 
 
 @dataclass
@@ -287,7 +342,7 @@ class PhotoFilterProxy(QSortFilterProxyModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.setDynamicSortFilter(False)
-        self._breed = ALL_BREEDS
+        self._breed = SHOW_ALL
         self._search = ""
         self._sort_key = "Name"
         self._filtered = False
@@ -297,11 +352,11 @@ class PhotoFilterProxy(QSortFilterProxyModel):
         return cast(PhotoListModel, self.sourceModel())
 
     @property
-    def breed(self) -> str:
+    def breed_filter(self) -> BreedFilter:
         return self._breed
 
-    def set_breed(self, breed: str) -> None:
-        self._breed = breed or ALL_BREEDS
+    def set_breed_filter(self, choice: BreedFilter | None) -> None:
+        self._breed = choice or SHOW_ALL
         self.refresh()
 
     def set_search(self, text: str) -> None:
@@ -316,7 +371,7 @@ class PhotoFilterProxy(QSortFilterProxyModel):
 
     def refresh(self) -> None:
         self.photos.sort_records(self._sort_key)
-        filtered = self._breed != ALL_BREEDS or bool(self._search)
+        filtered = self._breed != SHOW_ALL or bool(self._search)
         if filtered or self._filtered:
             self._refilter()
         self._filtered = filtered
@@ -332,14 +387,7 @@ class PhotoFilterProxy(QSortFilterProxyModel):
         record = self.photos.record(source_row)
         if self._search and self._search not in record.path.name.casefold():
             return False
-        if self._breed == ALL_BREEDS:
-            return True
-        threshold = self.photos.threshold
-        if self._breed == UNSURE_TEXT:
-            return record.is_unsure(threshold)
-        if self._breed == NOT_CAT_TEXT:
-            return record.classified and not record.is_cat
-        return record.label == self._breed
+        return self._breed.accepts(record, self.photos.threshold)
 
 
 def _name_key(record: PhotoRecord) -> tuple[str, str]:

@@ -1,7 +1,11 @@
-"""The settings dialog: which model bundle (with its breeds and metrics), engine, batch size, thumbnails.
+"""The settings dialog: which model bundle (with its breeds and metrics), the unsure threshold, engine,
+batch size, thumbnails.
 
 The bundle is described in words and a table (`bundle_facts`): the shipped model's accuracy and
-macro F1, calibration, training data, and each breed's F1. The spin boxes take their ranges from
+macro F1, calibration, training data, and each breed's F1, in alphabetical order or sorted by any
+column (the weakest breeds first, say). The unsure threshold is the bundle's recommendation, named
+with where it comes from, until the person unticks "Use the model's recommendation" and sets
+their own. The spin boxes take their ranges from
 the settings' own `RANGES`, which the loader checks too. It edits a copy of the settings; the window applies them (reloading the model when needed). Beside
 the engine choice it shows, read-only, what `catbreed engines` lists for the chosen bundle: each
 engine, whether it can run here or why not, the graph and precision it runs, the providers really
@@ -19,6 +23,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -39,12 +44,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from catbreed_desktop.core.bundle import BundleError, load_bundle
+from catbreed_desktop.core.bundle import DEFAULT_MIN_CONFIDENCE, BundleError, load_bundle
 from catbreed_desktop.core.engines.names import AUTO, CPU, CUDA, PREFERENCES, TENSORRT, TRITON
 from catbreed_desktop.core.paths import default_model_dir
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.settings import RANGES, Settings
+from catbreed_desktop.gui.breed_box import alphabetical
 from catbreed_desktop.gui.bundle_facts import bundle_facts
+from catbreed_desktop.gui.threshold import UnsureThreshold, percent, threshold_spin_box
 
 ENGINE_NAMES = {
     AUTO: "Automatic (fastest available)",
@@ -55,6 +62,27 @@ ENGINE_NAMES = {
 }
 ENGINE_COLUMNS = ("Engine", "Available", "Precision", "Providers", "Graph")
 BREED_COLUMNS = ("Breed", "F1", "Precision", "Recall", "Test photos")
+
+
+class _SortableItem(QTableWidgetItem):
+    """A table cell sorted by `key` (a number, or a name's place in alphabetical order), not by its text."""
+
+    def __init__(self, text: str, key: tuple[int, float]) -> None:
+        super().__init__(text)
+        self.key = key
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        if isinstance(other, _SortableItem):
+            return self.key < other.key
+        return super().__lt__(other)
+
+
+def _figure_key(text: str) -> tuple[int, float]:
+    # A cell without a figure (a dash) sorts after the numbers.
+    try:
+        return 0, float(text)
+    except ValueError:
+        return 1, 0.0
 
 
 class _ListingSignals(QObject):
@@ -103,12 +131,32 @@ class SettingsDialog(QDialog):
         self.breed_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.breed_table.verticalHeader().setVisible(False)
         self.breed_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.breed_table.setSortingEnabled(True)
         self.breed_note = QLabel()
         self.breed_note.setWordWrap(True)
         bundle_box = QVBoxLayout()
         bundle_box.addWidget(self.bundle_info)
         bundle_box.addWidget(self.breed_table)
         bundle_box.addWidget(self.breed_note)
+
+        # What the bundle shown recommends; `show_bundle_info` keeps it current.
+        self._recommended = UnsureThreshold(DEFAULT_MIN_CONFIDENCE, "")
+        chosen = settings.confidence_threshold
+        self.threshold_spin = threshold_spin_box(chosen if chosen is not None else DEFAULT_MIN_CONFIDENCE)
+        self.threshold_spin.setToolTip("Photos whose top breed is less likely than this are unsure")
+        self.threshold_auto = QCheckBox("Use the model’s recommendation")
+        self.threshold_auto.setChecked(chosen is None)
+        self.threshold_auto.toggled.connect(self._show_threshold)
+        self.threshold_note = QLabel()
+        self.threshold_note.setWordWrap(True)
+        self.threshold_note.setTextFormat(Qt.TextFormat.PlainText)  # the rule's words come from a file
+        threshold_row = QHBoxLayout()
+        threshold_row.addWidget(self.threshold_spin)
+        threshold_row.addWidget(self.threshold_auto)
+        threshold_row.addStretch(1)
+        threshold_box = QVBoxLayout()
+        threshold_box.addLayout(threshold_row)
+        threshold_box.addWidget(self.threshold_note)
 
         self.engine_box = QComboBox()
         # The Triton engine needs a server URL, which the window cannot pass on yet: local engines only.
@@ -160,6 +208,7 @@ class SettingsDialog(QDialog):
         model_form = QFormLayout(model_page)
         model_form.addRow("Model bundle:", model_row)
         model_form.addRow("Breeds and metrics:", bundle_box)
+        model_form.addRow("Unsure below:", threshold_box)
         engine_page = QWidget()
         engine_form = QFormLayout(engine_page)
         engine_form.addRow("Engine:", self.engine_box)
@@ -189,6 +238,7 @@ class SettingsDialog(QDialog):
         result.triton_server = self.server_edit.text().strip()
         result.batch_size = self.batch_spin.value()
         result.thumbnail_size = self.thumbnail_spin.value()
+        result.confidence_threshold = None if self.threshold_auto.isChecked() else self.threshold_spin.value()
         return result
 
     def show_bundle_info(self) -> None:
@@ -201,21 +251,48 @@ class SettingsDialog(QDialog):
             bundle = load_bundle(folder, verify=False)
         except BundleError as error:
             self.bundle_info.setText(f"{error}")
+            self._recommended = UnsureThreshold(DEFAULT_MIN_CONFIDENCE, "")
+            self._show_threshold()
             return
+        self._recommended = UnsureThreshold(bundle.default_min_confidence, bundle.min_confidence_source())
+        self._show_threshold()
         facts = bundle_facts(bundle)
         self.bundle_info.setText("\n".join(f"{name}: {value}" for name, value in facts.lines))
+        # Filled unsorted, then sorted: a table sorting as rows arrive would scatter each row's cells.
+        self.breed_table.setSortingEnabled(False)
         self.breed_table.setRowCount(len(facts.breeds))
+        places = {name: place for place, name in enumerate(alphabetical(b.breed for b in facts.breeds))}
         for row, breed in enumerate(facts.breeds):
             cells = (breed.breed, breed.f1, breed.precision, breed.recall, breed.photos)
             for column, text in enumerate(cells):
-                item = QTableWidgetItem(text)
+                key = (0, float(places[text])) if column == 0 else _figure_key(text)
+                item = _SortableItem(text, key)
                 if column:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.breed_table.setItem(row, column, item)
+        self.breed_table.setSortingEnabled(True)
+        self.breed_table.sortItems(0, Qt.SortOrder.AscendingOrder)
         for column in range(1, len(BREED_COLUMNS)):
             self.breed_table.resizeColumnToContents(column)
         self.breed_note.setText(facts.breed_note)
         self.breed_note.setVisible(bool(facts.breed_note))
+
+    def _show_threshold(self) -> None:
+        """The threshold row for the bundle shown: its recommendation, and whether the person's own applies."""
+        automatic = self.threshold_auto.isChecked()
+        self.threshold_spin.setEnabled(not automatic)
+        recommended = self._recommended
+        if automatic:
+            self.threshold_spin.setValue(recommended.value)
+        if not recommended.source:
+            self.threshold_note.setText(
+                f"The model bundle above cannot be read; without one the threshold is {percent(recommended.value)}."
+            )
+            return
+        said = f"This model’s threshold is {percent(recommended.value)}: {recommended.source}."
+        if not automatic:
+            said += " Yours applies instead."
+        self.threshold_note.setText(said)
 
     def refresh_engines(self, folder: Path) -> None:
         """List the engines for the bundle in `folder` in the background; the tree fills when done."""

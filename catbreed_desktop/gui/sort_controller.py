@@ -55,10 +55,11 @@ class SortPreview:
         action = "moved" if plan.mode == MOVE else "copied"
         parts = []
         if counts[plan.mode]:
-            folders = ", ".join(f"{name}: {count}" for name, count in plan.folders().items())
+            # The folders are counted one by one beside the preview: with dozens of breeds a
+            # sentence listing them all was too long to read.
             parts.append(
-                f"{plural(counts[plan.mode], 'photo')} will be {action} into {printable(plan.target)} "
-                f"(folders — {folders})."
+                f"{plural(counts[plan.mode], 'photo')} will be {action} into {printable(plan.target)}, "
+                f"in {plural(len(plan.folders()), 'folder')}."
             )
         else:
             parts.append("Nothing to sort: every photo is already in its folder.")

