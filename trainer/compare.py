@@ -1,4 +1,7 @@
-"""`compare`: score several checkpoints on the same photos, for cross-source figures.
+"""`compare`: score several checkpoints or bundles on the same photos, for cross-source figures.
+
+A model is a trainer checkpoint folder or a model bundle folder (bundle.json: run through ONNX
+Runtime as the app runs it), so a new model can be set beside the one it replaces.
 
 Photos come from one work folder's manifest (a split, optionally some sources, and only breeds
 in a given set). Each checkpoint chooses among its own breeds; a prediction outside the set
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from trainer.breakdown import UNNAMED_SOURCE
@@ -128,6 +132,12 @@ def compare(
         raise TrainerError("give at least one --checkpoint NAME=DIR")
     loaded = []
     for name, folder in checkpoints:
+        if (Path(folder) / "bundle.json").is_file():
+            from catbreed_desktop.core.bundle import load_bundle
+
+            bundle = load_bundle(folder)
+            loaded.append((name, folder, bundle, bundle.preprocessing, list(bundle.labels)))
+            continue
         model, spec, _ = load_checkpoint(folder)
         loaded.append((name, folder, model, spec, checkpoint_labels(model)))
     if breeds is None:
@@ -156,7 +166,10 @@ def compare(
     results = {}
     for name, folder, model, spec, labels in loaded:
         paths = [s.path for s in photos]
-        logits, _ = run_on_photos(model, paths, spec, batch_size, f"scoring {name}", device=device)
+        if isinstance(model, torch.nn.Module):
+            logits, _ = run_on_photos(model, paths, spec, batch_size, f"scoring {name}", device=device)
+        else:
+            logits = bundle_logits(model, paths)
         predicted = [labels[i] for i in logits.argmax(axis=1)]
         results[name] = {"checkpoint": portable_path(folder)} | _figures(photos, predicted, breeds, labels)
     chosen_sources = sorted({s.source or UNNAMED_SOURCE for s in photos})
@@ -171,6 +184,16 @@ def compare(
         "checkpoints": results,
         "command_line": portable_text(command_line) if command_line else None,
     }
+
+
+def bundle_logits(bundle, paths: Sequence[Path]) -> np.ndarray:
+    """A bundle's logits for these photos, through ONNX Runtime on the CPU as the app runs it."""
+    from catbreed_desktop.core.imaging import load_and_preprocess
+    from trainer.export import onnx_outputs
+
+    pixels = np.stack([load_and_preprocess(path, bundle.preprocessing) for path in paths])
+    logits, _ = onnx_outputs(bundle.path / bundle.model_file, pixels, f"scoring {bundle.path.name}")
+    return logits
 
 
 def format_comparison(result: dict) -> str:

@@ -346,6 +346,7 @@ def prepare(
     summary = {
         # Named relative to the folder they share: a bundle must not carry the build machine's paths.
         "sources": source_summaries(sources, samples, names),
+        "data_root": os.path.relpath(data_root(sources), workdir.resolve()),
         "seed": seed,
         "top_breeds": top_breeds,
         "photos_found": len(paths),

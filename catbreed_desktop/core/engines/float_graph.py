@@ -1,15 +1,19 @@
 """Float graphs for the GPU engines, derived from a bundle's int8 model and cached on disk.
 
-The shipped model is dynamically int8-quantized (onnxruntime's `quantize_dynamic`): every linear
-layer is DynamicQuantizeLinear -> MatMulInteger/ConvInteger -> Cast -> Mul(scale). Those integer
-ops have no CUDA kernels, so ONNX Runtime CUDA runs them on the CPU with a memcpy around each,
-and TensorRT cannot parse them at all. This module owns the float graph the GPU engines run
-instead:
+Two int8 forms exist. Bundles exported since issue 9 are statically quantized in QDQ form
+(onnxruntime's `quantize_static`): int8 weights behind DequantizeLinear, and activations rounded
+by QuantizeLinear -> DequantizeLinear pairs with calibrated, constant scales. Older bundles are
+dynamically quantized (`quantize_dynamic`): every linear layer is DynamicQuantizeLinear ->
+MatMulInteger/ConvInteger -> Cast -> Mul(scale). Neither suits a GPU: the integer ops have no
+CUDA kernels, so ONNX Runtime CUDA runs them on the CPU with a memcpy around each, and TensorRT
+cannot parse them at all (it would take QDQ, but as its own int8 engine, not the fp16 one the app
+builds). This module owns the float graph the GPU engines run instead:
 
-* `dequantize_model` rewrites each quantized pattern back to MatMul/Conv on the dequantized
-  weights, W = (Wq - Wzp) * Wscale, keeping every other node, the opsets and the graph inputs and
-  outputs. The weights stay exactly the ones the CPU engine uses; only the activations are no
-  longer rounded to 8 bits.
+* `dequantize_model` folds each weight DequantizeLinear into a float initializer and removes the
+  activation pairs (QDQ), and rewrites each dynamic pattern back to MatMul/Conv on the
+  dequantized weights, W = (Wq - Wzp) * Wscale, keeping every other node, the opsets and the
+  graph inputs and outputs. The weights stay exactly the ones the CPU engine uses; only the
+  activations are no longer rounded to 8 bits.
 * `to_float16` turns a float graph into fp16 weights and compute, with float32 inputs and outputs
   and the numerically sensitive ops (LayerNormalization, Softmax, reductions) left in float32
   behind casts.
@@ -135,13 +139,21 @@ class _IntegerPattern:
 
 
 def dequantize_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` with every dynamically quantized MatMul/Conv back on float weights.
+    """A copy of `model` computing in float on the weights its int8 graph uses.
 
-    Rewrites DynamicQuantizeLinear(X) -> MatMulInteger|ConvInteger(Xq, Wq, Xzp, Wzp) -> Cast ->
-    Mul(., Xscale * Wscale) into MatMul|Conv(X, (Wq - Wzp) * Wscale) writing the Mul's output, so
-    the bias Add and everything downstream are untouched; the quantize nodes, scale products and
-    integer weights left unused go. Raises `UnsupportedQuantization` naming the node when a
-    quantized op is in any other pattern, or inside a subgraph.
+    Two quantized forms are turned back, in this order:
+
+    * static QDQ (onnxruntime's `quantize_static`, `QuantFormat.QDQ`): every DequantizeLinear of a
+      constant (int8 weights, int32 biases) is folded into a float initializer,
+      W = (Wq - Wzp) * Wscale, per tensor, per axis or per block; every QuantizeLinear ->
+      DequantizeLinear pair on an activation is removed, its readers reading the float tensor.
+    * dynamic (`quantize_dynamic`): DynamicQuantizeLinear(X) -> MatMulInteger|ConvInteger(Xq, Wq,
+      Xzp, Wzp) -> Cast -> Mul(., Xscale * Wscale) becomes MatMul|Conv(X, (Wq - Wzp) * Wscale)
+      writing the Mul's output, so the bias Add and everything downstream are untouched.
+
+    Quantize nodes, scale products and integer constants left unused go; every other node, the
+    opsets and the graph inputs and outputs stay. Raises `UnsupportedQuantization` naming the node
+    when a quantized op is in any other pattern, or inside a subgraph.
     """
     result = onnx.ModelProto()
     result.CopyFrom(model)
@@ -154,6 +166,166 @@ def dequantize_model(model: onnx.ModelProto) -> onnx.ModelProto:
                 "top-level quantized MatMul/Conv can be turned back into float"
             )
 
+    _fold_qdq(graph)
+    _rewrite_integer_patterns(graph)
+
+    leftover = [node for node in _all_nodes(graph) if node.op_type in QUANTIZED_OP_TYPES]
+    if leftover:
+        raise UnsupportedQuantization(
+            f"node {leftover[0].name!r} ({leftover[0].op_type}) is in a quantized pattern that cannot be "
+            f"turned back into float compute ({len(leftover)} such node(s) in all)"
+        )
+    onnx.checker.check_model(result)
+    return result
+
+
+def _fold_qdq(graph: onnx.GraphProto) -> None:
+    """Static QDQ back to float, in place: DequantizeLinear of constants folded, Q -> DQ pairs removed.
+
+    A DequantizeLinear that fits neither form (one reading a QLinear op's output, or a pair whose
+    two nodes disagree on scale, zero point or axis) is left for the leftover check to name.
+    """
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    producers = {output: node for node in graph.node for output in node.output if output}
+    graph_outputs = {output.name for output in graph.output}
+    taken = _all_names(graph)
+
+    renamed: dict[str, str] = {}  # a DequantizeLinear's output -> the float tensor its readers now read
+    replacements: dict[int, onnx.NodeProto] = {}  # id(DQ) -> an Identity, where the DQ wrote a graph output
+    removed: set[int] = set()
+    maybe_dead: set[int] = set()  # QuantizeLinear nodes: dropped once no DequantizeLinear reads them
+    folded: dict[tuple[str, ...], str] = {}  # (input, scale, zero point, axis, block) -> float initializer
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        source = node.input[0]
+        quantize = producers.get(source)
+        if source in initializers:
+            key = (source, *node.input[1:3], str(_axis(node)), str(_block_size(node)))
+            if key not in folded:
+                folded[key] = _unique_name(source.removesuffix("_quantized") or source, taken)
+                array = _dequantized_constant(node, initializers)
+                graph.initializer.append(numpy_helper.from_array(array, folded[key]))
+            target = folded[key]
+        elif (
+            quantize is not None
+            and quantize.op_type == "QuantizeLinear"
+            and _same_quantization(quantize, node, initializers)
+        ):
+            # The pair only rounds the activation to the int8 grid; without it the readers get the
+            # float tensor the QuantizeLinear read, which is what a float graph computes.
+            target = str(quantize.input[0])
+            maybe_dead.add(id(quantize))
+        else:
+            continue
+        output = str(node.output[0])
+        if output in graph_outputs:
+            replacements[id(node)] = helper.make_node(
+                "Identity", [target], [output], name=_unique_name(f"{output}_float", taken)
+            )
+        else:
+            renamed[output] = target
+            removed.add(id(node))
+    if not renamed and not replacements:
+        return
+
+    def resolve(name: str) -> str:
+        # A pair can quantize another pair's output again (requantization): follow to the float end.
+        while name in renamed:
+            name = renamed[name]
+        return name
+
+    for reader in _all_nodes(graph):
+        for index, name in enumerate(reader.input):
+            if name in renamed:
+                reader.input[index] = resolve(name)
+    for identity in replacements.values():
+        identity.input[0] = resolve(identity.input[0])
+    nodes = [replacements.get(id(node), node) for node in graph.node if id(node) not in removed]
+    _commit(graph, nodes, maybe_dead, initializers)
+
+
+def _same_quantization(
+    quantize: onnx.NodeProto, dequantize: onnx.NodeProto, initializers: dict[str, TensorProto]
+) -> bool:
+    """True when the DequantizeLinear undoes the QuantizeLinear's scale, zero point and axis exactly."""
+    for index in (1, 2):
+        a = quantize.input[index] if len(quantize.input) > index else ""
+        b = dequantize.input[index] if len(dequantize.input) > index else ""
+        if a == b:
+            continue
+        if not a or not b:
+            # An omitted zero point is 0: the same as an explicit constant zero.
+            present = a or b
+            if index == 1 or present not in initializers:
+                return False
+            if np.any(numpy_helper.to_array(initializers[present]) != 0):
+                return False
+            continue
+        if a not in initializers or b not in initializers:
+            return False
+        left, right = numpy_helper.to_array(initializers[a]), numpy_helper.to_array(initializers[b])
+        if left.dtype != right.dtype or left.shape != right.shape or np.any(left != right):
+            return False
+    scale = quantize.input[1]
+    per_tensor = scale in initializers and int(np.prod(initializers[scale].dims)) == 1
+    return per_tensor or (
+        _axis(quantize) == _axis(dequantize) and _block_size(quantize) == _block_size(dequantize)
+    )
+
+
+def _axis(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "axis"), 1)
+
+
+def _block_size(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "block_size"), 0)
+
+
+def _dequantized_constant(node: onnx.NodeProto, initializers: dict[str, TensorProto]) -> np.ndarray:
+    """DequantizeLinear of constants, as ONNX defines it: (x - zero point) * scale, in the scale's type."""
+
+    def fail(reason: str) -> UnsupportedQuantization:
+        return UnsupportedQuantization(f"DequantizeLinear node {node.name!r}: {reason}")
+
+    quantized = numpy_helper.to_array(initializers[node.input[0]])
+    if quantized.dtype.kind not in "iu":
+        raise fail(f"its constant {node.input[0]!r} is {quantized.dtype}, not an integer type")
+    scale_name = node.input[1]
+    if scale_name not in initializers:
+        raise fail(f"the scale {scale_name!r} of the constant {node.input[0]!r} is not a constant")
+    scale = numpy_helper.to_array(initializers[scale_name])
+    zero_point = np.zeros((), np.int64)
+    if len(node.input) > 2 and node.input[2]:
+        if node.input[2] not in initializers:
+            raise fail(f"the zero point {node.input[2]!r} is not a constant")
+        zero_point = numpy_helper.to_array(initializers[node.input[2]]).astype(np.int64)
+    axis, block = _axis(node), _block_size(node)
+
+    def spread(values: np.ndarray) -> np.ndarray:
+        """A per-tensor, per-axis or per-block constant shaped to broadcast against `quantized`."""
+        if values.size == 1:
+            return values.reshape(())
+        if quantized.ndim == 0 or not -quantized.ndim <= axis < quantized.ndim:
+            raise fail(f"axis {axis} does not fit a constant of shape {quantized.shape}")
+        if block:
+            return np.repeat(values, block, axis=axis).take(range(quantized.shape[axis]), axis=axis)
+        if values.ndim != 1 or values.size != quantized.shape[axis]:
+            raise fail(f"a scale or zero point of shape {values.shape} fits no axis of {quantized.shape}")
+        shape = [1] * quantized.ndim
+        shape[axis] = -1
+        return values.reshape(shape)
+
+    centred = quantized.astype(np.int64) - spread(zero_point)
+    # float32 arithmetic as ONNX Runtime's kernel does it, then the scale's type (fp16 scales give fp16).
+    dequantized: np.ndarray = (centred.astype(np.float32) * spread(scale).astype(np.float32)).astype(
+        scale.dtype
+    )
+    return dequantized
+
+
+def _rewrite_integer_patterns(graph: onnx.GraphProto) -> None:
+    """quantize_dynamic's MatMulInteger/ConvInteger patterns back to MatMul/Conv, in place."""
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     producers = {output: node for node in graph.node for output in node.output if output}
     consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
@@ -189,12 +361,29 @@ def dequantize_model(model: onnx.ModelProto) -> onnx.ModelProto:
         replacements[id(pattern.output_mul)] = float_node
         removed.update((id(node), id(pattern.cast)))
         maybe_dead.update((id(pattern.quantize), id(pattern.scale_mul)))
-
+    if not replacements:
+        return
     nodes = [replacements.get(id(node), node) for node in graph.node if id(node) not in removed]
+    _commit(graph, nodes, maybe_dead, initializers)
+
+
+def _commit(
+    graph: onnx.GraphProto,
+    nodes: list[onnx.NodeProto],
+    maybe_dead: set[int],
+    initializers: dict[str, TensorProto],
+) -> None:
+    """Make `nodes` the graph's nodes, less `maybe_dead` ones nothing reads, and drop what they left unused.
+
+    Only constants that fed the nodes taken out go; any other unused initializer is left alone.
+    """
+    graph_outputs = {output.name for output in graph.output}
     nodes = _drop_dead(nodes, maybe_dead, graph_outputs)
     kept_ids = {id(node) for node in nodes}
-    read = {name for node in nodes for name in node.input} | graph_outputs
-    # Only constants that fed the rewritten nodes go; any other unused initializer is left alone.
+    # Subgraphs may read outer-scope tensors by name: those reads keep their tensors alive too.
+    read = {
+        name for node in nodes for inner in (node, *_nested(node)) for name in inner.input
+    } | graph_outputs
     orphaned = {name for node in graph.node if id(node) not in kept_ids for name in node.input} - read
     orphaned &= set(initializers)
     _remove_where(graph.initializer, lambda tensor: tensor.name in orphaned)
@@ -203,14 +392,9 @@ def dequantize_model(model: onnx.ModelProto) -> onnx.ModelProto:
     live = {name for node in nodes for name in node.output} | read
     _remove_where(graph.value_info, lambda value: value.name not in live)
 
-    leftover = [node for node in _all_nodes(graph) if node.op_type in QUANTIZED_OP_TYPES]
-    if leftover:
-        raise UnsupportedQuantization(
-            f"node {leftover[0].name!r} ({leftover[0].op_type}) is in a quantized pattern that cannot be "
-            f"turned back into float compute ({len(leftover)} such node(s) in all)"
-        )
-    onnx.checker.check_model(result)
-    return result
+
+def _nested(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    return [inner for sub in _subgraphs(node) for inner in _all_nodes(sub)]
 
 
 def _match_integer_pattern(
@@ -332,7 +516,8 @@ def _drop_dead(
 ) -> list[onnx.NodeProto]:
     """`nodes` without those `candidates` whose outputs nothing reads any more (to a fixpoint)."""
     while True:
-        read = {name for node in nodes for name in node.input} | graph_outputs
+        read = {name for node in nodes for inner in (node, *_nested(node)) for name in inner.input}
+        read |= graph_outputs
         dead = {id(node) for node in nodes if id(node) in candidates and not read.intersection(node.output)}
         if not dead:
             return nodes
