@@ -175,6 +175,34 @@ def test_compare_scores_each_checkpoint_on_the_same_photos(chain):
     assert not any(is_absolute_text(s) for s in _strings(result))
 
 
+def test_compare_scores_a_bundle_as_the_app_runs_it(chain, tmp_path):
+    from catbreed_desktop.core.bundle import load_bundle
+    from catbreed_desktop.core.classify import Classifier
+
+    root, workdir = chain["root"], chain["workdir"]
+    out = tmp_path / "bundle_compare.json"
+    _run(
+        "compare", str(workdir), "--checkpoint", f"shipped={root / 'bundle_int8'}", "--source", PETFINDER,
+        "--out", str(out), "--device", "cpu",
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    photos = [
+        s
+        for s in split_samples(read_manifest(workdir), "test")
+        if s.source == PETFINDER and s.label in result["breeds"]
+    ]
+    classifier = Classifier(load_bundle(root / "bundle_int8"), engine="cpu", batch_size=8)
+    try:
+        predictions = list(classifier.classify([s.path for s in photos]))
+    finally:
+        classifier.close()
+    truth = {s.path: s.label for s in photos}
+    assert result["photos"] == len(photos) == len(predictions)
+    assert result["checkpoints"]["shipped"]["overall"]["accuracy"] == pytest.approx(
+        np.mean([truth[p.path] == p.label for p in predictions])
+    )
+
+
 def test_model_card_has_sources_licences_recipe_coverage_and_comparisons(chain):
     root, workdir = chain["root"], chain["workdir"]
     card = root / "card" / "MODEL_CARD.md"
