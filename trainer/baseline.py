@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from trainer.cleaning import cached_features, features_identity
 from trainer.dataset import DatasetError, read_labels, read_manifest, split_samples
 from trainer.metrics import classification_scores
 from trainer.modeling import build_model, preprocessing_for, run_on_photos
@@ -48,9 +49,12 @@ def run_baseline(
         chosen = split_samples(samples, split)
         if not chosen:
             raise DatasetError(f"the {split} split is empty; the baseline needs all three splits")
-        _, features[split] = run_on_photos(
-            model, [s.path for s in chosen], spec, batch_size, f"features ({split})"
-        )
+        paths = [s.path for s in chosen]
+        # `clean` caches exactly these frozen features; a CPU pass over thousands of photos is saved.
+        cached = cached_features(workdir, paths, features_identity(base_model, preset, image_size))
+        if cached is None:
+            _, cached = run_on_photos(model, paths, spec, batch_size, f"features ({split})")
+        features[split] = cached
         targets[split] = np.array([index[s.label] for s in chosen])
     if len(set(targets["train"].tolist())) < 2:
         raise DatasetError("the training split has fewer than two breeds; nothing to classify")
