@@ -44,4 +44,4 @@ if [ "${COMPARISONS:-0}" = 1 ]; then
     COMPARE=(--comparison "$RUNS/compare.json")
 fi
 $PY -m trainer report "$RUNS/cats" --out models/MODEL_CARD.md --bundle models --negatives "$RUNS/negatives" \
-    --notes models/card_notes.md "${COMPARE[@]}"
+    --notes models/card_notes.md --data-root "$DATA" "${COMPARE[@]}"
