@@ -17,6 +17,7 @@ from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QColor, QFontMetrics, QPalette
 from PySide6.QtWidgets import QLabel, QStyle
 
+from catbreed_desktop.core.bundle import load_bundle
 from catbreed_desktop.core.paths import default_model_dir
 from catbreed_desktop.core.settings import Settings
 from catbreed_desktop.core.sorting import list_journals
@@ -182,13 +183,20 @@ def test_settings_show_the_shipped_models_figures_as_a_table(qtbot) -> None:
     dialog = SettingsDialog(Settings(model_path=str(bundle_dir), engine="cpu"))
     qtbot.addWidget(dialog)
     text = dialog.bundle_info.text()
-    assert "Accuracy: 89.7% on 475 test photos" in text and "Macro F1: 0.896" in text  # int8, as shipped
-    assert "0.823" not in text and "{" not in text  # neither the baseline's figure nor raw JSON
-    assert "expected calibration error 0.051 before, 0.028 after" in text
-    assert "oxford-pet-cats (2371 photos)" in text
+    shipped = load_bundle(bundle_dir)
+    test, fp32 = shipped.metrics["test"], shipped.metrics["fp32_pytorch"]["test"]
+    # The shipped int8 model's own figures, never the fp32 checkpoint's.
+    assert f"Accuracy: {test['accuracy']:.1%} on {test['count']} test photos" in text
+    assert f"Macro F1: {test['macro_f1']:.3f}" in text and f"{fp32['macro_f1']:.3f}" not in text
+    assert "{" not in text  # no raw JSON
+    calibration = shipped.metrics["calibration"]
+    ece = f"{calibration['test_ece_before']:.3f} before, {calibration['test_ece_after']:.3f} after"
+    assert f"expected calibration error {ece}" in text
+    assert "oxford-pet-cats (2371 photos), petfinder-gano-cats (6349 photos); 8720 photos in all" in text
     table = dialog.breed_table
     rows = {table.item(row, 0).text(): table.item(row, 1).text() for row in range(table.rowCount())}
-    assert len(rows) == 12 and rows["Sphynx"] == "0.988" and rows["Ragdoll"] == "0.861"
+    assert len(rows) == len(shipped.labels) == 33
+    assert rows["Sphynx"] == f"{shipped.metrics['per_breed']['Sphynx']['f1']:.3f}"
     qtbot.waitUntil(lambda: not dialog.is_listing(), timeout=10_000)
 
 

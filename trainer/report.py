@@ -23,8 +23,11 @@ from trainer.card_results import (
     comparisons_section,
     confusions_section,
     coverage_section,
+    num,
+    pct,
     precision_section,
     sources_section,
+    table,
 )
 from trainer.dataset import SUMMARY_FILE, read_manifest, split_samples
 from trainer.errors import TrainerError
@@ -97,20 +100,6 @@ def measure_speed(bundle_dir: Path, checkpoint: Path, paths: list[Path], repeats
         "torch_threads": torch.get_num_threads(),
         "bundle_precision": bundle.provenance.get("precision", "fp32"),
     }
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None or value != value else f"{value:.1%}"
-
-
-def _num(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
 
 def build_card(
@@ -195,56 +184,56 @@ def build_card(
         rows.append(
             [
                 "Baseline: logistic regression on frozen features",
-                _num(baseline["test"]["accuracy"]),
-                _num(baseline["test"]["macro_f1"]),
+                num(baseline["test"]["accuracy"]),
+                num(baseline["test"]["macro_f1"]),
                 "n/a",
             ]
         )
     rows.append(
-        ["Fine-tuned (PyTorch)", _num(test["accuracy"]), _num(test["macro_f1"]), _num(test["weighted_f1"])]
+        ["Fine-tuned (PyTorch)", num(test["accuracy"]), num(test["macro_f1"]), num(test["weighted_f1"])]
     )
     if int8:
         rows.append(
             [
                 "Bundle fp32 (ONNX Runtime)",
-                _num(int8["test_accuracy_fp32"]),
-                _num(int8.get("test_macro_f1_fp32")),
+                num(int8["test_accuracy_fp32"]),
+                num(int8.get("test_macro_f1_fp32")),
                 "n/a",
             ]
         )
         rows.append(
             [
                 "Bundle int8 (ONNX Runtime)",
-                _num(int8["test_accuracy_int8"]),
-                _num(int8.get("test_macro_f1_int8")),
+                num(int8["test_accuracy_int8"]),
+                num(int8.get("test_macro_f1_int8")),
                 "n/a",
             ]
         )
-    lines += _table(["Model", "Accuracy", "Macro F1", "Weighted F1"], rows)
+    lines += table(["Model", "Accuracy", "Macro F1", "Weighted F1"], rows)
     lines.append(f"\n{test['count']} test photos, labels as given.")
     clean = evaluation.get("test_without_flagged")
     if clean and clean["flagged_left_out"]:
         lines.append(
             f"Secondary figure, leaving out the {clean['flagged_left_out']} test photos whose label the label "
-            f"cleaning rejected: accuracy {_num(clean['accuracy'])}, macro F1 {_num(clean['macro_f1'])} "
+            f"cleaning rejected: accuracy {num(clean['accuracy'])}, macro F1 {num(clean['macro_f1'])} "
             "(fine-tuned, PyTorch)."
         )
     if bundle and "export_check" in bundle.metrics:
         check = bundle.metrics["export_check"]
         lines.append(
-            f"ONNX fp32 vs PyTorch on {check['photos']} photos: top-1 agreement {_pct(check['top1_agreement'])}, "
+            f"ONNX fp32 vs PyTorch on {check['photos']} photos: top-1 agreement {pct(check['top1_agreement'])}, "
             f"max |logit diff| {check['max_abs_logit_diff']:.1e}."
         )
     if int8:
         lines.append(
-            f"int8 ({int8['quantisation']}) vs fp32: top-1 agreement {_pct(int8['top1_agreement_vs_fp32'])} on "
+            f"int8 ({int8['quantisation']}) vs fp32: top-1 agreement {pct(int8['top1_agreement_vs_fp32'])} on "
             f"{int8['test_photos']} test photos; model {int8['fp32_size_mb']:.1f} MB -> {int8['int8_size_mb']:.1f} MB."
         )
     lines += ["", "### Per breed", ""]
-    lines += _table(
+    lines += table(
         ["Breed", "Precision", "Recall", "F1", "Test photos"],
         [
-            [breed, _num(r["precision"], 3), _num(r["recall"], 3), _num(r["f1"], 3), str(r["support"])]
+            [breed, num(r["precision"], 3), num(r["recall"], 3), num(r["f1"], 3), str(r["support"])]
             for breed, r in evaluation["per_breed"].items()
         ],
     )
@@ -259,7 +248,7 @@ def build_card(
         "",
         f"Temperature {cal['temperature']:.3f}, fitted on the validation split (L-BFGS on the negative "
         f"log-likelihood). Expected calibration error on the test split ({cal['bins']} bins): "
-        f"{_num(cal['test_ece_before'])} before, {_num(cal['test_ece_after'])} after.",
+        f"{num(cal['test_ece_before'])} before, {num(cal['test_ece_after'])} after.",
     ]
     if "reliability" in images:
         lines += ["", f"![Reliability diagram]({images['reliability']})"]
@@ -275,7 +264,7 @@ def build_card(
             "",
             f"Mahalanobis distance of the {ood['embedding_size']}-dimensional embedding to the nearest breed mean "
             f"(shared, shrunk covariance fitted on training photos). Threshold {ood['threshold']:.3f} "
-            f"({ood['threshold_rule']}); it flags {_pct(ood['test_cats_flagged_not_cat'])} of test cat photos.",
+            f"({ood['threshold_rule']}); it flags {pct(ood['test_cats_flagged_not_cat'])} of test cat photos.",
         ]
     if not_a_cat:
         lines += _not_a_cat_section(not_a_cat)
@@ -288,7 +277,7 @@ def build_card(
             f"{speed['batch_size']}, {speed['photos']} preprocessed test photos, best of 2 runs:",
             "",
         ]
-        lines += _table(
+        lines += table(
             ["Runtime", "Photos/s"],
             [
                 [
@@ -309,12 +298,12 @@ def _not_a_cat_section(measure: dict) -> list[str]:
     """What sorting does with held-out non-cat photos and with the test cats, through the bundle."""
     threshold = measure["min_confidence"]
     rows = [
-        [f"Non-cat: {group}", str(r["photos"]), _pct(r["not_cat"]), _pct(r["unsure"]), _pct(r["breed"])]
+        [f"Non-cat: {group}", str(r["photos"]), pct(r["not_cat"]), pct(r["unsure"]), pct(r["breed"])]
         for group, r in measure["negatives"].items()
     ]
     cats = measure["cats"]
     rows.append(
-        ["Test cats", str(cats["photos"]), _pct(cats["not_cat"]), _pct(cats["unsure"]), _pct(cats["breed"])]
+        ["Test cats", str(cats["photos"]), pct(cats["not_cat"]), pct(cats["unsure"]), pct(cats["breed"])]
     )
     lines = [
         "",
@@ -325,10 +314,10 @@ def _not_a_cat_section(measure: dict) -> list[str]:
         "photos was used in training or for the threshold.",
         "",
     ]
-    lines += _table(["Photos", "Count", NOT_CAT_FOLDER, UNSURE_FOLDER, "Breed folder"], rows)
+    lines += table(["Photos", "Count", NOT_CAT_FOLDER, UNSURE_FOLDER, "Breed folder"], rows)
     if cats.get("accuracy_of_filed") is not None:
         lines.append(
-            f"\nOf the test cats filed into a breed folder, {_pct(cats['accuracy_of_filed'])} are in the right one."
+            f"\nOf the test cats filed into a breed folder, {pct(cats['accuracy_of_filed'])} are in the right one."
         )
     return lines
 

@@ -101,9 +101,23 @@ def _calibration(bundle: ModelBundle, calibration: dict[str, Any]) -> str:
 
 def _sources(provenance: dict[str, Any]) -> str:
     sources = provenance.get("data_sources")
-    names = [printable(str(s)) for s in sources] if isinstance(sources, list) else []
+    # Bundles name each source with its photo count; older ones held plain folder paths.
+    names = (
+        [
+            printable(
+                f"{s.get('name')} ({s['photos']} photos)"
+                if isinstance(s.get("photos"), int)
+                else str(s.get("name"))
+            )
+            if isinstance(s, dict)
+            else printable(str(s))
+            for s in sources
+        ]
+        if isinstance(sources, list)
+        else []
+    )
     count = provenance.get("data_photos")
     text = ", ".join(names) if names else DASH
     if isinstance(count, int):
-        text += f" ({count} photos)"
+        text += f"; {count} photos in all"
     return text
