@@ -24,6 +24,8 @@ TRAIN=(--base-model "$BACKBONE" --probe-head --freeze-layers 8 --epochs 5 --batc
     --data "$DATA/oxford-pet-cats" --data "$DATA/petfinder-gano-cats" --out "$RUNS/cats" --seed "$SEED"
 [ -f "$RUNS/cats/label_review.csv" ] || $PY -m trainer clean "$RUNS/cats" --base-model "$BACKBONE" --device "$DEVICE"
 
+[ -f "$RUNS/cats/baseline/metrics.json" ] || $PY -m trainer baseline "$RUNS/cats" --base-model "$BACKBONE"
+
 # The shipped model: every breed with enough clean photos, both sources.
 $PY -m trainer train "$RUNS/cats" "${TRAIN[@]}"
 $PY -m trainer evaluate "$RUNS/cats" --device "$DEVICE"
