@@ -19,23 +19,18 @@ import onnx
 import pytest
 import torch
 from trainer_data import make_breed_folders
+from trainer_data import run_trainer as _run
 
 from catbreed_desktop.core.bundle import LOGITS_NAME, ModelBundle, load_bundle, sha256_file
 from catbreed_desktop.core.engines import create_engine
 from catbreed_desktop.core.engines.base import softmax
 from catbreed_desktop.core.engines.float_graph import QUANTIZED_OP_TYPES, float_graph_path
 from catbreed_desktop.core.imaging import load_and_preprocess
-from trainer.cli import main as trainer_main
 from trainer.dataset import read_manifest, split_samples
 
 CALIBRATION_PHOTOS = 16
 BATCH_SIZES = (2, 8, 32)
 TOLERANCE = 1e-5
-
-
-def _run(*args: str) -> None:
-    status = trainer_main(list(args))
-    assert status == 0, f"python -m trainer {' '.join(args)} exited {status}"
 
 
 @pytest.fixture(scope="module")

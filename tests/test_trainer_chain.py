@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from trainer_data import BREEDS, make_breed_folders
+from trainer_data import run_trainer as _run
 
 from catbreed_desktop.core.bundle import load_bundle
 from trainer.cli import main as trainer_main
@@ -20,11 +21,6 @@ from trainer.modeling import load_checkpoint, run_on_photos
 from trainer.tracking import read_metrics
 
 TRAIN_ARGS = ["--preset", "tiny", "--epochs", "3", "--batch-size", "8", "--lr", "3e-3", "--save-every", "2"]
-
-
-def _run(*args: str) -> None:
-    status = trainer_main(list(args))
-    assert status == 0, f"python -m trainer {' '.join(args)} exited {status}"
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from trainer_data import run_trainer as _run
 from trainer_sources import LEFT_OUT, OXFORD, PETFINDER, make_two_source_workdir, one_source_workdir
 
-from trainer.cli import main as trainer_main
 from trainer.dataset import read_manifest, split_samples
 from trainer.evaluate import format_summary
 from trainer.modeling import load_checkpoint, run_on_photos
 from trainer.portable import is_absolute_text
 
 TRAIN_ARGS = ["--preset", "tiny", "--epochs", "3", "--batch-size", "8", "--lr", "3e-3", "--save-every", "50"]
-
-
-def _run(*args: str) -> None:
-    status = trainer_main(list(args))
-    assert status == 0, f"python -m trainer {' '.join(args)} exited {status}"
 
 
 @pytest.fixture(scope="module")

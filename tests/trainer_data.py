@@ -68,3 +68,11 @@ def make_breed_folders(
             pairs["exact"].append((exact_source, exact))
             pairs["near"].append((near_source, near_copy(near_source, root / folder / f"near_{k}.jpg")))
     return pairs
+
+
+def run_trainer(*args: str) -> None:
+    """`python -m trainer ARGS` in this process; the test fails naming the command if it exits non-zero."""
+    from trainer.cli import main as trainer_main
+
+    status = trainer_main(list(args))
+    assert status == 0, f"python -m trainer {' '.join(args)} exited {status}"
