@@ -445,16 +445,25 @@ def _evaluation_command(workdir: Path) -> str | None:
 def _runner(model_path: Path, spec: Preprocessing, chunk: int = 256) -> Outputs:
     """(paths, description) -> (logits, embeddings) of an ONNX model as the app runs it.
 
-    Dynamic int8 quantisation scales activations per batch, so a photo's answer depends a little
-    on its batch companions: batches are the app's default size, not `CHECK_BATCH`. Photos are
-    decoded `chunk` at a time so thousands of test photos never sit in memory as pixels at once.
+    Batches are the app's default size, so an older dynamically quantised graph, whose answers
+    depend a little on batch companions, is measured as the app would run it. Photos are decoded
+    `chunk` at a time so thousands of test photos never sit in memory as pixels at once. Each
+    photo list is run once: the int8 check, the not-a-cat threshold and the shipped figures all
+    read the same validation and test outputs.
     """
     from catbreed_desktop.core.settings import Settings
 
     batch = Settings().batch_size
     session = onnx_session(model_path)
+    done: dict[tuple[Path, ...], tuple[np.ndarray, np.ndarray]] = {}
 
     def run(paths: list[Path], description: str) -> tuple[np.ndarray, np.ndarray]:
+        key = tuple(paths)
+        if key not in done:
+            done[key] = _run_chunked(paths, description)
+        return done[key]
+
+    def _run_chunked(paths: list[Path], description: str) -> tuple[np.ndarray, np.ndarray]:
         logits, embeddings = [], []
         for start in range(0, len(paths), chunk):
             pixels = load_pixels(paths[start : start + chunk], spec, description)
@@ -502,14 +511,16 @@ def export(workdir: str | Path, out_dir: str | Path, settings: ExportSettings) -
     ood = load_ood(workdir / EVAL_DIR / OOD_FILE)
     shipped = fp32_path
     int8_check = None
+    shipped_figures = None
     if settings.int8:
         photos, seed = int8_calibration_photos(workdir, samples, settings.int8_calibration_photos)
         shipped, int8_check = quantise_int8(fp32_path, scratch, check_pixels, exported[0], photos, spec, seed)
         index = {label: i for i, label in enumerate(labels)}
         targets = np.array([index[s.label] for s in test_samples])
-        test_pixels = load_pixels([s.path for s in test_samples], spec, "loading test photos")
-        fp32_test = onnx_outputs(fp32_path, test_pixels, "test fp32")[0].argmax(1)
-        int8_test = onnx_outputs(shipped, test_pixels, "test int8")[0].argmax(1)
+        test_paths = [s.path for s in test_samples]
+        run_shipped = _runner(shipped, spec)
+        fp32_test = _runner(fp32_path, spec)(test_paths, "test fp32")[0].argmax(1)
+        int8_test = run_shipped(test_paths, "test int8")[0].argmax(1)
         fp32_scores = classification_scores(targets, fp32_test, len(labels))
         int8_scores = classification_scores(targets, int8_test, len(labels))
         int8_check |= {
@@ -528,14 +539,14 @@ def export(workdir: str | Path, out_dir: str | Path, settings: ExportSettings) -
                 f"photos (minimum {settings.int8_min_agreement:.0%}); export without --int8"
             )
         if ood is not None:
-            ood = _rethreshold_for(shipped, ood, [s.path for s in split_samples(samples, "val")], spec)
+            _, val_embeddings = run_shipped(
+                [s.path for s in split_samples(samples, "val")], "validation int8"
+            )
+            ood = _rethreshold_for(ood, val_embeddings)
             int8_check["ood_threshold_int8"] = ood["threshold"]
-
-    # The headline figures are the shipped model's: an int8 bundle is measured again as int8.
-    shipped_figures = None
-    if settings.int8:
+        # The headline figures are the shipped model's own, read from the same int8 outputs.
         shipped_figures = measure_shipped(
-            _runner(shipped, spec),
+            run_shipped,
             split_samples(samples, "val"),
             test_samples,
             labels,
@@ -543,6 +554,7 @@ def export(workdir: str | Path, out_dir: str | Path, settings: ExportSettings) -
             ood,
             _summary_of(workdir),
         )
+
     precision = "int8" if settings.int8 else "fp32"
     metrics = bundle_metrics(eval_metrics, precision, shipped_figures) | {"export_check": fp32_check}
     baseline_path = workdir / "baseline" / "metrics.json"
@@ -585,13 +597,10 @@ def _evaluation_of(workdir: Path, checkpoint: Path) -> dict:
     return metrics
 
 
-def _rethreshold_for(model_path: Path, ood: dict, val_paths: list[Path], spec: Preprocessing) -> dict:
+def _rethreshold_for(ood: dict, embeddings: np.ndarray) -> dict:
     """Keep the detector's means and precision, but set its threshold on the shipped model's own
     validation embeddings, so quantisation noise does not shift the share of flagged cats."""
     from catbreed_desktop.core.ood import mahalanobis_scores
 
-    _, embeddings = onnx_outputs(
-        model_path, load_pixels(val_paths, spec, "loading validation photos"), "OOD int8"
-    )
     scores = mahalanobis_scores(embeddings, np.asarray(ood["means"]), np.asarray(ood["precision"]))
     return ood | {"threshold": float(np.percentile(scores, OOD_PERCENTILE))}
