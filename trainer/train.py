@@ -229,8 +229,9 @@ class Trainer:
         self.labels = read_labels(self.workdir)
         samples = read_manifest(self.workdir)
         # Photos label cleaning flagged would teach the model their wrong labels.
-        self.train_samples = [s for s in split_samples(samples, "train") if not s.flagged]
-        self.flagged_left_out = sum(1 for s in split_samples(samples, "train") if s.flagged)
+        train_split = split_samples(samples, "train")
+        self.train_samples = [s for s in train_split if not s.flagged]
+        self.flagged_left_out = len(train_split) - len(self.train_samples)
         self.val_samples = split_samples(samples, "val")
         if not self.train_samples:
             raise DatasetError("the training split is empty; prepare more photos")
