@@ -164,6 +164,53 @@ def test_training_on_cuda_without_a_gpu_is_a_clear_error(two_sources, tmp_path, 
     assert "PyTorch sees no CUDA GPU" in capsys.readouterr().err
 
 
+def test_precision_auto_is_fp32_on_the_cpu_and_bf16_there_is_asked_for_by_name():
+    import torch
+
+    from trainer.modeling import ModelError
+    from trainer.train import mixed_precision_dtype
+
+    cpu = torch.device("cpu")
+    assert mixed_precision_dtype(cpu) is None
+    assert mixed_precision_dtype(cpu, "fp32") is None
+    assert mixed_precision_dtype(cpu, "bf16") == torch.bfloat16
+    with pytest.raises(ModelError, match="fp16 needs a CUDA GPU"):
+        mixed_precision_dtype(cpu, "fp16")
+    with pytest.raises(ModelError, match="unknown precision"):
+        mixed_precision_dtype(cpu, "int8")
+
+
+def test_cpu_bf16_training_with_label_smoothing_records_both_and_resumes_only_with_the_same_smoothing(
+    two_sources, tmp_path, capsys
+):
+    import torch
+
+    workdir = tmp_path / "work"
+    prepare(list(two_sources), workdir)
+    common = ["train", str(workdir), "--preset", "tiny", "--epochs", "1", "--device", "cpu"]
+    assert trainer_main([*common, "--precision", "bf16", "--label-smoothing", "0.1"]) == 0
+    (run,) = (workdir / "runs").iterdir()
+    params = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert (params["mixed_precision"], params["label_smoothing"], params["precision"]) == (
+        "bfloat16",
+        0.1,
+        "bf16",
+    )
+    assert (workdir / "checkpoints" / "best" / "model.safetensors").is_file()
+
+    capsys.readouterr()
+    assert trainer_main([*common, "--label-smoothing", "0.2"]) == 2
+    assert "label_smoothing 0.1 -> 0.2" in capsys.readouterr().err
+
+    # A state saved before label smoothing existed resumes as a run without it.
+    state_path = workdir / "checkpoints" / "last" / "state.pt"
+    state = torch.load(state_path, weights_only=False)
+    del state["settings"]["label_smoothing"]
+    torch.save(state, state_path)
+    assert trainer_main(common) == 0
+    assert "training already finished" in capsys.readouterr().err
+
+
 def test_flagged_photos_are_left_out_of_training_and_cpu_runs_repeat_exactly(two_sources, tmp_path):
     from trainer.train import Trainer, TrainSettings
 
