@@ -7,12 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import COLOUR_LABELS, COLOURS, colour_embedding, make_ood_colour_bundle, make_photo
+from factories import (
+    COLOUR_LABELS,
+    COLOURS,
+    colour_embedding,
+    make_colour_bundle,
+    make_ood_colour_bundle,
+    make_photo,
+)
 from PIL import Image
 
 from catbreed_desktop.core.bundle import BundleError
 from catbreed_desktop.core.classify import Classifier, Failure, Prediction
 from catbreed_desktop.core.engines.base import Engine
+from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
 from catbreed_desktop.core.ood import OodConfigError, OodDetector, mahalanobis_scores
 
 
@@ -185,6 +193,67 @@ def test_ood_detector_refuses_bad_sections():
         OodDetector.from_config({**good, "precision": [[1.0]]})
     with pytest.raises(OodConfigError, match="1 class means but the bundle has 3 labels"):
         OodDetector.from_config(good, num_labels=3)
+
+
+def test_energy_detector_adds_the_scaled_distance_on_its_span_and_the_scaled_energy():
+    rng = np.random.default_rng(1)
+    means = rng.normal(size=(3, 2))
+    config = {
+        "method": "mahalanobis_energy",
+        "means": means.tolist(),
+        "precision": [[2.0, 0.0], [0.0, 1.0]],
+        "threshold": 1.5,
+        "embedding_size": 5,
+        "features": [2, 4],
+        "distance_scale": 2.0,
+        "energy_scale": 4.0,
+    }
+    detector = OodDetector.from_config(config, num_labels=3)
+    embeddings, logits = rng.normal(size=(6, 5)), rng.normal(size=(6, 3))
+
+    scores = detector.scores(embeddings, logits)
+
+    distances = mahalanobis_scores(embeddings[:, 2:4], means, np.diag([2.0, 1.0]))
+    energies = -np.log(np.exp(logits).sum(axis=1))
+    np.testing.assert_allclose(scores, distances / 2.0 + energies / 4.0, rtol=1e-12)
+    np.testing.assert_array_equal(detector.is_cat(embeddings, logits), scores <= 1.5)
+    assert detector.embedding_size == 5 and detector.uses_logits
+    with pytest.raises(ValueError, match="scores the logits too"):
+        detector.scores(embeddings)
+    with pytest.raises(OodConfigError, match="missing 'energy_scale'"):
+        OodDetector.from_config({k: v for k, v in config.items() if k != "energy_scale"})
+    with pytest.raises(OodConfigError, match=r"features \[3, 6\) must lie within the 5-wide embedding"):
+        OodDetector.from_config({**config, "features": [3, 6]})
+    with pytest.raises(OodConfigError, match="scales must be positive"):
+        OodDetector.from_config({**config, "distance_scale": 0})
+
+
+def test_the_classifier_scores_the_energy_detector_on_embeddings_and_logits(tmp_path):
+    # The distance is scaled down to count for little, so the energy decides: no breed claims grey.
+    ood = {
+        "method": "mahalanobis_energy",
+        "means": [colour_embedding(COLOURS[label]) for label in COLOUR_LABELS],
+        "precision": np.eye(3).tolist(),
+        "embedding_size": 3,
+        "features": [0, 3],
+        "distance_scale": 100.0,
+        "energy_scale": 1.0,
+        "threshold": -4.0,  # red photos score about -6.6 (one breed's logit stands out), grey about -2.2
+    }
+    bundle = make_colour_bundle(tmp_path / "energy-bundle", ood=ood)
+    red = make_photo(tmp_path / "red.png", COLOURS["Red Cat"])
+    grey = make_photo(tmp_path / "grey.png", (128, 128, 128))
+
+    with Classifier(bundle, engine="cpu") as classifier:
+        red_result, grey_result = classify_all(classifier, [red, grey])
+        raw = classifier.engine.run(
+            stack_batch([load_and_preprocess(p, bundle.preprocessing) for p in (red, grey)])
+        )
+
+    expected = OodDetector.from_config(bundle.ood).scores(raw["embedding"], raw["logits"])
+    assert [red_result.ood_score, grey_result.ood_score] == pytest.approx(expected.tolist(), abs=1e-4)
+    assert red_result.is_cat and red_result.label == "Red Cat"
+    assert not grey_result.is_cat
 
 
 def test_photo_far_from_every_breed_is_not_a_cat(tmp_path):

@@ -69,7 +69,7 @@ def test_bundle_records_preprocessing_calibration_ood_metrics_and_provenance(cha
     assert bundle.preprocessing == spec
     evaluation = json.loads((chain["workdir"] / "eval" / "metrics.json").read_text())
     assert bundle.temperature == pytest.approx(evaluation["calibration"]["temperature"])
-    assert bundle.ood["method"] == "mahalanobis"
+    assert bundle.ood["method"] == "mahalanobis_energy" and bundle.ood["features"] == [0, 32]
     assert np.asarray(bundle.ood["means"]).shape == (3, 32)
     assert np.asarray(bundle.ood["precision"]).shape == (32, 32)
     assert bundle.metrics["export_check"]["top1_agreement"] == 1.0

@@ -1,10 +1,11 @@
 """`evaluate`: score a checkpoint on the test split, calibrate it, and fit its "not a cat" detector.
 
 Writes WORKDIR/eval/: metrics.json (accuracy, macro/weighted F1, per-breed precision/recall/F1,
-confusion matrix, calibration, OOD figures), ood.npz (class means, precision, threshold),
-confusion_matrix.png and reliability.png. The temperature is fitted on validation photos and
-judged on test photos; the OOD detector is fitted on training embeddings and its threshold is
-the 95th percentile of validation scores, so about 5% of real cat photos are flagged.
+confusion matrix, calibration, OOD figures), ood.npz (the not-a-cat detector, see
+`trainer.not_a_cat`), confusion_matrix.png and reliability.png. The temperature is fitted on
+validation photos and judged on test photos; the not-a-cat detector is fitted on training
+embeddings and its threshold is the 95th percentile of validation scores, so about 5% of real
+cat photos are flagged.
 
 Beside the headline (labels as given) it reports each data source on its own, the figures with
 the photos label cleaning flagged left out, risk-coverage of sorting at several "unsure"
@@ -24,76 +25,14 @@ from trainer.coverage import DEFAULT_DECISION_SOURCE, DEFAULT_TARGET_PRECISION
 from trainer.dataset import SUMMARY_FILE, DatasetError, read_labels, read_manifest, split_samples
 from trainer.errors import TrainerError
 from trainer.figures import SplitOutputs, classification_figures, sorting_figures
-from trainer.modeling import checkpoint_labels, load_checkpoint, run_on_photos
+from trainer.modeling import checkpoint_labels, load_checkpoint, mean_patch_span, run_on_photos
+from trainer.not_a_cat import OOD_FILE, detector_figures, fit_detector, save_ood
 
-OOD_PERCENTILE = 95.0
 EVAL_DIR = "eval"
-OOD_FILE = "ood.npz"
 
 
 def default_checkpoint(workdir: Path) -> Path:
     return Path(workdir) / "checkpoints" / "best"
-
-
-def fit_ood(embeddings: np.ndarray, targets: np.ndarray, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
-    """(class means (C, D), shared precision (D, D)) with Ledoit-Wolf shrinkage of the covariance.
-
-    Shrinkage keeps the precision well-conditioned when photos are few compared with the
-    embedding size (e.g. 1,500 photos of 768-dimensional DINOv2 features).
-    """
-    from sklearn.covariance import LedoitWolf
-
-    x = np.asarray(embeddings, dtype=np.float64)
-    targets = np.asarray(targets)
-    overall = x.mean(axis=0)
-    means = np.stack(
-        [x[targets == c].mean(axis=0) if np.any(targets == c) else overall for c in range(num_labels)]
-    )
-    centred = x - means[targets]
-    precision = LedoitWolf(assume_centered=True).fit(centred).precision_
-    return means, precision
-
-
-def ood_figures(
-    train: tuple[np.ndarray, np.ndarray],
-    val_embeddings: np.ndarray,
-    test_embeddings: np.ndarray,
-    num_labels: int,
-) -> tuple[dict, dict]:
-    """(detector arrays, figures): fit on train, threshold on validation, flag rate on test."""
-    from catbreed_desktop.core.ood import mahalanobis_scores
-
-    means, precision = fit_ood(train[0], train[1], num_labels)
-    val_scores = mahalanobis_scores(val_embeddings, means, precision)
-    threshold = float(np.percentile(val_scores, OOD_PERCENTILE))
-    test_scores = mahalanobis_scores(test_embeddings, means, precision)
-    detector = {"means": means, "precision": precision, "threshold": threshold}
-    figures = {
-        "method": "mahalanobis",
-        "embedding_size": int(means.shape[1]),
-        "threshold": threshold,
-        "threshold_rule": f"{OOD_PERCENTILE:g}th percentile of validation scores",
-        "test_cats_flagged_not_cat": float(np.mean(test_scores > threshold)),
-        "test_score_median": float(np.median(test_scores)),
-    }
-    return detector, figures
-
-
-def save_ood(detector: dict, path: Path) -> None:
-    np.savez(path, means=detector["means"], precision=detector["precision"], threshold=detector["threshold"])
-
-
-def load_ood(path: Path) -> dict | None:
-    """The bundle's `ood` section from an ood.npz, or None when evaluate has not written one."""
-    if not path.is_file():
-        return None
-    with np.load(path) as data:
-        return {
-            "method": "mahalanobis",
-            "means": data["means"].tolist(),
-            "precision": data["precision"].tolist(),
-            "threshold": float(data["threshold"]),
-        }
 
 
 def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> Path:
@@ -169,9 +108,10 @@ def evaluate(
 
     train, val, test = outputs["train"], outputs["val"], outputs["test"]
     calibration = calibration_report(val.logits, val.targets, test.logits, test.targets)
-    detector, ood = ood_figures(
-        (train.embeddings, train.targets), val.embeddings, test.embeddings, len(labels)
+    detector = fit_detector(
+        (train.embeddings, train.targets), (val.embeddings, val.logits), len(labels), mean_patch_span(model)
     )
+    ood = detector_figures(detector, test.embeddings, test.logits)
     noisy = noisy_breeds_by_source(read_summary(workdir))
     metrics = {
         "checkpoint": str(checkpoint.resolve()),

@@ -36,9 +36,10 @@ from trainer.dataset import (
     split_samples,
 )
 from trainer.errors import CheckFailed, TrainerError
-from trainer.evaluate import EVAL_DIR, OOD_FILE, OOD_PERCENTILE, default_checkpoint, load_ood
+from trainer.evaluate import EVAL_DIR, default_checkpoint
 from trainer.metrics import classification_scores
 from trainer.modeling import TRAINING_FILE, LogitsAndEmbedding, checkpoint_labels, load_checkpoint
+from trainer.not_a_cat import OOD_FILE, load_ood, rethreshold
 from trainer.portable import portable, portable_path
 from trainer.progress import bar, manual_bar
 from trainer.shipped import Outputs, bundle_decision, bundle_metrics, measure_shipped
@@ -539,10 +540,11 @@ def export(workdir: str | Path, out_dir: str | Path, settings: ExportSettings) -
                 f"photos (minimum {settings.int8_min_agreement:.0%}); export without --int8"
             )
         if ood is not None:
-            _, val_embeddings = run_shipped(
+            val_logits, val_embeddings = run_shipped(
                 [s.path for s in split_samples(samples, "val")], "validation int8"
             )
-            ood = _rethreshold_for(ood, val_embeddings)
+            # Its own threshold, so quantisation noise does not shift the share of flagged cats.
+            ood = rethreshold(ood, val_embeddings, val_logits)
             int8_check["ood_threshold_int8"] = ood["threshold"]
         # The headline figures are the shipped model's own, read from the same int8 outputs.
         shipped_figures = measure_shipped(
@@ -595,12 +597,3 @@ def _evaluation_of(workdir: Path, checkpoint: Path) -> dict:
             file=sys.stderr,
         )
     return metrics
-
-
-def _rethreshold_for(ood: dict, embeddings: np.ndarray) -> dict:
-    """Keep the detector's means and precision, but set its threshold on the shipped model's own
-    validation embeddings, so quantisation noise does not shift the share of flagged cats."""
-    from catbreed_desktop.core.ood import mahalanobis_scores
-
-    scores = mahalanobis_scores(embeddings, np.asarray(ood["means"]), np.asarray(ood["precision"]))
-    return ood | {"threshold": float(np.percentile(scores, OOD_PERCENTILE))}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from catbreed_desktop.core.engines.base import softmax
-from catbreed_desktop.core.ood import mahalanobis_scores
+from catbreed_desktop.core.ood import OodDetector
 from trainer.breakdown import source_figures, without_flagged
 from trainer.coverage import DEFAULT_DECISION_SOURCE, DEFAULT_TARGET_PRECISION, choose_decision, risk_coverage
 from trainer.dataset import Sample
@@ -43,12 +43,11 @@ class SplitOutputs:
         )
 
 
-def is_cat(embeddings: np.ndarray, detector: Mapping | None) -> np.ndarray:
+def is_cat(outputs: SplitOutputs, detector: Mapping | None) -> np.ndarray:
     """The app's not-a-cat verdict per photo: a score at or under the threshold is a cat."""
     if detector is None:
-        return np.ones(len(embeddings), dtype=bool)
-    scores = mahalanobis_scores(embeddings, np.asarray(detector["means"]), np.asarray(detector["precision"]))
-    return np.asarray(scores <= float(detector["threshold"]))
+        return np.ones(len(outputs.embeddings), dtype=bool)
+    return OodDetector.from_config(detector).is_cat(outputs.embeddings, outputs.logits)
 
 
 def classification_figures(
@@ -86,7 +85,7 @@ def sorting_figures(
     decision = choose_decision(
         val_probabilities,
         val.targets,
-        is_cat(val.embeddings, detector),
+        is_cat(val, detector),
         val.sources,
         decision_source,
         target_precision,
@@ -94,7 +93,7 @@ def sorting_figures(
     rows = risk_coverage(
         softmax(test.logits, temperature),
         test.targets,
-        is_cat(test.embeddings, detector),
+        is_cat(test, detector),
         test.sources,
         decision["min_confidence"],
     )

@@ -158,6 +158,16 @@ class LogitsAndEmbedding(nn.Module):
         return self.head(embedding), embedding
 
 
+def mean_patch_span(model: nn.Module) -> tuple[int, int] | None:
+    """Where the mean patch token sits in the embedding, or None where there is none: DINOv2's
+    head sees [CLS, mean of the patch tokens], a ViT's the CLS token alone."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "dinov2":
+        return None
+    hidden = int(config.hidden_size)
+    return hidden, 2 * hidden
+
+
 def save_checkpoint(
     model: nn.Module, folder: Path, preprocessing: Preprocessing, base_model: str | None, preset: str | None
 ) -> None:

@@ -262,9 +262,8 @@ def build_card(
             "",
             "## Not-a-cat detector",
             "",
-            f"Mahalanobis distance of the {ood['embedding_size']}-dimensional embedding to the nearest breed mean "
-            f"(shared, shrunk covariance fitted on training photos). Threshold {ood['threshold']:.3f} "
-            f"({ood['threshold_rule']}); it flags {pct(ood['test_cats_flagged_not_cat'])} of test cat photos.",
+            f"{_detector_words(ood)} Threshold {ood['threshold']:.3f} ({ood['threshold_rule']}); it flags "
+            f"{pct(ood['test_cats_flagged_not_cat'])} of test cat photos.",
         ]
     if not_a_cat:
         lines += _not_a_cat_section(not_a_cat)
@@ -292,6 +291,27 @@ def build_card(
         lines += ["", notes.strip()]
     lines.append("")
     return "\n".join(lines)
+
+
+def _detector_words(ood: dict) -> str:
+    """How the not-a-cat detector scores a photo, in a sentence or two."""
+    size = ood["embedding_size"]
+    start, stop = ood.get("features") or (0, size)
+    part = (
+        f"the {size}-dimensional embedding"
+        if (start, stop) == (0, size)
+        else (f"dimensions {start}-{stop - 1} of the {size}-dimensional embedding (the mean patch token)")
+    )
+    distance = (
+        f"Mahalanobis distance of {part} to the nearest breed mean (shared, shrunk covariance fitted on "
+        "training photos)"
+    )
+    if ood.get("method") != "mahalanobis_energy":
+        return distance + "."
+    return (
+        f"{distance}, plus the energy -logsumexp(logits), which is high when no breed's logit stands out; "
+        "each term is divided by its spread (95th percentile minus median) over validation cats."
+    )
 
 
 def _not_a_cat_section(measure: dict) -> list[str]:

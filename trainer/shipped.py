@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from catbreed_desktop.core.engines.base import softmax
-from catbreed_desktop.core.ood import mahalanobis_scores
 from trainer.breakdown import noisy_breeds_by_source
 from trainer.calibration import ECE_BINS, expected_calibration_error
 from trainer.coverage import DEFAULT_DECISION_SOURCE, DEFAULT_TARGET_PRECISION
 from trainer.dataset import Sample
-from trainer.figures import SplitOutputs, classification_figures, is_cat, sorting_figures
+from trainer.figures import SplitOutputs, classification_figures, sorting_figures
+from trainer.not_a_cat import detector_figures
 
 # Figures that describe one model's answers; they are what `fp32_pytorch` keeps.
 MODEL_FIGURES = (
@@ -71,14 +71,7 @@ def measure_shipped(
     figures.pop("confusion_matrix")
     ood = dict(evaluation.get("ood") or {})
     if detector is not None:
-        scores = mahalanobis_scores(
-            test.embeddings, np.asarray(detector["means"]), np.asarray(detector["precision"])
-        )
-        ood |= {
-            "threshold": float(detector["threshold"]),
-            "test_cats_flagged_not_cat": float(np.mean(~is_cat(test.embeddings, detector))),
-            "test_score_median": float(np.median(scores)),
-        }
+        ood |= detector_figures(detector, test.embeddings, test.logits)
     calibration = {
         "temperature": temperature,
         "fitted_on": evaluation["calibration"].get("fitted_on", "val"),

@@ -16,7 +16,7 @@ from pathlib import Path
 from google.protobuf.text_encoding import CEscape
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, load_bundle
-from catbreed_desktop.core.serving import model_parameters
+from catbreed_desktop.core.serving import embedding_size, model_parameters
 
 LABELS_FILE = "labels.txt"
 
@@ -29,7 +29,7 @@ def triton_config(bundle: ModelBundle, name: str, max_batch_size: int) -> str:
         f'    label_filename: "{LABELS_FILE}"\n  }}'
     ]
     if bundle.ood is not None:
-        dimension = len(bundle.ood["means"][0])
+        dimension = embedding_size(bundle)
         outputs.append(
             f'  {{\n    name: "{EMBEDDING_NAME}"\n    data_type: TYPE_FP32\n    dims: [ {dimension} ]\n  }}'
         )

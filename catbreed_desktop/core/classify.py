@@ -276,7 +276,9 @@ class Classifier:
             judged = np.ones(len(arrays), dtype=bool)
             if self._ood is not None and embeddings is not None:
                 judged = np.isfinite(embeddings).all(axis=1)
-                scores = self._ood.scores(np.where(judged[:, None], embeddings, 0.0))
+                scores = self._ood.scores(
+                    np.where(judged[:, None], embeddings, 0.0), np.where(scored[:, None], logits, 0.0)
+                )
                 judged &= np.isfinite(scores)
         labels = self.bundle.labels
         outcomes: list[Prediction | Failure] = []

@@ -28,6 +28,7 @@ import numpy as np
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
+from catbreed_desktop.core.ood import OodDetector
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def embedding_size(bundle: ModelBundle) -> int | None:
     """The width of the bundle's embedding output when its not-a-cat detector needs it, else None."""
     if bundle.ood is None:
         return None
-    return len(bundle.ood["means"][0])
+    return OodDetector.from_config(bundle.ood, bundle.num_labels).embedding_size
 
 
 def model_parameters(bundle: ModelBundle) -> dict[str, str]:

@@ -1,0 +1,148 @@
+"""Fitting the "not a cat" detector a bundle carries, and its ood.npz in WORKDIR/eval.
+
+The detector itself (how a photo is scored) is `catbreed_desktop.core.ood.OodDetector`; this
+module chooses its numbers from a model's outputs:
+
+- class means and a shared, Ledoit-Wolf-shrunk precision of the training embeddings (on the
+  model's mean patch token where it has one, see `trainer.modeling.mean_patch_span`);
+- the spread (95th percentile minus median) of the distance and of the energy over validation
+  cats, so that each term counts about as much as the other;
+- the threshold: the 95th percentile of validation cats' scores, so about 5 % of real cat
+  photos are flagged.
+
+No non-cat photo is used: the held-out negatives of `trainer.negatives` only measure it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from catbreed_desktop.core.ood import (
+    METHOD,
+    METHOD_WITH_ENERGY,
+    OodDetector,
+    energy_scores,
+    mahalanobis_scores,
+)
+
+OOD_PERCENTILE = 95.0
+OOD_FILE = "ood.npz"
+_SPREAD_PERCENTILE = 95.0
+
+
+def fit_class_gaussians(
+    embeddings: np.ndarray, targets: np.ndarray, num_labels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(class means (C, D), shared precision (D, D)) with Ledoit-Wolf shrinkage of the covariance.
+
+    Shrinkage keeps the precision well-conditioned when photos are few compared with the
+    embedding size (e.g. 1,500 photos of 768-dimensional DINOv2 features).
+    """
+    from sklearn.covariance import LedoitWolf
+
+    x = np.asarray(embeddings, dtype=np.float64)
+    targets = np.asarray(targets)
+    overall = x.mean(axis=0)
+    means = np.stack(
+        [x[targets == c].mean(axis=0) if np.any(targets == c) else overall for c in range(num_labels)]
+    )
+    centred = x - means[targets]
+    precision = LedoitWolf(assume_centered=True).fit(centred).precision_
+    return means, precision
+
+
+def _spread(values: np.ndarray) -> float:
+    spread = float(np.percentile(values, _SPREAD_PERCENTILE) - np.median(values))
+    return spread if spread > 1e-9 else 1.0  # all validation cats alike: any unit will do
+
+
+def fit_detector(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    num_labels: int,
+    span: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """The `ood` section (arrays as numpy) fitted on train (embeddings, targets) and set on
+    validation (embeddings, logits); `span` is the part of the embedding the distance uses."""
+    train_embeddings, targets = train
+    val_embeddings, val_logits = val
+    size = int(np.shape(train_embeddings)[1])
+    start, stop = span or (0, size)
+    means, precision = fit_class_gaussians(np.asarray(train_embeddings)[:, start:stop], targets, num_labels)
+    distances = mahalanobis_scores(np.asarray(val_embeddings)[:, start:stop], means, precision)
+    detector = {
+        "method": METHOD_WITH_ENERGY,
+        "means": means,
+        "precision": precision,
+        "threshold": 0.0,
+        "embedding_size": size,
+        "features": [int(start), int(stop)],
+        "distance_scale": _spread(distances),
+        "energy_scale": _spread(energy_scores(val_logits)),
+    }
+    return rethreshold(detector, val_embeddings, val_logits)
+
+
+def rethreshold(detector: Mapping[str, Any], embeddings: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
+    """The detector with its threshold set on these validation cats' scores, the rest kept:
+    how the shipped int8 model gets a threshold of its own for the fp32-fitted detector."""
+    scores = OodDetector.from_config(detector).scores(embeddings, logits)
+    return dict(detector) | {"threshold": float(np.percentile(scores, OOD_PERCENTILE))}
+
+
+def detector_figures(
+    detector: Mapping[str, Any], test_embeddings: np.ndarray, test_logits: np.ndarray
+) -> dict:
+    """What evaluate reports of a detector: how it scores, and the share of test cats it flags."""
+    checked = OodDetector.from_config(detector)
+    scores = checked.scores(test_embeddings, test_logits)
+    return {
+        "method": checked.method,
+        "embedding_size": checked.embedding_size,
+        "features": list(checked.features),
+        "threshold": checked.threshold,
+        "threshold_rule": f"{OOD_PERCENTILE:g}th percentile of validation scores",
+        "test_cats_flagged_not_cat": float(np.mean(scores > checked.threshold)),
+        "test_score_median": float(np.median(scores)),
+    }
+
+
+_SCALARS = ("threshold", "embedding_size", "distance_scale", "energy_scale")
+
+
+def save_ood(detector: Mapping[str, Any], path: Path) -> None:
+    extra = {key: detector[key] for key in _SCALARS if key in detector}
+    if "features" in detector:
+        extra["features"] = np.asarray(detector["features"], dtype=np.int64)
+    np.savez(
+        path,
+        method=np.asarray(detector.get("method", METHOD)),
+        means=detector["means"],
+        precision=detector["precision"],
+        **extra,
+    )
+
+
+def load_ood(path: Path) -> dict | None:
+    """The bundle's `ood` section from an ood.npz, or None when evaluate has not written one.
+    An ood.npz from before the energy term reads back as the distance-only detector it was."""
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        ood: dict[str, Any] = {
+            "method": str(data["method"]) if "method" in data else METHOD,
+            "means": data["means"].tolist(),
+            "precision": data["precision"].tolist(),
+            "threshold": float(data["threshold"]),
+        }
+        if "features" in data:
+            ood["features"] = [int(v) for v in data["features"]]
+            ood["embedding_size"] = int(data["embedding_size"])
+        for key in ("distance_scale", "energy_scale"):
+            if key in data:
+                ood[key] = float(data[key])
+    return ood
