@@ -97,7 +97,7 @@ class OodDetector:
             raise OodConfigError(
                 f"'ood' method {method!r} is not supported; use one of {', '.join(map(repr, METHODS))}"
             )
-        required = ("means", "precision", "threshold")
+        required: tuple[str, ...] = ("means", "precision", "threshold")
         if method == METHOD_WITH_ENERGY:
             required += ("embedding_size", "features", "distance_scale", "energy_scale")
         missing = [key for key in required if key not in config]
