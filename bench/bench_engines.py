@@ -249,9 +249,10 @@ def dinov2_from_graph(bundle: ModelBundle) -> Any:
     import onnx
     import torch
     from onnx import numpy_helper
-    from transformers import Dinov2Config, Dinov2ForImageClassification
+    from transformers import Dinov2ForImageClassification
 
     from catbreed_desktop.core.engines.float_graph import float_graph_path
+    from trainer.backbone_import import dinov2_config
 
     graph = onnx.load(str(float_graph_path(bundle, "fp32"))).graph
     arrays = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
@@ -299,16 +300,11 @@ def dinov2_from_graph(bundle: ModelBundle) -> Any:
         ),
         1e-6,
     )
-    layers = 1 + max(int(key.split(".")[3]) for key in state if key.startswith("dinov2.encoder.layer."))
-    config = Dinov2Config(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        mlp_ratio=state["dinov2.encoder.layer.0.mlp.fc1.weight"].shape[0] // hidden,
-        patch_size=patch,
-        image_size=grid * patch,
+    config = dinov2_config(
+        state,
+        grid,
+        prefix="dinov2.",
         layer_norm_eps=epsilon,
-        layerscale_value=1.0,
         num_labels=bundle.num_labels,
         id2label=dict(enumerate(bundle.labels)),
         label2id={label: index for index, label in enumerate(bundle.labels)},

