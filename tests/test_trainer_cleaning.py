@@ -233,3 +233,27 @@ def test_flagged_photos_are_left_out_of_training_and_cpu_runs_repeat_exactly(two
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         np.testing.assert_array_equal(weights[0][key], weights[1][key])
+
+
+def test_prepare_clean_and_train_record_their_command_lines_for_the_cards_recipe(two_sources, tmp_path):
+    from trainer.card_data import recipe_section
+
+    workdir = tmp_path / "work"
+    first, second = (str(path) for path in two_sources)
+    steps = [
+        ["prepare", "--data", first, "--data", second, "--out", str(workdir)],
+        ["clean", str(workdir), "--preset", "tiny", "--folds", "3", "--min-clean-photos", "5"],
+        ["train", str(workdir), "--preset", "tiny", "--epochs", "1", "--device", "cpu"],
+    ]
+    for step in steps:
+        assert trainer_main(step) == 0
+
+    summary = json.loads((workdir / "summary.json").read_text())
+    training = json.loads((workdir / "checkpoints" / "best" / "training.json").read_text())
+    assert summary["command_line"].startswith("python -m trainer prepare --data ")
+    assert summary["cleaning"]["command_line"].endswith("--folds 3 --min-clean-photos 5")
+    assert training["command_line"].endswith("--preset tiny --epochs 1 --device cpu")
+    recipe = "\n".join(recipe_section(summary, training, {}, {}))
+    assert "- prepare: `python -m trainer prepare" in recipe
+    assert "- cleaning: `python -m trainer clean" in recipe
+    assert "- train: `python -m trainer train" in recipe

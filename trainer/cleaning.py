@@ -216,8 +216,9 @@ def confident_verdicts(
 # ---------------------------------------------------------------------------------------- clean
 
 
-def clean(workdir: str | Path, settings: CleaningSettings) -> dict:
-    """Flag, leave out thin breeds, rewrite the manifest; returns the cleaning summary."""
+def clean(workdir: str | Path, settings: CleaningSettings, command_line: str | None = None) -> dict:
+    """Flag, leave out thin breeds, rewrite the manifest; returns the cleaning summary (which
+    records `command_line`, for the model card's recipe)."""
     workdir = Path(workdir)
     samples = read_manifest(workdir)
     labels = read_labels(workdir)
@@ -257,7 +258,7 @@ def clean(workdir: str | Path, settings: CleaningSettings) -> dict:
     write_contact_sheets(workdir, samples, verdicts)
     write_manifest(workdir, [s for s in flagged if s.label not in left_out])
     (workdir / LABELS_FILE).write_text(json.dumps(kept_labels, indent=2) + "\n", encoding="utf-8")
-    report = cleaning_report(flagged, settings, left_out)
+    report = cleaning_report(flagged, settings, left_out) | {"command_line": command_line}
     summary_path = workdir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
     summary["cleaning"] = report

@@ -254,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from trainer.dataset import format_count_table, prepare
 
-    summary = prepare(args.data, args.out, args.top_breeds, args.seed, args.aliases, args.workers)
+    summary = prepare(
+        args.data, args.out, args.top_breeds, args.seed, args.aliases, args.workers, args.command_line
+    )
     print(format_count_table(summary["counts"]))
     dup = summary["duplicates"]
     print(
@@ -297,6 +299,7 @@ def _clean(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=args.device,
         ),
+        command_line=args.command_line,
     )
     for breed, sources in report["per_breed_and_source"].items():
         cells = ", ".join(f"{source}: {c['flagged']}/{c['photos']}" for source, c in sources.items())
@@ -346,7 +349,7 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
     )
-    position = train(args.workdir, settings)
+    position = train(args.workdir, settings, args.command_line)
     if position.get("finished"):
         print(
             f"trained {settings.epochs} epochs ({position['global_step']} steps); best validation macro F1 "

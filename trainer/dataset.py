@@ -310,8 +310,11 @@ def prepare(
     seed: int = DEFAULT_SEED,
     aliases_file: str | Path | None = None,
     workers: int = 2,
+    command_line: str | None = None,
 ) -> dict:
-    """Scan, clean, deduplicate and split; write manifest.csv, labels.json and summary.json. Returns the summary."""
+    """Scan, clean, deduplicate and split; write manifest.csv, labels.json and summary.json. Returns the summary.
+
+    `command_line` is recorded in the summary, so the model card can list the recipe's commands."""
     if top_breeds < 1:
         raise DatasetError(f"--top-breeds must be at least 1, not {top_breeds}")
     workdir = Path(workdir)
@@ -357,6 +360,7 @@ def prepare(
         "dropped_breeds": {b: n for b, n in sorted(breed_counts.items()) if b not in set(kept_breeds)},
         "duplicates": duplicate_stats | {"groups_with_conflicting_labels": conflicts},
         "counts": count_table(samples, kept_breeds),
+        "command_line": command_line,
     }
     (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

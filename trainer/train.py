@@ -245,9 +245,10 @@ def _replace_folder(staging: Path, target: Path) -> None:
 class Trainer:
     """One training run over a prepared work folder."""
 
-    def __init__(self, workdir: str | Path, settings: TrainSettings) -> None:
+    def __init__(self, workdir: str | Path, settings: TrainSettings, command_line: str | None = None) -> None:
         self.workdir = Path(workdir)
         self.settings = settings
+        self.command_line = command_line
         self.labels = read_labels(self.workdir)
         samples = read_manifest(self.workdir)
         # Photos label cleaning flagged would teach the model their wrong labels.
@@ -464,7 +465,12 @@ class Trainer:
         save_checkpoint(model, staging, self.spec, self.settings.base_model, self.settings.preset)
         (staging / "validation.json").write_text(json.dumps(scores | {"epoch": epoch}, indent=2) + "\n")
         # The export copies this into the bundle, so a shipped model says how it was trained.
-        recipe = {"run": run, "epoch": epoch, "settings": dataclasses.asdict(self.settings)}
+        recipe = {
+            "run": run,
+            "epoch": epoch,
+            "settings": dataclasses.asdict(self.settings),
+            "command_line": self.command_line,
+        }
         (staging / TRAINING_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
         _replace_folder(staging, self.best_dir)
 
@@ -517,6 +523,6 @@ class Trainer:
         return fresh | saved["position"]
 
 
-def train(workdir: str | Path, settings: TrainSettings) -> dict:
+def train(workdir: str | Path, settings: TrainSettings, command_line: str | None = None) -> dict:
     """Train (or resume) and return the final position: epoch, global_step, best_macro_f1, run, finished."""
-    return Trainer(workdir, settings).run()
+    return Trainer(workdir, settings, command_line).run()
