@@ -11,21 +11,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from trainer.cleaning import cached_features, features_identity
 from trainer.dataset import DatasetError, read_labels, read_manifest, split_samples
 from trainer.metrics import classification_scores
 from trainer.modeling import build_model, preprocessing_for, run_on_photos
+from trainer.probe import fit_probe
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
-
-
-def logistic_probe(c: float, seed: int):
-    """Standardised features into a logistic regression: the baseline, and the head `--probe-head` starts from."""
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
 
 
 def run_baseline(
@@ -61,14 +54,17 @@ def run_baseline(
 
     search = {}
     for c in C_GRID:
-        fitted = logistic_probe(c, seed).fit(features["train"], targets["train"])
+        fitted = fit_probe(features["train"], targets["train"], len(labels), c, seed)
         search[c] = classification_scores(targets["val"], fitted.predict(features["val"]), len(labels))[
             "macro_f1"
         ]
     best_c = max(C_GRID, key=lambda c: (search[c], -c))  # ties go to the stronger regularisation
-    final = logistic_probe(best_c, seed).fit(
+    final = fit_probe(
         np.concatenate([features["train"], features["val"]]),
         np.concatenate([targets["train"], targets["val"]]),
+        len(labels),
+        best_c,
+        seed,
     )
     test_scores = classification_scores(targets["test"], final.predict(features["test"]), len(labels))
     metrics = {

@@ -45,13 +45,13 @@ from trainer.modeling import (
     run_on_photos,
     save_checkpoint,
 )
+from trainer.probe import PROBE_C, fit_probe
 from trainer.progress import manual_bar
 from trainer.tracking import Tracker
 
 STATE_FILE = "state.pt"
 WARMUP_FRACTION = 0.1
 LOG_EVERY = 10
-PROBE_C = 0.1  # the regularisation the baseline's validation search picks on the cat photos
 
 
 class TrainingError(TrainerError):
@@ -151,11 +151,8 @@ def fit_head_by_probe(
     A random head sends large, noisy gradients into the pretrained layers during the first
     steps and can distort features that were already good (Kumar et al., "Fine-Tuning can
     Distort Pretrained Features", 2022); a head that already classifies well lets fine-tuning
-    refine them instead. The scaler's mean and scale are folded into the head's weights, so the
-    head stays one linear layer. Returns the probe's training accuracy.
+    refine them instead. Returns the probe's training accuracy.
     """
-    from trainer.baseline import logistic_probe
-
     head = model.classifier
     if not isinstance(head, nn.Linear):
         raise TrainingError(f"--probe-head needs a linear classifier head, not {type(head).__name__}")
@@ -164,21 +161,12 @@ def fit_head_by_probe(
             model, [s.path for s in samples], spec, description="probe features", device=device
         )
     targets = np.array([label_index[s.label] for s in samples])
-    fitted = logistic_probe(c, seed).fit(features, targets)
-    scaler, probe = fitted[0], fitted[-1]
-    classes = probe.classes_.tolist()
-    weight = np.zeros((head.out_features, head.in_features))
-    bias = np.full(head.out_features, -20.0)  # a breed absent from training stays improbable
-    coef, intercept = probe.coef_, probe.intercept_
-    if len(classes) == 2:  # scikit-learn keeps one row for two classes: the second one's logit
-        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    scaled_weight = coef / scaler.scale_
-    weight[classes] = scaled_weight
-    bias[classes] = intercept - scaled_weight @ scaler.mean_
+    probe = fit_probe(features, targets, head.out_features, c, seed)
+    weight, bias = probe.weight.T, probe.bias
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(weight).to(head.weight))
         head.bias.copy_(torch.from_numpy(bias).to(head.bias))
-    return float(fitted.score(features, targets))
+    return float(np.mean(probe.predict(features) == targets))
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
