@@ -400,3 +400,20 @@ def test_classify_reports_a_broken_bundle_in_one_line(
     assert captured.err.count("\n") == 1
     assert captured.err.startswith(f"catbreed: cannot use the model: {bundle.path}")
     assert message in captured.err
+
+
+def test_a_detector_on_a_span_of_the_embedding_is_held_to_the_whole_width(tmp_path: Path) -> None:
+    span = {
+        "method": "mahalanobis_energy",
+        "means": np.zeros((len(COLOUR_LABELS), 2)),
+        "precision": np.eye(2),
+        "threshold": 1.0,
+        "features": [1, 3],
+        "distance_scale": 1.0,
+        "energy_scale": 1.0,
+    }
+    fitting = make_colour_bundle(tmp_path / "fits", ood=span | {"embedding_size": 3})
+    assert load_bundle(fitting.path).ood["features"] == [1, 3]
+
+    with pytest.raises(BundleError, match="expects 4-wide embeddings but the model's 'embedding' output is 3"):
+        make_colour_bundle(tmp_path / "too-wide", ood=span | {"embedding_size": 4, "features": [2, 4]})

@@ -552,9 +552,11 @@ def _check_embedding_size(bundle: ModelBundle, model: onnx.ModelProto) -> None:
         )
     dims = outputs[EMBEDDING_NAME].type.tensor_type.shape.dim
     size = dims[-1].dim_value if dims else 0
-    if size and size != len(means[0]):
+    # A detector that measures one span of the embedding names the whole width it expects.
+    expected = (bundle.ood or {}).get("embedding_size", len(means[0]))
+    if size and size != expected:
         raise BundleError(
-            f"{bundle.path}: the not-a-cat detector expects {len(means[0])}-wide embeddings but the "
+            f"{bundle.path}: the not-a-cat detector expects {expected}-wide embeddings but the "
             f"model's {EMBEDDING_NAME!r} output is {size} wide"
         )
 
