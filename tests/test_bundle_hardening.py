@@ -415,5 +415,7 @@ def test_a_detector_on_a_span_of_the_embedding_is_held_to_the_whole_width(tmp_pa
     fitting = make_colour_bundle(tmp_path / "fits", ood=span | {"embedding_size": 3})
     assert load_bundle(fitting.path).ood["features"] == [1, 3]
 
-    with pytest.raises(BundleError, match="expects 4-wide embeddings but the model's 'embedding' output is 3"):
+    with pytest.raises(
+        BundleError, match="expects 4-wide embeddings but the model's 'embedding' output is 3"
+    ):
         make_colour_bundle(tmp_path / "too-wide", ood=span | {"embedding_size": 4, "features": [2, 4]})
