@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from catbreed_desktop.core.ood import METHOD, OodDetector
-from trainer.not_a_cat import fit_detector, load_ood, rethreshold, save_ood
+from trainer.not_a_cat import OOD_PERCENTILE, fit_detector, load_ood, rethreshold, save_ood
 
 
 def _cats(
@@ -19,7 +19,7 @@ def _cats(
     return embeddings, logits, targets
 
 
-def test_fitted_detector_flags_five_percent_of_validation_cats_and_far_photos():
+def test_fitted_detector_flags_its_share_of_validation_cats_and_far_photos():
     rng = np.random.default_rng(7)
     centres = rng.normal(scale=3.0, size=(4, 6))
     train_embeddings, _, train_targets = _cats(rng, 800, centres)
@@ -30,7 +30,9 @@ def test_fitted_detector_flags_five_percent_of_validation_cats_and_far_photos():
     assert detector["features"] == [3, 6] and detector["embedding_size"] == 6
     assert np.asarray(detector["means"]).shape == (4, 3)
     checked = OodDetector.from_config(detector, num_labels=4)
-    assert np.mean(~checked.is_cat(val_embeddings, val_logits)) == pytest.approx(0.05, abs=0.01)
+    assert np.mean(~checked.is_cat(val_embeddings, val_logits)) == pytest.approx(
+        1 - OOD_PERCENTILE / 100, abs=0.005
+    )
     # Far from every breed in the patch span, with flat logits: flagged whatever the CLS part says.
     far = np.hstack([centres[:1].repeat(20, 0)[:, :3], rng.normal(loc=20.0, size=(20, 3))])
     assert not checked.is_cat(far, np.zeros((20, 4))).any()

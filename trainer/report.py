@@ -256,7 +256,8 @@ def build_card(
         lines += precision_section(bundle.metrics)
     lines += coverage_section(shipped, measured_with)
     lines += comparisons_section(comparisons or [])
-    ood = evaluation.get("ood")
+    # The shipped detector: an int8 bundle carries a threshold set on its own outputs.
+    ood = (bundle.metrics.get("ood") if bundle else None) or evaluation.get("ood")
     if ood:
         lines += [
             "",
