@@ -257,3 +257,10 @@ def test_prepare_clean_and_train_record_their_command_lines_for_the_cards_recipe
     assert "- prepare: `python -m trainer prepare" in recipe
     assert "- cleaning: `python -m trainer clean" in recipe
     assert "- train: `python -m trainer train" in recipe
+    # A checkpoint from before train recorded its command: the line is rebuilt from its settings.
+    older = {k: v for k, v in training.items() if k != "command_line"}
+    rebuilt = "\n".join(recipe_section(summary, older, {}, {}))
+    assert (
+        "- train (rebuilt from training.json's settings): `python -m trainer train WORKDIR --preset tiny --epochs 1"
+        in rebuilt
+    )

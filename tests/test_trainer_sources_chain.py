@@ -214,10 +214,7 @@ def test_model_card_has_sources_licences_recipe_coverage_and_comparisons(chain):
     assert "Bengal, Birman, Havana, Siamese." in text
     assert "- evaluate: `python -m trainer evaluate work --device cpu --target-precision 0.9`" in text
     assert "- export: `python -m trainer export work --out bundle_int8 --int8`" in text
-    assert (
-        "- train (rebuilt from training.json's settings): `python -m trainer train WORKDIR --preset tiny"
-        in text
-    )
+    assert "- train: `python -m trainer train work --preset tiny --epochs 3" in text
     for heading in (
         "### Per data source",
         f"#### {PETFINDER}",
