@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
         help="auto: bf16 (else fp16) on a GPU, fp32 on the CPU; bf16 on a CPU with AMX or AVX-512 BF16 "
-        "trains several times faster than fp32 but is not bit-for-bit reproducible",
+        "trains about 3x faster than fp32; only fp32 runs are tested to repeat bit for bit",
     )  # fmt: skip
     _add_device(train)
     train.set_defaults(handler=_train)
