@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from catbreed_desktop.core.engines.base import softmax
+
 PROBE_C = 0.1  # what cleaning and --probe-head use; the baseline searches its own C on validation
 PROBE_ITERATIONS = 300
 ABSENT_LOGIT = -20.0  # a breed with no photo to fit on stays improbable
@@ -30,11 +32,7 @@ class LinearProbe:
         return result
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        logits = self.logits(features)
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        result: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
-        return result
+        return softmax(self.logits(features))
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return np.asarray(self.logits(features).argmax(axis=1))
