@@ -1,7 +1,7 @@
 """`catbreed serve` on a real Triton Inference Server (pytriton) in a subprocess, used over loopback.
 
 The server runs from its own environment (numpy < 2, `serve_env`); the client side, `--engine
-triton` with tritonclient, runs here. Ports are chosen free at run time, on 127.0.0.1 only.
+triton` over HTTP or gRPC, runs here. Ports are chosen free at run time, on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -131,16 +131,13 @@ def test_sort_through_the_server_then_undo_restores_the_inbox_exactly(
 
 
 def test_bad_requests_get_error_replies_and_the_server_keeps_serving(shipped_server) -> None:
-    import tritonclient.http as httpclient
-    from tritonclient.utils import InferenceServerException
+    from catbreed_desktop.core.engines.kserve_http import KServeError, KServeHttpClient
 
     url = shipped_server.http_url.removeprefix("http://")
-    client = httpclient.InferenceServerClient(url, network_timeout=30)
+    client = KServeHttpClient(url, network_timeout=30)
 
-    def infer(array: np.ndarray, datatype: str = "FP32"):
-        request = httpclient.InferInput(INPUT_NAME, list(array.shape), datatype)
-        request.set_data_from_numpy(array)
-        return client.infer("catbreed", [request])
+    def infer(array: np.ndarray) -> dict[str, np.ndarray]:
+        return client.infer("catbreed", {INPUT_NAME: array}, [LOGITS_NAME])
 
     bad = {
         "wrong size": np.zeros((1, 3, 100, 100), np.float32),
@@ -149,8 +146,8 @@ def test_bad_requests_get_error_replies_and_the_server_keeps_serving(shipped_ser
         "NaN pixels": np.full((1, 3, 224, 224), np.nan, np.float32),
     }
     for name, array in bad.items():
-        with pytest.raises(InferenceServerException):
-            infer(array, "FP64" if array.dtype == np.float64 else "FP32")
+        with pytest.raises(KServeError):
+            infer(array)
         assert client.is_server_live(), name
     for body in (
         b"{not json",
@@ -164,7 +161,7 @@ def test_bad_requests_get_error_replies_and_the_server_keeps_serving(shipped_ser
         assert reply.value.code >= 400  # Triton answers 400 or 500, with a message
         assert client.is_server_live()
     good = infer(np.zeros((2, 3, 224, 224), np.float32))
-    assert good.as_numpy(LOGITS_NAME).shape == (2, len(load_bundle(default_model_dir()).labels))
+    assert good[LOGITS_NAME].shape == (2, len(load_bundle(default_model_dir()).labels))
     client.close()
 
 

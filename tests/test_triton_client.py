@@ -66,8 +66,11 @@ def test_missing_tritonclient_says_what_to_install(colour_bundle, monkeypatch) -
 
     monkeypatch.setattr(builtins, "__import__", without_tritonclient)
     with pytest.raises(
-        EngineUnavailable, match=r"needs tritonclient.*pip install 'catbreed-desktop\[triton\]'"
+        EngineUnavailable, match=r"over gRPC needs tritonclient.*pip install 'catbreed-desktop\[triton\]'"
     ):
+        TritonEngine(colour_bundle, "grpc://127.0.0.1:1")
+    # HTTP needs only the standard library: without tritonclient it gets as far as the server.
+    with pytest.raises(EngineUnavailable, match="cannot reach the Triton server at http://127.0.0.1:1"):
         TritonEngine(colour_bundle, "http://127.0.0.1:1")
 
 

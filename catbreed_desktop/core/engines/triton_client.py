@@ -3,8 +3,8 @@
 Photos are decoded and preprocessed here, as for every engine; only the (N, 3, S, S) float32
 batches travel. A batch is cut into requests of at most `request_size` photos, and up to
 `in_flight` of them are sent at once, each from its own worker thread with its own client
-(tritonclient's clients are not meant to be shared between threads), so the server's dynamic
-batcher always has work queued.
+(clients are not meant to be shared between threads), so the server's dynamic batcher always has
+work queued.
 
 Before the first photo the engine reads the model's config from the server and refuses a model
 that is not the bundle's: the labels in output order, the input size and the model's sha256 are
@@ -13,7 +13,9 @@ in its parameters (`core.serving.model_parameters`), written by `catbreed serve`
 `EngineUnavailable` naming the URL; one that stops answering mid-run raises `TritonServerLost`,
 which ends the run: the photos classified before keep their results.
 
-tritonclient is imported only when the engine starts (`pip install 'catbreed-desktop[triton]'`).
+HTTP goes through the standard library (`kserve_http`: tritonclient's HTTP client runs on gevent,
+which crashes a Qt app when a thread that used it ends); gRPC through tritonclient, imported only
+when such an engine starts (`pip install 'catbreed-desktop[triton]'`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch, check_outputs
+from catbreed_desktop.core.engines.kserve_http import KServeHttpClient
 from catbreed_desktop.core.engines.names import ENGINE_TITLES, TRITON
 from catbreed_desktop.core.errors import CatBreedError
 from catbreed_desktop.core.serving import (
@@ -61,7 +64,7 @@ class TritonServerLost(CatBreedError, RuntimeError):
 
 @dataclass(frozen=True)
 class ServerAddress:
-    """A Triton server's address as tritonclient takes it: protocol, "host:port[/path]", TLS or not."""
+    """A Triton server's address as its clients take it: protocol, "host:port[/path]", TLS or not."""
 
     protocol: str  # "http" or "grpc"
     location: str
@@ -123,7 +126,7 @@ class TritonEngine(Engine):
             raise EngineUnavailable(str(error)) from None
         self.model_name = model_name
         self.timeout_s = float(timeout_s)
-        self._client_module = _import_client(self.address.protocol)
+        self._grpc = _import_grpc_client() if self.address.protocol == "grpc" else None
         self._local = threading.local()
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
@@ -158,7 +161,7 @@ class TritonEngine(Engine):
                 "the model name and the server's log)"
             )
         try:
-            if self.address.protocol == "grpc":
+            if self._grpc is not None:
                 config = client.get_model_config(self.model_name, as_json=True).get("config", {})
             else:
                 config = client.get_model_config(self.model_name)
@@ -189,18 +192,18 @@ class TritonEngine(Engine):
         return check_outputs(outputs, self.bundle, len(array))
 
     def _infer(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
-        module = self._client_module
-        request = module.InferInput(INPUT_NAME, list(chunk.shape), "FP32")
-        request.set_data_from_numpy(chunk)
-        wanted = [module.InferRequestedOutput(name) for name in self._outputs]
         try:
-            if self.address.protocol == "grpc":
+            if self._grpc is not None:
+                request = self._grpc.InferInput(INPUT_NAME, list(chunk.shape), "FP32")
+                request.set_data_from_numpy(chunk)
+                wanted = [self._grpc.InferRequestedOutput(name) for name in self._outputs]
                 result = self._client().infer(
                     self.model_name, [request], outputs=wanted, client_timeout=self.timeout_s
                 )
+                outputs = {name: result.as_numpy(name) for name in self._outputs}
             else:
-                result = self._client().infer(self.model_name, [request], outputs=wanted)
-            outputs = {name: result.as_numpy(name) for name in self._outputs}
+                reply = self._client().infer(self.model_name, {INPUT_NAME: chunk}, self._outputs)
+                outputs = {name: reply.get(name) for name in self._outputs}
         except Exception as error:  # a dead server, a timeout, an error reply: the run cannot go on
             raise TritonServerLost(
                 f"the Triton server at {self.address.url} stopped answering ({_reason(error)}); "
@@ -215,11 +218,10 @@ class TritonEngine(Engine):
         """This thread's client, created on first use."""
         client = getattr(self._local, "client", None)
         if client is None:
-            module = self._client_module
-            if self.address.protocol == "grpc":
-                client = module.InferenceServerClient(self.address.location, ssl=self.address.ssl)
+            if self._grpc is not None:
+                client = self._grpc.InferenceServerClient(self.address.location, ssl=self.address.ssl)
             else:
-                client = module.InferenceServerClient(
+                client = KServeHttpClient(
                     self.address.location,
                     ssl=self.address.ssl,
                     connection_timeout=min(self.timeout_s, 10.0),
@@ -284,15 +286,12 @@ def _config_max_batch(config: dict[str, Any]) -> int:
         return 0
 
 
-def _import_client(protocol: str) -> Any:
+def _import_grpc_client() -> Any:
     try:
-        if protocol == "grpc":
-            import tritonclient.grpc as module
-        else:
-            import tritonclient.http as module
+        import tritonclient.grpc as module
     except ImportError as error:
         raise EngineUnavailable(
-            f"the Triton engine needs tritonclient, which is not installed ({error}); {INSTALL_HINT}"
+            f"the Triton engine over gRPC needs tritonclient, which is not installed ({error}); {INSTALL_HINT}"
         ) from None
     return module
 
@@ -305,7 +304,7 @@ def _short(labels: object) -> str:
 
 
 def _reason(error: BaseException) -> str:
-    """One line for a tritonclient error: InferenceServerException keeps its text in `message()`."""
+    """One line for a client error: tritonclient's InferenceServerException keeps its text in `message()`."""
     message = getattr(error, "message", None)
     text = message() if callable(message) else str(error)
     return " ".join(str(text or type(error).__name__).split())

@@ -1,0 +1,215 @@
+"""The Triton engine's HTTP transport: the KServe v2 protocol over the standard library.
+
+tritonclient's HTTP client runs on gevent, and a gevent hub left in a thread that Qt started
+crashes the whole process when that thread ends (its loop is freed while Python tears the
+thread's state down). The window loads models and classifies on such threads, so HTTP goes
+through `http.client` here instead: health and model queries as JSON, inference with Triton's
+binary tensor extension (a JSON header, then the raw little-endian tensors).
+
+One client holds one keep-alive connection and is used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import ssl as ssl_module
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+
+# Triton's datatype names for the numpy dtypes the engine sends or may receive.
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "FP16": np.dtype("<f2"),
+    "INT64": np.dtype("<i8"),
+    "INT32": np.dtype("<i4"),
+    "UINT8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+class KServeError(Exception):
+    """The server answered with an error, or an answer that is not the protocol's; the text says which."""
+
+
+class KServeHttpClient:
+    """A Triton (KServe v2) server at `location` ("host:port[/path]"), over HTTP or HTTPS."""
+
+    def __init__(
+        self,
+        location: str,
+        *,
+        ssl: bool = False,
+        connection_timeout: float = 10.0,
+        network_timeout: float = 60.0,
+    ) -> None:
+        hostport, _, path = location.partition("/")
+        self._hostport = hostport
+        self._prefix = f"/{path}" if path else ""
+        self._ssl = ssl
+        self._connection_timeout = connection_timeout
+        self._network_timeout = network_timeout
+        self._connection: http.client.HTTPConnection | None = None
+
+    # --- the protocol's calls -----------------------------------------------------------------------
+
+    def is_server_live(self) -> bool:
+        return self._request("GET", "/v2/health/live")[0] == 200
+
+    def is_model_ready(self, model: str) -> bool:
+        return self._request("GET", f"/v2/models/{quote(model, safe='')}/ready")[0] == 200
+
+    def get_model_config(self, model: str) -> dict[str, Any]:
+        status, _, body = self._request("GET", f"/v2/models/{quote(model, safe='')}/config")
+        if status != 200:
+            raise KServeError(_error_text(status, body))
+        config = _json(body)
+        if not isinstance(config, dict):
+            raise KServeError("the model config is not a JSON object")
+        return config
+
+    def infer(
+        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """Run `model` on `inputs` (name -> array); returns the named `outputs` as arrays."""
+        arrays = {name: np.ascontiguousarray(value) for name, value in inputs.items()}
+        header = {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(array.shape),
+                    "datatype": _datatype(array.dtype),
+                    "parameters": {"binary_data_size": array.nbytes},
+                }
+                for name, array in arrays.items()
+            ],
+            "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
+        }
+        head = json.dumps(header).encode("utf-8")
+        body = b"".join([head, *(_little_endian(array).tobytes() for array in arrays.values())])
+        status, headers, reply = self._request(
+            "POST",
+            f"/v2/models/{quote(model, safe='')}/infer",
+            body,
+            {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(head))},
+        )
+        if status != 200:
+            raise KServeError(_error_text(status, reply))
+        return parse_infer_reply(reply, headers.get(HEADER_LENGTH))
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(OSError):
+                self._connection.close()
+            self._connection = None
+
+    # --- the connection -----------------------------------------------------------------------------
+
+    def _connect(self) -> http.client.HTTPConnection:
+        connection: http.client.HTTPConnection
+        if self._ssl:
+            connection = http.client.HTTPSConnection(
+                self._hostport, timeout=self._connection_timeout, context=ssl_module.create_default_context()
+            )
+        else:
+            connection = http.client.HTTPConnection(self._hostport, timeout=self._connection_timeout)
+        connection.connect()
+        if connection.sock is not None:
+            connection.sock.settimeout(self._network_timeout)
+        return connection
+
+    def _request(
+        self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        # A kept-alive connection the server has since closed fails at once; that request is sent
+        # again once on a fresh connection. A fresh connection that fails is the server's failure.
+        for attempt in range(2):
+            reused = self._connection is not None
+            try:
+                if self._connection is None:
+                    self._connection = self._connect()
+                self._connection.request(method, self._prefix + path, body=body, headers=dict(headers or {}))
+                response = self._connection.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                if reused and attempt == 0:
+                    continue
+                raise
+            except (OSError, http.client.HTTPException):
+                self.close()
+                raise
+            if response.will_close:
+                self.close()
+            return response.status, response.headers, data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def parse_infer_reply(reply: bytes, header_length: str | None) -> dict[str, np.ndarray]:
+    """An inference reply's outputs: a JSON header (`header_length` bytes, or all of it), then binary tensors."""
+    try:
+        size = int(header_length) if header_length is not None else len(reply)
+    except ValueError:
+        raise KServeError(f"bad {HEADER_LENGTH} {header_length!r}") from None
+    if not 0 < size <= len(reply):
+        raise KServeError(f"{HEADER_LENGTH} {size} does not fit a reply of {len(reply)} bytes")
+    header = _json(reply[:size])
+    if not isinstance(header, dict) or not isinstance(header.get("outputs"), list):
+        raise KServeError("the reply names no outputs")
+    offset = size
+    results: dict[str, np.ndarray] = {}
+    for output in header["outputs"]:
+        try:
+            name, shape, datatype = str(output["name"]), [int(n) for n in output["shape"]], output["datatype"]
+        except (KeyError, TypeError, ValueError):
+            raise KServeError(f"an output of the reply lacks a name, shape or datatype: {output!r}") from None
+        if datatype not in DATATYPES:
+            raise KServeError(f"output {name} has datatype {datatype}, which the engine does not read")
+        dtype = DATATYPES[datatype]
+        binary_size = (output.get("parameters") or {}).get("binary_data_size")
+        if binary_size is None:
+            values = np.asarray(output.get("data", []), dtype=dtype)
+        else:
+            end = offset + int(binary_size)
+            if end > len(reply):
+                raise KServeError(f"output {name} is cut short: the reply ends at byte {len(reply)}")
+            values = np.frombuffer(reply[offset:end], dtype=dtype)
+            offset = end
+        if values.size != int(np.prod(shape)):
+            raise KServeError(f"output {name} holds {values.size} values, not the {shape} it names")
+        results[name] = values.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
+    return results
+
+
+def _datatype(dtype: np.dtype) -> str:
+    for name, known in DATATYPES.items():
+        if np.dtype(dtype).newbyteorder("<") == known or np.dtype(dtype) == known:
+            return name
+    raise ValueError(f"no Triton datatype for numpy {dtype}")
+
+
+def _little_endian(array: np.ndarray) -> np.ndarray:
+    return array.astype(array.dtype.newbyteorder("<"), copy=False)
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise KServeError(f"the server's answer is not JSON: {data[:80]!r}") from None
+
+
+def _error_text(status: int, body: bytes) -> str:
+    """The `error` text of an error reply, else its status and first bytes."""
+    with contextlib.suppress(KServeError):
+        reply = _json(body)
+        if isinstance(reply, dict) and reply.get("error"):
+            return str(reply["error"])
+    text = body[:200].decode("utf-8", "replace").strip()
+    return f"HTTP {status}" + (f": {text}" if text else "")
