@@ -180,15 +180,32 @@ def test_precision_auto_is_fp32_on_the_cpu_and_bf16_there_is_asked_for_by_name()
         mixed_precision_dtype(cpu, "int8")
 
 
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    from trainer.train import cpu_has_native_bf16
+
+    amx, avx512 = tmp_path / "amx", tmp_path / "avx512"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n\n")
+    avx512.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n\n")
+    assert cpu_has_native_bf16(amx) is True
+    assert cpu_has_native_bf16(avx512) is False
+    assert cpu_has_native_bf16(tmp_path / "missing") is None
+    (tmp_path / "no-flags").write_text("Processor\t: AArch64\n")
+    assert cpu_has_native_bf16(tmp_path / "no-flags") is None
+
+
 def test_cpu_bf16_training_with_label_smoothing_records_both_and_resumes_only_with_the_same_smoothing(
-    two_sources, tmp_path, capsys
+    two_sources, tmp_path, capsys, monkeypatch
 ):
     import torch
+
+    import trainer.train
 
     workdir = tmp_path / "work"
     prepare(list(two_sources), workdir)
     common = ["train", str(workdir), "--preset", "tiny", "--epochs", "1", "--device", "cpu"]
+    monkeypatch.setattr(trainer.train, "cpu_has_native_bf16", lambda: False)
     assert trainer_main([*common, "--precision", "bf16", "--label-smoothing", "0.1"]) == 0
+    assert "bf16 is emulated" in capsys.readouterr().err
     (run,) = (workdir / "runs").iterdir()
     params = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert (params["mixed_precision"], params["label_smoothing"], params["precision"]) == (
