@@ -35,13 +35,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.server.requests += 1  # type: ignore[attr-defined]  # before the client can see the reply
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        self.server.requests += 1  # type: ignore[attr-defined]
         if self.close_silently:
             self.close_connection = True
 

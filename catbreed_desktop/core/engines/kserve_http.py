@@ -21,6 +21,8 @@ from urllib.parse import quote
 
 import numpy as np
 
+from catbreed_desktop.core.errors import CatBreedError
+
 # Triton's datatype names for the numpy dtypes the engine sends or may receive.
 DATATYPES: dict[str, np.dtype[Any]] = {
     "FP32": np.dtype("<f4"),
@@ -34,7 +36,7 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-class KServeError(Exception):
+class KServeError(CatBreedError):
     """The server answered with an error, or an answer that is not the protocol's; the text says which."""
 
 
