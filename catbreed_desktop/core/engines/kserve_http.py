@@ -131,26 +131,30 @@ class KServeHttpClient:
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
         # A kept-alive connection the server has since closed fails at once; that request is sent
         # again once on a fresh connection. A fresh connection that fails is the server's failure.
-        for attempt in range(2):
-            reused = self._connection is not None
-            try:
-                if self._connection is None:
-                    self._connection = self._connect()
-                self._connection.request(method, self._prefix + path, body=body, headers=dict(headers or {}))
-                response = self._connection.getresponse()
-                data = response.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self.close()
-                if reused and attempt == 0:
-                    continue
+        reused = self._connection is not None
+        try:
+            return self._exchange(method, path, body, headers)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
                 raise
-            except (OSError, http.client.HTTPException):
-                self.close()
-                raise
-            if response.will_close:
-                self.close()
-            return response.status, response.headers, data
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._exchange(method, path, body, headers)
+
+    def _exchange(
+        self, method: str, path: str, body: bytes | None, headers: Mapping[str, str] | None
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One request and its reply; the connection is dropped after a failure or when the server closes it."""
+        try:
+            if self._connection is None:
+                self._connection = self._connect()
+            self._connection.request(method, self._prefix + path, body=body, headers=dict(headers or {}))
+            response = self._connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException):
+            self.close()
+            raise
+        if response.will_close:
+            self.close()
+        return response.status, response.headers, data
 
 
 def parse_infer_reply(reply: bytes, header_length: str | None) -> dict[str, np.ndarray]:
@@ -190,8 +194,9 @@ def parse_infer_reply(reply: bytes, header_length: str | None) -> dict[str, np.n
 
 
 def _datatype(dtype: np.dtype) -> str:
+    little = np.dtype(dtype).newbyteorder("<")  # single-byte types ignore the byte order
     for name, known in DATATYPES.items():
-        if np.dtype(dtype).newbyteorder("<") == known or np.dtype(dtype) == known:
+        if little == known:
             return name
     raise ValueError(f"no Triton datatype for numpy {dtype}")
 
