@@ -1018,7 +1018,7 @@ def quantisation_check(args: argparse.Namespace) -> int:
 
         # Averaged over the breeds the photos show: a bundle that knows more breeds than the folder
         # holds would otherwise be scored 0 on each breed it was never shown.
-        shown = sorted(set(np.asarray(truth).tolist()))
+        shown = sorted(set(truth.tolist()))
         fp32_scores = subset_scores(truth, fp32_logits.argmax(axis=1), shown)
         probe = inputs[: args.batch_size * max(1, 32 // args.batch_size)]
         rows = []

@@ -17,9 +17,8 @@ DEVICE=${2:-auto}
 PY=${PYTHON:-.venv/bin/python}
 RUNS=${RUNS:-runs}
 WORKERS=${WORKERS:-0}
-if [ -z "${PRECISION:-}" ]; then
-    if grep -qwE 'amx_bf16|avx512_bf16' /proc/cpuinfo 2>/dev/null; then PRECISION=bf16; else PRECISION=auto; fi
-fi
+# The trainer's own test of the CPU, so the flags are named in one place.
+PRECISION=${PRECISION:-$($PY -c 'from trainer.train import cpu_has_native_bf16 as native; print("bf16" if native() else "auto")')}
 SEED=83
 BACKBONE="$RUNS/dinov2-s14"
 TRAIN=(--base-model "$BACKBONE" --probe-head --freeze-layers 0 --epochs 6 --batch-size 32
