@@ -138,12 +138,15 @@ def test_int8_export_and_model_card(chain):
     assert (card.parent / "MODEL_CARD_confusion_matrix.png").is_file()
 
 
-def test_interrupted_training_resumes_where_it_stopped(chain, tmp_path, capsys):
-    """Stopping after 3 steps and rerunning gives the same weights as one uninterrupted run."""
+@pytest.mark.parametrize("keep_patches", ["1", "0.5"])
+def test_interrupted_training_resumes_where_it_stopped(chain, tmp_path, capsys, keep_patches):
+    """Stopping after 3 steps and rerunning gives the same weights as one uninterrupted run, also
+    when each step sees a random half of the patches."""
     resumed, straight = tmp_path / "resumed", tmp_path / "straight"
     shutil.copytree(chain["prepared"], resumed)
     shutil.copytree(chain["prepared"], straight)
     args = ["--preset", "tiny", "--epochs", "2", "--batch-size", "8", "--lr", "3e-3", "--save-every", "100"]
+    args += ["--keep-patches", keep_patches]
 
     _run("train", str(resumed), *args, "--max-steps", "3")
     state = torch.load(resumed / "checkpoints" / "last" / "state.pt", weights_only=False)
@@ -230,6 +233,39 @@ def test_frozen_layers_get_no_gradient_and_record_no_graph():
     assert layer0_output.grad_fn is None  # nothing was recorded for backward: as cheap as no_grad
     assert all(p.grad is None for p in layers[0].parameters())
     assert all(p.grad is not None for p in layers[1].parameters())
+
+
+def test_patch_dropout_thins_the_tokens_only_while_training():
+    from trainer.modeling import PatchDropout, build_model, encoder_parts
+
+    model = build_model(["a", "b"], preset="tiny")  # 32 px, patch 8: CLS + 16 patch tokens
+    embeddings, layers = encoder_parts(model)
+    pixels = torch.randn(3, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        before = model(pixel_values=pixels).logits
+        full = embeddings(pixels)
+    dropout = PatchDropout(model, 0.5, seed=83)
+    seen = []
+    layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+
+    model.train()
+    with torch.no_grad():
+        for step in (0, 1, 0):
+            dropout.seed_step(step)
+            model(pixel_values=pixels)
+    tokens = seen[-1]
+    assert torch.equal(tokens, seen[-3]) and not torch.equal(tokens, seen[-2])  # drawn by (seed, step)
+    assert tokens.shape == (3, 1 + 8, full.shape[-1])
+    assert torch.equal(tokens[:, 0], full[:, 0])  # the CLS token always passes
+    for photo in range(3):  # the rest are 8 distinct patch tokens of the same photo
+        kept = {tuple(row.tolist()) for row in tokens[photo, 1:]}
+        assert len(kept) == 8 and kept <= {tuple(row.tolist()) for row in full[photo, 1:]}
+
+    model.eval()
+    with torch.no_grad():
+        after = model(pixel_values=pixels).logits
+    assert seen[-1].shape[1] == 17 and torch.equal(after, before)  # evaluation sees every patch
 
 
 def test_probe_head_starts_training_from_the_logistic_regression(chain):

@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of each target spread over the other breeds (default 0; noisy labels: about 0.1)",
     )  # fmt: skip
     train.add_argument(
+        "--keep-patches", type=_share, default=1.0, metavar="SHARE",
+        help="train on a random share of each photo's patch tokens (PatchDropout; default 1: all); "
+        "0.5 trains ViT-S about 2.5x faster on the CPU",
+    )  # fmt: skip
+    train.add_argument(
         "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
         help="auto: bf16 (else fp16) on a GPU, fp32 on the CPU; bf16 on a CPU with AMX or AVX-512 BF16 "
         "trains about 3x faster than fp32; only fp32 runs are tested to repeat bit for bit",
@@ -346,6 +351,7 @@ def _train(args: argparse.Namespace) -> int:
         mlflow_uri=args.mlflow_uri,
         restart=args.restart,
         label_smoothing=args.label_smoothing,
+        keep_patches=args.keep_patches,
         device=args.device,
         precision=args.precision,
     )

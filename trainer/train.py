@@ -37,6 +37,7 @@ from trainer.metrics import classification_scores
 from trainer.modeling import (
     TRAINING_FILE,
     ModelError,
+    PatchDropout,
     build_model,
     forward_options,
     freeze_layers,
@@ -79,6 +80,7 @@ class TrainSettings:
     mlflow_uri: str | None = None
     restart: bool = False
     label_smoothing: float = 0.0
+    keep_patches: float = 1.0
     device: str = "auto"  # not a resume key: a run started on a GPU may finish on the CPU
     precision: str = "auto"  # not a resume key either, for the same reason
 
@@ -95,6 +97,7 @@ class TrainSettings:
         "probe_head",
         "seed",
         "label_smoothing",
+        "keep_patches",
     )
 
     def resume_identity(self) -> dict:
@@ -286,6 +289,7 @@ class Trainer:
         random.seed(s.seed)
         model = build_model(self.labels, s.base_model, s.preset, seed=s.seed)
         trainable = freeze_layers(model, s.freeze_layers)
+        self.patch_dropout = PatchDropout(model, s.keep_patches, s.seed) if s.keep_patches < 1 else None
         model.to(self.device)
         options = forward_options(model, self.spec.size)
         dataset = AugmentedPhotos(self.train_samples, self.label_index, self.spec, s.seed)
@@ -399,6 +403,8 @@ class Trainer:
             for pixels, targets in loader:
                 pixels = pixels.to(self.device, non_blocking=True)
                 targets = targets.to(self.device, non_blocking=True)
+                if self.patch_dropout is not None:
+                    self.patch_dropout.seed_step(position["global_step"])
                 with self._autocast():
                     logits = model(pixel_values=pixels, **options).logits
                     loss = loss_fn(logits.float(), targets)
