@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -161,10 +162,7 @@ class TritonEngine(Engine):
                 "the model name and the server's log)"
             )
         try:
-            if self._grpc is not None:
-                config = client.get_model_config(self.model_name, as_json=True).get("config", {})
-            else:
-                config = client.get_model_config(self.model_name)
+            config = client.get_model_config(self.model_name)
         except Exception as error:
             raise EngineUnavailable(f"cannot read the model config from {where}: {_reason(error)}") from None
         problems = model_mismatches(config, self.bundle)
@@ -193,17 +191,8 @@ class TritonEngine(Engine):
 
     def _infer(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
         try:
-            if self._grpc is not None:
-                request = self._grpc.InferInput(INPUT_NAME, list(chunk.shape), "FP32")
-                request.set_data_from_numpy(chunk)
-                wanted = [self._grpc.InferRequestedOutput(name) for name in self._outputs]
-                result = self._client().infer(
-                    self.model_name, [request], outputs=wanted, client_timeout=self.timeout_s
-                )
-                outputs = {name: result.as_numpy(name) for name in self._outputs}
-            else:
-                reply = self._client().infer(self.model_name, {INPUT_NAME: chunk}, self._outputs)
-                outputs = {name: reply.get(name) for name in self._outputs}
+            reply = self._client().infer(self.model_name, {INPUT_NAME: chunk}, self._outputs)
+            outputs = {name: reply.get(name) for name in self._outputs}
         except Exception as error:  # a dead server, a timeout, an error reply: the run cannot go on
             raise TritonServerLost(
                 f"the Triton server at {self.address.url} stopped answering ({_reason(error)}); "
@@ -219,7 +208,7 @@ class TritonEngine(Engine):
         client = getattr(self._local, "client", None)
         if client is None:
             if self._grpc is not None:
-                client = self._grpc.InferenceServerClient(self.address.location, ssl=self.address.ssl)
+                client = _GrpcClient(self._grpc, self.address, self.timeout_s)
             else:
                 client = KServeHttpClient(
                     self.address.location,
@@ -241,6 +230,41 @@ class TritonEngine(Engine):
         for client in clients:
             with contextlib.suppress(Exception):  # a connection already broken needs no closing
                 client.close()
+
+
+class _GrpcClient:
+    """tritonclient's gRPC client behind the calls `KServeHttpClient` offers, so the engine runs
+    one path whichever protocol it speaks."""
+
+    def __init__(self, module: Any, address: ServerAddress, timeout_s: float) -> None:
+        self._module = module
+        self._client = module.InferenceServerClient(address.location, ssl=address.ssl)
+        self._timeout_s = timeout_s
+
+    def is_server_live(self) -> bool:
+        return bool(self._client.is_server_live())
+
+    def is_model_ready(self, model: str) -> bool:
+        return bool(self._client.is_model_ready(model))
+
+    def get_model_config(self, model: str) -> dict[str, Any]:
+        return dict(self._client.get_model_config(model, as_json=True).get("config", {}))
+
+    def infer(
+        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> dict[str, np.ndarray | None]:
+        """Run `model` on float32 `inputs` (name -> array); an output the reply lacks comes back None."""
+        requests = []
+        for name, array in inputs.items():
+            request = self._module.InferInput(name, list(array.shape), "FP32")
+            request.set_data_from_numpy(array)
+            requests.append(request)
+        wanted = [self._module.InferRequestedOutput(name) for name in outputs]
+        result = self._client.infer(model, requests, outputs=wanted, client_timeout=self._timeout_s)
+        return {name: result.as_numpy(name) for name in outputs}
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def model_mismatches(config: dict[str, Any], bundle: ModelBundle) -> list[str]:
