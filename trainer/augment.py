@@ -1,4 +1,5 @@
-"""Training augmentations in PIL: random rotation, random resized crop, horizontal flip, sharpness.
+"""Training augmentations in PIL: random rotation, random resized crop, horizontal flip, sharpness,
+and optionally colour jitter (brightness, contrast, saturation).
 
 Every random choice comes from the `numpy.random.Generator` passed in, so a sample seeded by
 (seed, epoch, index) is augmented the same way after a resume. The output goes through the
@@ -8,6 +9,7 @@ shared `normalize`, so training sees exactly the app's pixel scaling.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
@@ -22,19 +24,35 @@ CROP_ASPECT = (3 / 4, 4 / 3)
 SHARPNESS = (0.5, 2.0)
 
 
+@dataclass(frozen=True)
+class AugmentOptions:
+    """The tunable parts: the smallest crop (share of the photo's area) and the colour jitter
+    strength (each of brightness, contrast and saturation is scaled by 1 +- this)."""
+
+    crop_min_area: float = CROP_AREA[0]
+    color_jitter: float = 0.0
+
+
+DEFAULT_AUGMENT = AugmentOptions()
+
+
 def random_rotation(image: Image.Image, rng: np.random.Generator, fill: tuple[int, int, int]) -> Image.Image:
     angle = float(rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES))
     return image.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=fill)
 
 
 def random_resized_crop(
-    image: Image.Image, size: int, rng: np.random.Generator, resample: Image.Resampling
+    image: Image.Image,
+    size: int,
+    rng: np.random.Generator,
+    resample: Image.Resampling,
+    min_area: float = CROP_AREA[0],
 ) -> Image.Image:
-    """A random box of 60-100% of the area and aspect 3:4 to 4:3, resized to `size` x `size`."""
+    """A random box of `min_area`-100% of the area and aspect 3:4 to 4:3, resized to `size` x `size`."""
     width, height = image.size
     area = width * height
     for _ in range(10):
-        target_area = area * rng.uniform(*CROP_AREA)
+        target_area = area * rng.uniform(min_area, CROP_AREA[1])
         aspect = math.exp(rng.uniform(math.log(CROP_ASPECT[0]), math.log(CROP_ASPECT[1])))
         crop_w = round(math.sqrt(target_area * aspect))
         crop_h = round(math.sqrt(target_area / aspect))
@@ -47,12 +65,30 @@ def random_resized_crop(
     return image.resize((size, size), resample, box=(left, top, left + side, top + side))
 
 
-def augment(image: Image.Image, spec: Preprocessing, rng: np.random.Generator) -> np.ndarray:
+def colour_jitter(image: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
+    """Brightness, contrast and saturation each scaled by a factor in [1 - strength, 1 + strength]."""
+    for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        image = enhancer(image).enhance(float(rng.uniform(1 - strength, 1 + strength)))
+    return image
+
+
+def augment(
+    image: Image.Image,
+    spec: Preprocessing,
+    rng: np.random.Generator,
+    options: AugmentOptions = AugmentOptions(),
+) -> np.ndarray:
     """One randomly augmented training view of a decoded RGB photo, as a normalised CHW array."""
+    options = options or DEFAULT_AUGMENT
     fill = tuple(round(255 * m) for m in spec.mean)  # the mean colour normalises to zero
     image = random_rotation(image, rng, fill)
-    image = random_resized_crop(image, spec.size, rng, _RESAMPLE.get(spec.resample, Image.Resampling.BICUBIC))
+    image = random_resized_crop(
+        image, spec.size, rng, _RESAMPLE.get(spec.resample, Image.Resampling.BICUBIC), options.crop_min_area
+    )
     if rng.random() < 0.5:
         image = ImageOps.mirror(image)
     image = ImageEnhance.Sharpness(image).enhance(float(rng.uniform(*SHARPNESS)))
+    if options.color_jitter > 0:
+        # Drawn after every other choice, so runs without jitter see the same crops as before.
+        image = colour_jitter(image, options.color_jitter, rng)
     return normalize(image, spec)

@@ -27,15 +27,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
+from trainer.contact_sheets import SheetEntry, contact_sheet, file_stem
 from trainer.dataset import (
     LABELS_FILE,
     SUMMARY_FILE,
@@ -50,9 +49,6 @@ from trainer.probe import PROBE_C, fit_probe
 FEATURES_FILE = "features.npz"
 REVIEW_FILE = "label_review.csv"
 REVIEW_FOLDER = "label_review"
-THUMBNAIL = 112
-SHEET_COLUMNS = 8
-SHEET_MAX_PHOTOS = 64
 
 
 @dataclass(frozen=True)
@@ -287,43 +283,18 @@ def write_contact_sheets(workdir: Path, samples: Sequence[Sample], verdicts: Seq
     written = []
     for breed, entries in sorted(by_breed.items()):
         entries.sort(key=lambda entry: -entry[1].suggested_probability)
-        written.append(_contact_sheet(folder / f"{_file_stem(breed)}.png", breed, entries))
+        written.append(_contact_sheet(folder / f"{file_stem(breed)}.png", breed, entries))
     return written
 
 
 def _contact_sheet(path: Path, breed: str, entries: list[tuple[Sample, Verdict]]) -> Path:
-    from catbreed_desktop.core.imaging import PhotoError, load_photo
-
-    shown = entries[:SHEET_MAX_PHOTOS]
-    rows = (len(shown) + SHEET_COLUMNS - 1) // SHEET_COLUMNS
-    caption, header = 26, 24
-    cell_height = THUMBNAIL + caption
-    sheet = Image.new("RGB", (SHEET_COLUMNS * THUMBNAIL, header + rows * cell_height), "white")
-    draw = ImageDraw.Draw(sheet)
-    draw.text(
-        (4, 4),
-        f"{breed}: {len(entries)} flagged"
-        + (f" (first {len(shown)} shown)" if len(shown) < len(entries) else ""),
-        fill="black",
+    return contact_sheet(
+        path,
+        f"{breed}: {len(entries)} flagged",
+        [
+            SheetEntry(
+                sample.path, verdict.suggested, f"{verdict.suggested_probability:.2f} [{sample.source[:9]}]"
+            )
+            for sample, verdict in entries
+        ],
     )
-    for number, (sample, verdict) in enumerate(shown):
-        x = (number % SHEET_COLUMNS) * THUMBNAIL
-        y = header + (number // SHEET_COLUMNS) * cell_height
-        try:
-            photo = load_photo(sample.path)
-            photo.thumbnail((THUMBNAIL - 4, THUMBNAIL - 4))
-            sheet.paste(photo, (x + 2, y + 2))
-        except PhotoError:
-            draw.text((x + 4, y + 40), "unreadable", fill="red")
-        draw.text((x + 2, y + THUMBNAIL), f"{verdict.suggested[:17]}", fill="black")
-        draw.text(
-            (x + 2, y + THUMBNAIL + 12),
-            f"{verdict.suggested_probability:.2f} [{sample.source[:9]}]",
-            fill="gray",
-        )
-    sheet.save(path)
-    return path
-
-
-def _file_stem(breed: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", breed).strip("_") or "breed"

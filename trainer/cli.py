@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--aliases", type=Path, metavar="FILE", help="JSON alias table (default: trainer/aliases.json)"
     )
     prepare.add_argument("--workers", type=positive_int, default=2, help="decoding threads (default 2)")
+    prepare.add_argument(
+        "--skip-folders", type=Path, metavar="FILE.json",
+        help='leave out whole breed folders: {"SOURCE/FOLDER": "reason"} (e.g. trainer/recipes/skipped_folders.json)',
+    )  # fmt: skip
+    prepare.add_argument(
+        "--not-cats", action="append", type=Path, default=[], metavar="SCREEN.jsonl",
+        help="leave out the photos a `catbreed classify --json` run judged not to be cats (repeatable)",
+    )  # fmt: skip
     prepare.set_defaults(handler=_prepare)
 
     part = commands.add_parser(
@@ -131,6 +139,27 @@ def build_parser() -> argparse.ArgumentParser:
         "0.5 trains ViT-S about 2.5x faster on the CPU",
     )  # fmt: skip
     train.add_argument(
+        "--source-weight", action="append", type=_source_weight, default=[], metavar="SOURCE=W",
+        help="count a source's photos W times in the loss (0 leaves them out; default 1; repeatable)",
+    )  # fmt: skip
+    train.add_argument(
+        "--class-weighting", choices=("balanced", "none"), default="balanced",
+        help="balanced: every breed weighs the same in the loss (default); none: every photo does",
+    )  # fmt: skip
+    train.add_argument(
+        "--crop-min-area", type=_share, default=0.6, metavar="SHARE",
+        help="smallest random crop, as a share of the photo's area (default 0.6)",
+    )  # fmt: skip
+    train.add_argument(
+        "--color-jitter", type=float, default=0.0, metavar="S",
+        help="scale brightness, contrast and saturation by a random 1 +- S (default 0: off)",
+    )  # fmt: skip
+    train.add_argument(
+        "--select-by", choices=("pooled", "source-mean"), default="pooled",
+        help="which validation figure picks the best epoch: macro F1 over all photos (default), or the "
+        "mean of each source's macro F1 over its breeds not marked noisy",
+    )  # fmt: skip
+    train.add_argument(
         "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
         help="auto: bf16 (else fp16) on a GPU, fp32 on the CPU; bf16 on a CPU with AMX or AVX-512 BF16 "
         "trains about 3x faster than fp32; only fp32 runs are tested to repeat bit for bit",
@@ -146,9 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=positive_int, default=16)
     _add_device(evaluate)
     evaluate.add_argument(
-        "--decision-source", default="oxford-pet-cats", metavar="SOURCE",
-        help="the source whose validation photos set the default unsure threshold (default "
-        "oxford-pet-cats; all validation photos when the manifest has no such source)",
+        "--decision-source", action="append", metavar="SOURCE",
+        help="a source whose validation photos set the default unsure threshold, repeatable: the "
+        "threshold must reach the target precision on each (default oxford-pet-cats; all validation "
+        "photos when the manifest has none of them)",
     )  # fmt: skip
     evaluate.add_argument(
         "--target-precision", type=_share, default=0.95, metavar="SHARE",
@@ -260,8 +290,9 @@ def _prepare(args: argparse.Namespace) -> int:
     from trainer.dataset import format_count_table, prepare
 
     summary = prepare(
-        args.data, args.out, args.top_breeds, args.seed, args.aliases, args.workers, args.command_line
-    )
+        args.data, args.out, args.top_breeds, args.seed, args.aliases, args.workers, args.command_line,
+        skipped_folders=args.skip_folders, not_cats=args.not_cats,
+    )  # fmt: skip
     print(format_count_table(summary["counts"]))
     dup = summary["duplicates"]
     print(
@@ -270,6 +301,9 @@ def _prepare(args: argparse.Namespace) -> int:
         f"{summary['top_breeds']}; {dup['exact_duplicate_pairs']} exact and {dup['near_duplicate_pairs']} near "
         f"duplicate pairs kept inside one split"
     )
+    for source, reasons in summary["excluded"].items():
+        for reason, count in reasons.items():
+            print(f"  left out {count} {source} photos: {reason}", file=sys.stderr)
     for path, reason in summary["unreadable"].items():
         print(f"  unreadable: {path}: {reason}", file=sys.stderr)
     for old, new in summary["renamed_breeds"].items():
@@ -352,6 +386,11 @@ def _train(args: argparse.Namespace) -> int:
         restart=args.restart,
         label_smoothing=args.label_smoothing,
         keep_patches=args.keep_patches,
+        source_weights=tuple(args.source_weight),
+        class_weighting=args.class_weighting,
+        crop_min_area=args.crop_min_area,
+        color_jitter=args.color_jitter,
+        select_by=args.select_by,
         device=args.device,
         precision=args.precision,
     )
@@ -365,6 +404,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_weight(text: str) -> tuple[str, float]:
+    name, sep, weight = text.rpartition("=")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = -1.0
+    if not sep or not name or not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected SOURCE=WEIGHT with a weight of at least 0, not {text!r}")
+    return name, value
+
+
 def _share(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:
@@ -373,6 +423,7 @@ def _share(text: str) -> float:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from trainer.coverage import DEFAULT_DECISION_SOURCE
     from trainer.evaluate import evaluate, format_summary
 
     metrics = evaluate(
@@ -380,7 +431,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.checkpoint,
         args.batch_size,
         device=args.device,
-        decision_source=args.decision_source,
+        decision_source=args.decision_source or DEFAULT_DECISION_SOURCE,
         target_precision=args.target_precision,
         command_line=args.command_line,
     )

@@ -113,22 +113,42 @@ def choose_decision(
     targets: np.ndarray,
     is_cat: np.ndarray,
     sources: Sequence[str],
-    source: str = DEFAULT_DECISION_SOURCE,
+    source: str | Sequence[str] = DEFAULT_DECISION_SOURCE,
     target_precision: float = DEFAULT_TARGET_PRECISION,
 ) -> dict:
     """The default "unsure" threshold from validation outputs, with the rule in words.
 
-    The chosen source's photos set it because its labels are the ones to trust; without that
-    source every validation photo does.
+    The chosen sources' photos set it because their labels are the ones to trust. With several,
+    each source's lowest qualifying threshold is found and the largest wins, so the precision
+    target holds on every one of them (a pooled figure would let the largest source decide);
+    sources without validation photos are passed over, and with none left every photo counts.
     """
-    members = np.asarray(sources) == source
-    fell_back = not members.any()
+    wanted = [source] if isinstance(source, str) else list(source)
+    source_array = np.asarray(sources)
+    present = [name for name in wanted if (source_array == name).any()]
+    fell_back = not present
+    per_source: dict[str, dict] = {}
     if fell_back:
         members = np.ones(len(sources), dtype=bool)
-    photos_named = "all validation photos" if fell_back else f"the {source} validation photos"
-    threshold, met = lowest_threshold(
-        probabilities[members], targets[members], is_cat[members], target_precision
-    )
+        threshold, met = lowest_threshold(probabilities, targets, is_cat, target_precision)
+        photos_named = "all validation photos"
+    else:
+        members = np.isin(source_array, present)
+        found = {}
+        for name in present:
+            rows = source_array == name
+            found[name] = lowest_threshold(probabilities[rows], targets[rows], is_cat[rows], target_precision)
+        threshold = max(value for value, _ in found.values())
+        met = all(ok for _, ok in found.values())
+        for name in present:
+            rows = source_array == name
+            per_source[name] = {
+                "lowest_qualifying": found[name][0],
+                "met": found[name][1],
+            } | coverage_figures(probabilities[rows], targets[rows], is_cat[rows], threshold)
+        photos_named = " and ".join(f"the {name} validation photos" for name in present)
+        if len(present) > 1:
+            photos_named += " (each; the larger threshold)"
     if met:
         rule = (
             f"lowest threshold (steps of 0.01) at which at least {target_precision:.0%} of {photos_named} "
@@ -143,9 +163,10 @@ def choose_decision(
         "min_confidence": threshold,
         "chosen_on": "validation",
         "rule": rule,
-        "source": source,
+        "source": present[0] if len(present) == 1 else present if present else wanted[0],
         "fell_back_to_all_sources": fell_back,
         "target_precision": target_precision,
         "met": met,
         "validation": coverage_figures(probabilities[members], targets[members], is_cat[members], threshold),
+        "validation_per_source": per_source,
     }

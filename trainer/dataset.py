@@ -32,6 +32,7 @@ from catbreed_desktop.core.files import sha256_file
 from catbreed_desktop.core.imaging import PhotoError, iter_photo_paths, load_photo
 from trainer.aliases import canonical_names, display_name, load_aliases
 from trainer.errors import TrainerError
+from trainer.exclusions import exclusion_reasons, load_not_cats, load_skipped_folders, record_exclusions
 from trainer.progress import bar
 
 SPLITS = ("train", "val", "test")
@@ -311,15 +312,27 @@ def prepare(
     aliases_file: str | Path | None = None,
     workers: int = 2,
     command_line: str | None = None,
+    skipped_folders: str | Path | None = None,
+    not_cats: Sequence[str | Path] = (),
 ) -> dict:
     """Scan, clean, deduplicate and split; write manifest.csv, labels.json and summary.json. Returns the summary.
 
-    `command_line` is recorded in the summary, so the model card can list the recipe's commands."""
+    `skipped_folders` and `not_cats` name exclusion lists (see `trainer.exclusions`); what they
+    leave out is recorded with its reason. `command_line` is recorded in the summary, so the model
+    card can list the recipe's commands."""
     if top_breeds < 1:
         raise DatasetError(f"--top-breeds must be at least 1, not {top_breeds}")
     workdir = Path(workdir)
     aliases = load_aliases(aliases_file)
     raw, relabelled = scan_sources(sources)
+    excluded = exclusion_reasons(
+        raw,
+        load_skipped_folders(skipped_folders) if skipped_folders else {},
+        {path: score for screen in not_cats for path, score in load_not_cats(screen).items()},
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    excluded_counts = record_exclusions(workdir, raw, excluded)
+    raw = {path: entry for path, entry in raw.items() if path not in excluded}
     names = canonical_names(sorted({label for label, _ in raw.values()}), aliases)
     renamed = {old: new for old, new in names.items() if old != new}
 
@@ -343,7 +356,6 @@ def prepare(
     ]
     conflicts = _label_conflicts(samples)
 
-    workdir.mkdir(parents=True, exist_ok=True)
     write_manifest(workdir, samples)
     (workdir / LABELS_FILE).write_text(json.dumps(kept_breeds, indent=2) + "\n", encoding="utf-8")
     summary = {
@@ -356,6 +368,7 @@ def prepare(
         "photos_kept": len(samples),
         "relabelled_by_later_source": relabelled,
         "renamed_breeds": renamed,
+        "excluded": excluded_counts,
         "unreadable": {str(p): reason for p, reason in sorted(unreadable.items())},
         "dropped_breeds": {b: n for b, n in sorted(breed_counts.items()) if b not in set(kept_breeds)},
         "duplicates": duplicate_stats | {"groups_with_conflicting_labels": conflicts},

@@ -15,6 +15,7 @@ thresholds, and the default threshold chosen on validation photos (see `trainer.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def evaluate(
     checkpoint: str | Path | None = None,
     batch_size: int = 16,
     device: str = "cpu",
-    decision_source: str = DEFAULT_DECISION_SOURCE,
+    decision_source: str | Sequence[str] = DEFAULT_DECISION_SOURCE,
     target_precision: float = DEFAULT_TARGET_PRECISION,
     command_line: str | None = None,
 ) -> dict:

@@ -75,7 +75,7 @@ def sorting_figures(
     test: SplitOutputs,
     temperature: float,
     detector: Mapping | None,
-    decision_source: str = DEFAULT_DECISION_SOURCE,
+    decision_source: str | Sequence[str] = DEFAULT_DECISION_SOURCE,
     target_precision: float = DEFAULT_TARGET_PRECISION,
 ) -> dict:
     """`decision` (the default "unsure" threshold, chosen on validation) and `risk_coverage`

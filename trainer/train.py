@@ -30,10 +30,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from catbreed_desktop.core.files import atomic_write
 from catbreed_desktop.core.imaging import Preprocessing, load_photo
-from trainer.augment import augment
-from trainer.dataset import DatasetError, Sample, read_labels, read_manifest, split_samples
+from trainer.augment import CROP_AREA, DEFAULT_AUGMENT, AugmentOptions, augment
+from trainer.breakdown import noisy_breeds_by_source
+from trainer.dataset import (
+    SUMMARY_FILE,
+    DatasetError,
+    Sample,
+    read_labels,
+    read_manifest,
+    split_samples,
+)
 from trainer.errors import TrainerError
-from trainer.metrics import classification_scores
+from trainer.metrics import classification_scores, subset_scores
 from trainer.modeling import (
     TRAINING_FILE,
     ModelError,
@@ -81,6 +89,12 @@ class TrainSettings:
     restart: bool = False
     label_smoothing: float = 0.0
     keep_patches: float = 1.0
+    # (source name, weight) pairs: a source's photos count this much in the loss (0 leaves them out).
+    source_weights: tuple[tuple[str, float], ...] = ()
+    class_weighting: str = "balanced"  # or "none": every photo weighs the same whatever its breed
+    crop_min_area: float = CROP_AREA[0]
+    color_jitter: float = 0.0
+    select_by: str = "pooled"  # or "source-mean": the mean of each source's validation macro F1
     device: str = "auto"  # not a resume key: a run started on a GPU may finish on the CPU
     precision: str = "auto"  # not a resume key either, for the same reason
 
@@ -98,31 +112,51 @@ class TrainSettings:
         "seed",
         "label_smoothing",
         "keep_patches",
+        "source_weights",
+        "class_weighting",
+        "crop_min_area",
+        "color_jitter",
+        "select_by",
     )
 
     def resume_identity(self) -> dict:
-        return {key: getattr(self, key) for key in self.RESUME_KEYS}
+        # JSON-shaped, so a saved state compares equal after a round trip through torch.save.
+        return {
+            key: [list(pair) for pair in value] if key == "source_weights" else value
+            for key, value in ((key, getattr(self, key)) for key in self.RESUME_KEYS)
+        }
+
+    def source_weight(self, source: str) -> float:
+        return dict(self.source_weights).get(source, 1.0)
 
 
 class AugmentedPhotos(Dataset):
     """Training photos, each a fresh augmented view seeded by (seed, epoch, index)."""
 
     def __init__(
-        self, samples: list[Sample], label_index: dict[str, int], spec: Preprocessing, seed: int
+        self,
+        samples: list[Sample],
+        label_index: dict[str, int],
+        spec: Preprocessing,
+        seed: int,
+        options: AugmentOptions = DEFAULT_AUGMENT,
+        weights: list[float] | None = None,
     ) -> None:
         self.samples = samples
         self.targets = [label_index[s.label] for s in samples]
+        self.weights = weights if weights is not None else [1.0] * len(samples)
         self.spec = spec
         self.seed = seed
+        self.options = options
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, float]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        pixels = augment(load_photo(self.samples[index].path), self.spec, rng)
-        return torch.from_numpy(pixels), self.targets[index]
+        pixels = augment(load_photo(self.samples[index].path), self.spec, rng, self.options)
+        return torch.from_numpy(pixels), self.targets[index], self.weights[index]
 
 
 def parameter_groups(model: nn.Module, lr: float, head_lr: float | None) -> list[dict]:
@@ -212,11 +246,52 @@ def mixed_precision_dtype(device: torch.device, precision: str = "auto") -> torc
     return torch.bfloat16
 
 
-def class_weights(targets: list[int], num_labels: int) -> torch.Tensor:
-    """Inverse-frequency weights n / (C * n_c), so every breed weighs the same in the loss."""
-    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_labels).astype(np.float64)
-    weights = np.where(counts > 0, len(targets) / (num_labels * np.maximum(counts, 1)), 1.0)
+def class_weights(
+    targets: list[int], num_labels: int, sample_weights: list[float] | None = None
+) -> torch.Tensor:
+    """Inverse-frequency weights n / (C * n_c), so every breed weighs the same in the loss.
+
+    With sample weights (a source counted at a fraction), n and n_c are weighted counts."""
+    weights_in = None if sample_weights is None else np.asarray(sample_weights, dtype=np.float64)
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), weights=weights_in, minlength=num_labels)
+    total = counts.sum()
+    weights = np.where(counts > 0, total / (num_labels * np.maximum(counts, 1e-12)), 1.0)
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def weighted_loss(
+    per_photo: torch.Tensor,
+    targets: torch.Tensor,
+    photo_weights: torch.Tensor,
+    breed_weights: torch.Tensor | None,
+) -> torch.Tensor:
+    """The weighted mean of per-photo losses, as CrossEntropyLoss(weight=...) takes it, with each
+    photo's source weight multiplied in."""
+    weights = photo_weights if breed_weights is None else photo_weights * breed_weights[targets]
+    return (per_photo * weights).sum() / weights.sum().clamp_min(1e-12)
+
+
+def source_mean_scores(
+    targets: list[int],
+    predictions: list[int],
+    sources: list[str],
+    labels: list[str],
+    noisy: dict[str, set[str]],
+) -> dict:
+    """Each source's macro F1 over the breeds it has (its noisy-labelled breeds left out), and
+    their mean: so neither the largest nor the noisiest source decides the choice alone."""
+    per_source = {}
+    for source in sorted(set(sources)):
+        rows = [i for i, name in enumerate(sources) if name == source]
+        kept = [i for i in rows if labels[targets[i]] not in noisy.get(source, set())]
+        breeds = sorted({targets[i] for i in kept})
+        if not breeds:
+            continue
+        per_source[source] = subset_scores(
+            [targets[i] for i in kept], [predictions[i] for i in kept], breeds
+        )["macro_f1"]
+    mean = float(np.mean(list(per_source.values()))) if per_source else float("nan")
+    return {"source_mean_macro_f1": mean, "per_source_macro_f1": per_source}
 
 
 def linear_warmup_schedule(
@@ -258,8 +333,9 @@ class Trainer:
         samples = read_manifest(self.workdir)
         # Photos label cleaning flagged would teach the model their wrong labels.
         train_split = split_samples(samples, "train")
-        self.train_samples = [s for s in train_split if not s.flagged]
-        self.flagged_left_out = len(train_split) - len(self.train_samples)
+        unflagged = [s for s in train_split if not s.flagged]
+        self.flagged_left_out = len(train_split) - len(unflagged)
+        self.train_samples = [s for s in unflagged if settings.source_weight(s.source) > 0]
         self.val_samples = split_samples(samples, "val")
         if not self.train_samples:
             raise DatasetError("the training split is empty; prepare more photos")
@@ -277,6 +353,9 @@ class Trainer:
                 "3x slower than --precision fp32",
                 file=sys.stderr,
             )
+        summary_path = self.workdir / SUMMARY_FILE
+        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+        self.noisy_breeds = {name: set(breeds) for name, breeds in noisy_breeds_by_source(summary).items()}
         self.checkpoints = self.workdir / "checkpoints"
         self.state_path = self.checkpoints / "last" / STATE_FILE
         self.best_dir = self.checkpoints / "best"
@@ -292,15 +371,27 @@ class Trainer:
         self.patch_dropout = PatchDropout(model, s.keep_patches, s.seed) if s.keep_patches < 1 else None
         model.to(self.device)
         options = forward_options(model, self.spec.size)
-        dataset = AugmentedPhotos(self.train_samples, self.label_index, self.spec, s.seed)
+        dataset = AugmentedPhotos(
+            self.train_samples,
+            self.label_index,
+            self.spec,
+            s.seed,
+            AugmentOptions(crop_min_area=s.crop_min_area, color_jitter=s.color_jitter),
+            [s.source_weight(sample.source) for sample in self.train_samples],
+        )
         steps_per_epoch = math.ceil(len(dataset) / s.batch_size)
         total_steps = steps_per_epoch * s.epochs
         optimizer = torch.optim.AdamW(parameter_groups(model, s.lr, s.head_lr), weight_decay=s.weight_decay)
         scheduler = linear_warmup_schedule(optimizer, total_steps)
-        loss_fn = nn.CrossEntropyLoss(
-            weight=class_weights(dataset.targets, len(self.labels)).to(self.device),
-            label_smoothing=s.label_smoothing,
+        breed_weights = (
+            class_weights(dataset.targets, len(self.labels), dataset.weights).to(self.device)
+            if s.class_weighting == "balanced"
+            else None
         )
+        per_photo_loss = nn.CrossEntropyLoss(reduction="none", label_smoothing=s.label_smoothing)
+
+        def loss_fn(logits: torch.Tensor, targets: torch.Tensor, photo_weights: torch.Tensor) -> torch.Tensor:
+            return weighted_loss(per_photo_loss(logits, targets), targets, photo_weights, breed_weights)
 
         position = self._resume(model, optimizer, scheduler)
         if s.probe_head and position["global_step"] == 0:
@@ -400,14 +491,15 @@ class Trainer:
                 persistent_workers=False,
             )
             model.train()
-            for pixels, targets in loader:
+            for pixels, targets, photo_weights in loader:
                 pixels = pixels.to(self.device, non_blocking=True)
                 targets = targets.to(self.device, non_blocking=True)
+                photo_weights = photo_weights.to(self.device, dtype=torch.float32, non_blocking=True)
                 if self.patch_dropout is not None:
                     self.patch_dropout.seed_step(position["global_step"])
                 with self._autocast():
                     logits = model(pixel_values=pixels, **options).logits
-                    loss = loss_fn(logits.float(), targets)
+                    loss = loss_fn(logits.float(), targets, photo_weights)
                 optimizer.zero_grad(set_to_none=True)
                 if self.scaler is not None:
                     self.scaler.scale(loss).backward()
@@ -442,10 +534,13 @@ class Trainer:
             scores = self._validate(model)
             tracker.log_metrics(
                 position["global_step"],
-                {"epoch": epoch + 1, "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"]},
+                {"epoch": epoch + 1, "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"]}
+                | {f"val_macro_f1_{name}": value for name, value in scores["per_source_macro_f1"].items()}
+                | {"val_source_mean_macro_f1": scores["source_mean_macro_f1"]},
             )
-            if scores["macro_f1"] > position["best_macro_f1"]:
-                position["best_macro_f1"] = scores["macro_f1"]
+            chosen = scores["source_mean_macro_f1"] if s.select_by == "source-mean" else scores["macro_f1"]
+            if chosen > position["best_macro_f1"]:
+                position["best_macro_f1"] = chosen
                 position["best_epoch"] = epoch + 1
                 self._save_best(model, scores, epoch + 1, position["run"])
             position["epoch"] += 1
@@ -453,7 +548,10 @@ class Trainer:
             self._save_last(state, position)
             progress.write(
                 f"epoch {epoch + 1}/{s.epochs}: validation accuracy {scores['accuracy']:.4f}, "
-                f"macro F1 {scores['macro_f1']:.4f} (best {position['best_macro_f1']:.4f}, epoch {position['best_epoch']})",
+                f"macro F1 {scores['macro_f1']:.4f}, per source "
+                + ", ".join(f"{k} {v:.4f}" for k, v in scores["per_source_macro_f1"].items())
+                + f", mean {scores['source_mean_macro_f1']:.4f} "
+                f"(best {s.select_by} {position['best_macro_f1']:.4f}, epoch {position['best_epoch']})",
                 file=sys.stderr,
             )
         return True
@@ -473,7 +571,10 @@ class Trainer:
             device=self.device.type,
         )
         targets = [self.label_index[s.label] for s in self.val_samples]
-        return classification_scores(targets, logits.argmax(axis=1).tolist(), len(self.labels))
+        predictions = logits.argmax(axis=1).tolist()
+        return classification_scores(targets, predictions, len(self.labels)) | source_mean_scores(
+            targets, predictions, [s.source for s in self.val_samples], self.labels, self.noisy_breeds
+        )
 
     def _save_best(self, model: nn.Module, scores: dict, epoch: int, run: str) -> None:
         staging = self.checkpoints / "best.partial"
