@@ -62,6 +62,9 @@ class CleaningSettings:
     max_given: float = 0.05
     min_other: float = 0.6
     min_clean_photos: int = 60
+    # Sources whose labels judge the others (all when empty): shelter guesses must not decide
+    # which web or studio photos are "wrong".
+    trust: tuple[str, ...] = ()
     seed: int = 83
     batch_size: int = 32
     device: str = "cpu"
@@ -132,17 +135,19 @@ def frozen_features(workdir: Path, samples: Sequence[Sample], settings: Cleaning
 
 def held_out_probabilities(
     features: np.ndarray, targets: np.ndarray, splits: Sequence[str], groups: Sequence[int], classes: int,
-    folds: int, seed: int,
+    folds: int, seed: int, trusted: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Each photo's breed probabilities from a probe that never saw it (nor its near copies).
 
-    Training and validation photos: out of fold. Test photos: a probe fitted on all of training
-    and validation, so test labels never shape the flags training uses.
+    Training and validation photos of the trusted sources (all, by default): out of fold. Test
+    photos and the other sources' photos: a probe fitted on all trusted training and validation
+    photos, so neither test labels nor untrusted labels shape the flags training uses.
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
     probabilities = np.zeros((len(targets), classes))
-    fit_rows = np.array([split != "test" for split in splits])
+    trusted = np.ones(len(targets), dtype=bool) if trusted is None else np.asarray(trusted, dtype=bool)
+    fit_rows = np.array([split != "test" for split in splits]) & trusted
     fit_index = np.flatnonzero(fit_rows)
     folding = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     group_array = np.asarray(groups)
@@ -150,10 +155,10 @@ def held_out_probabilities(
         rows_fit, rows_held = fit_index[train_part], fit_index[held_part]
         probe = fit_probe(features[rows_fit], targets[rows_fit], classes, seed=seed)
         probabilities[rows_held] = probe.probabilities(features[rows_held])
-    test_index = np.flatnonzero(~fit_rows)
-    if len(test_index):
+    other_index = np.flatnonzero(~fit_rows)
+    if len(other_index):
         probe = fit_probe(features[fit_index], targets[fit_index], classes, seed=seed)
-        probabilities[test_index] = probe.probabilities(features[test_index])
+        probabilities[other_index] = probe.probabilities(features[other_index])
     return probabilities
 
 
@@ -184,8 +189,15 @@ def clean(workdir: str | Path, settings: CleaningSettings, command_line: str | N
         raise DatasetError(f"--folds must be at least 2, not {settings.folds}")
     index = {label: i for i, label in enumerate(labels)}
     targets = np.array([index[s.label] for s in samples])
+    trusted = np.array([not settings.trust or s.source in settings.trust for s in samples])
+    if not trusted.any():
+        raise DatasetError(f"no photos from the trusted sources {', '.join(settings.trust)}")
     too_few = [
-        b for b, n in Counter(s.label for s in samples if s.split != "test").items() if n < settings.folds
+        b
+        for b, n in Counter(
+            s.label for s, t in zip(samples, trusted, strict=True) if s.split != "test" and t
+        ).items()
+        if n < settings.folds
     ]
     if too_few:
         raise DatasetError(f"too few photos to cross-validate for: {', '.join(sorted(too_few))}")
@@ -198,8 +210,15 @@ def clean(workdir: str | Path, settings: CleaningSettings, command_line: str | N
         len(labels),
         settings.folds,
         settings.seed,
+        trusted,
     )
     verdicts = confident_verdicts(probabilities, targets, labels, settings.max_given, settings.min_other)
+    # A breed no trusted source shows cannot be judged: its photos are never flagged.
+    judged = {s.label for s, t in zip(samples, trusted, strict=True) if t}
+    verdicts = [
+        v if s.label in judged else dataclasses.replace(v, flagged=False)
+        for s, v in zip(samples, verdicts, strict=True)
+    ]
     flagged = [dataclasses.replace(s, flagged=v.flagged) for s, v in zip(samples, verdicts, strict=True)]
 
     clean_counts = Counter(s.label for s in flagged if not s.flagged)
@@ -232,10 +251,11 @@ def cleaning_report(samples: Sequence[Sample], settings: CleaningSettings, left_
         cell = table.setdefault(sample.label, {}).setdefault(sample.source, {"photos": 0, "flagged": 0})
         cell["photos"] += 1
         cell["flagged"] += int(sample.flagged)
+    trusted = f" fitted on {', '.join(settings.trust)} only" if settings.trust else ""
     return {
         "rule": (
             f"{settings.folds}-fold out-of-fold logistic regression (C={PROBE_C}) on frozen "
-            f"{settings.base_model or settings.preset} features; flagged when the given breed gets "
+            f"{settings.base_model or settings.preset} features{trusted}; flagged when the given breed gets "
             f"under {settings.max_given:g} and another breed at least {settings.min_other:g}"
         ),
         "settings": dataclasses.asdict(settings),

@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(cleaning)
     cleaning.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default 5)")
     cleaning.add_argument(
+        "--trust", action="append", default=[], metavar="SOURCE",
+        help="judge labels only by these sources' photos (repeatable; default: every source)",
+    )  # fmt: skip
+    cleaning.add_argument(
         "--max-given", type=float, default=0.05, metavar="P",
         help="flag when the given breed gets less than this probability from the other folds (default 0.05)",
     )  # fmt: skip
@@ -337,6 +341,7 @@ def _clean(args: argparse.Namespace) -> int:
             seed=args.seed,
             batch_size=args.batch_size,
             device=args.device,
+            trust=tuple(args.trust),
         ),
         command_line=args.command_line,
     )
