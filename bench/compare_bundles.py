@@ -1,0 +1,105 @@
+"""Two model bundles on the same test photos, per source, as a user would meet them.
+
+    python bench/compare_bundles.py WORKDIR --bundle v3=DIR --bundle v4=models [--out FILE.json]
+
+For each source of WORKDIR's test split, every bundle classifies the same photos through
+`catbreed classify --json` (the app's own pipeline and threshold) and the script prints, per
+bundle: macro F1 over the source's breeds that the bundle knows and over all the source's breeds
+(a breed the bundle lacks counts as a miss), accuracy, the share of answers naming a breed the
+source does not have, and sorting at the bundle's own threshold: the share filed into a breed
+folder and the share of those filed right. Labels are compared by name, so bundles with
+different breed lists are comparable. Not a timed benchmark: the figures do not depend on load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer.dataset import read_manifest, split_samples  # noqa: E402
+from trainer.metrics import subset_scores  # noqa: E402
+
+
+def classify(bundle: Path, paths: list[Path]) -> dict[Path, dict]:
+    """{path: the JSON record `catbreed classify --json` prints} for every photo."""
+    results: dict[Path, dict] = {}
+    for start in range(0, len(paths), 500):
+        chunk = [str(p) for p in paths[start : start + 500]]
+        done = subprocess.run(
+            [sys.executable, "-m", "catbreed_desktop.cli.main", "classify", "--model", str(bundle), "--json", *chunk],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        for line in done.stdout.splitlines():
+            record = json.loads(line)
+            results[Path(record["path"]).resolve()] = record
+    return results
+
+
+def figures(records: list[dict], truth: list[str], known: set[str]) -> dict:
+    names = sorted(set(truth) | {r.get("label") or "" for r in records})
+    index = {name: i for i, name in enumerate(names)}
+    predicted = [r.get("label") or "" if r.get("ok") else "" for r in records]
+    y_true = [index[t] for t in truth]
+    y_pred = [index[p] for p in predicted]
+    source_breeds = sorted(set(truth))
+    filed = [r.get("ok") and r.get("is_cat") and not r.get("unsure") for r in records]
+    filed_right = sum(1 for f, p, t in zip(filed, predicted, truth, strict=True) if f and p == t)
+    return {
+        "photos": len(records),
+        "macro_f1_known_breeds": subset_scores(
+            y_true, y_pred, [index[b] for b in source_breeds if b in known]
+        )["macro_f1"],
+        "macro_f1_all_breeds": subset_scores(y_true, y_pred, [index[b] for b in source_breeds])["macro_f1"],
+        "accuracy": subset_scores(y_true, y_pred, [index[b] for b in source_breeds])["accuracy"],
+        "answers_outside_source": sum(1 for p in predicted if p not in set(source_breeds)) / len(records),
+        "filed": sum(filed) / len(records),
+        "filed_right": filed_right / max(1, sum(filed)),
+        "known_breeds": len([b for b in source_breeds if b in known]),
+        "source_breeds": len(source_breeds),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("--bundle", action="append", required=True, metavar="NAME=DIR")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    bundles = dict(item.split("=", 1) for item in args.bundle)
+    by_source: dict[str, list] = defaultdict(list)
+    for sample in split_samples(read_manifest(args.workdir), args.split):
+        by_source[sample.source].append(sample)
+    report: dict = {}
+    for name, folder in bundles.items():
+        known = set(json.loads((Path(folder) / "bundle.json").read_text())["labels"])
+        everything = [s.path.resolve() for samples in by_source.values() for s in samples]
+        results = classify(Path(folder), everything)
+        for source, samples in sorted(by_source.items()):
+            records = [results.get(s.path.resolve(), {"ok": False}) for s in samples]
+            report.setdefault(source, {})[name] = figures(records, [s.label for s in samples], known)
+    for source, rows in report.items():
+        print(f"\n{source} ({next(iter(rows.values()))['photos']} {args.split} photos)")
+        print(
+            f"{'bundle':<10} {'F1 known':>9} {'F1 all':>7} {'acc':>6} {'outside':>8} {'filed':>6} {'right':>6}"
+        )
+        for name, row in rows.items():
+            print(
+                f"{name:<10} {row['macro_f1_known_breeds']:9.4f} {row['macro_f1_all_breeds']:7.4f} "
+                f"{row['accuracy']:6.3f} {row['answers_outside_source']:8.1%} {row['filed']:6.1%} {row['filed_right']:6.1%}"
+            )
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
