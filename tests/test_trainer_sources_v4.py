@@ -202,3 +202,48 @@ def test_the_threshold_holds_on_each_named_source_and_the_larger_wins():
     assert both["min_confidence"] == pytest.approx(0.61)
     assert both["met"] and both["validation_per_source"]["b"]["precision"] == 1.0
     assert "(each; the larger threshold)" in both["rule"]
+
+
+def test_the_card_lists_exclusions_photos_per_breed_and_source_and_not_a_cat_per_breed():
+    from trainer.card_data import data_section
+    from trainer.report import _not_a_cat_section
+
+    summary = {
+        "sources": [{"name": OXFORD, "path": OXFORD, "photos": 3}, {"name": WEB, "path": WEB, "photos": 4}],
+        "excluded": {WEB: {"skipped folder: gin bottles": 5, "not a cat (screen)": 7}},
+        "cleaning": {
+            "per_breed_and_source": {
+                "Bengal": {OXFORD: {"photos": 3, "flagged": 0}, WEB: {"photos": 4, "flagged": 1}},
+                "Sphynx": {WEB: {"photos": 2, "flagged": 0}},
+            }
+        },
+    }
+    text = "\n".join(data_section(summary, ["Bengal", "Sphynx"], None))
+    assert f"- {WEB}: 7 photos, not a cat (screen)" in text
+    assert "| Bengal | 3 (0) | 4 (1) |" in text and "| Sphynx | - | 2 (0) |" in text
+    measure = {
+        "min_confidence": 0.5,
+        "negatives": {},
+        "cats": {"photos": 30, "not_cat": 0.1, "unsure": 0.1, "breed": 0.8, "accuracy_of_filed": 0.9},
+        "cats_flagged_by_breed": {
+            "Bengal": {"photos": 20, "not_cat": 0.0},
+            "Sphynx": {"photos": 10, "not_cat": 0.3},
+        },
+    }
+    card = "\n".join(_not_a_cat_section(measure))
+    assert "missed by Sphynx" in card
+    assert card.index("| Sphynx | 10 | 30.0% |") < card.index("| Bengal | 20 | 0.0% |")
+
+
+def test_the_detector_sample_caps_each_breed_and_is_repeatable():
+    from trainer.dataset import Sample
+    from trainer.evaluate import at_most_per_breed
+
+    samples = [
+        Sample(Path(f"{breed}{i}.jpg"), breed, "train", i)
+        for breed, n in (("A", 10), ("B", 3))
+        for i in range(n)
+    ]
+    capped = at_most_per_breed(samples, 4)
+    assert [s.label for s in capped].count("A") == 4 and [s.label for s in capped].count("B") == 3
+    assert capped == at_most_per_breed(samples, 4)

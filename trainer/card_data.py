@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from trainer.card_results import table
 from trainer.portable import REPO_ROOT, portable_text
 
 README = "README.md"
@@ -79,7 +80,32 @@ def data_section(
                 f"{', '.join(source['noisy_breeds'])}."
             )
         lines.append(line)
+    excluded = summary.get("excluded") or {}
+    if excluded:
+        lines += ["", "### Photos left out before the split", ""]
+        lines += [
+            f"- {source}: {count} photos, {reason}"
+            for source, reasons in excluded.items()
+            for reason, count in sorted(reasons.items(), key=lambda item: -item[1])
+        ]
     lines += ["", f"### Breeds ({len(labels)})", "", ", ".join(labels) + "."]
+    per_breed = (summary.get("cleaning") or {}).get("per_breed_and_source") or {}
+    if per_breed:
+        names = sorted({source for cells in per_breed.values() for source in cells})
+        lines += [
+            "",
+            "Photos per breed and source (of them flagged by label cleaning and kept out of training):",
+            "",
+        ]
+        lines += table(
+            ["Breed", *names],
+            [
+                [breed]
+                + [f"{cells[n]['photos']} ({cells[n]['flagged']})" if n in cells else "-" for n in names]
+                for breed, cells in sorted(per_breed.items())
+                if breed in labels
+            ],
+        )
     left_out = summary.get("left_out_breeds") or {}
     dropped = summary.get("dropped_breeds") or {}
     if left_out or dropped:

@@ -188,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--target-precision", type=_share, default=0.95, metavar="SHARE",
         help="the lowest threshold filing at least this share of those photos right (default 0.95)",
     )  # fmt: skip
+    evaluate.add_argument(
+        "--detector-photos-per-breed", type=positive_int, metavar="N",
+        help="fit the not-a-cat detector on at most N training photos per breed (default: all)",
+    )  # fmt: skip
     evaluate.set_defaults(handler=_evaluate)
 
     compare = commands.add_parser(
@@ -439,6 +443,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         decision_source=args.decision_source or DEFAULT_DECISION_SOURCE,
         target_precision=args.target_precision,
         command_line=args.command_line,
+        detector_photos_per_breed=args.detector_photos_per_breed,
     )
     print(format_summary(metrics))
     return 0

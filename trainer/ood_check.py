@@ -62,4 +62,22 @@ def measure_not_a_cat(
         "negatives": groups,
         "cats": _rates(_outcomes(cats, min_confidence), len(cats))
         | {"accuracy_of_filed": correct / len(filed) if filed else None},
+        "cats_flagged_by_breed": flagged_by_breed(cats, truth),
+    }
+
+
+def flagged_by_breed(cats: list[Prediction], truth: dict[Path, str]) -> dict[str, dict]:
+    """{breed: {photos, not_cat}}: how often real cats of each breed are sent to "Not a cat".
+
+    A detector can be fine on average and still refuse one unusual-looking breed (hairless cats),
+    which the total would hide."""
+    photos: Counter = Counter()
+    refused: Counter = Counter()
+    for prediction in cats:
+        breed = truth[prediction.path]
+        photos[breed] += 1
+        refused[breed] += not prediction.is_cat
+    return {
+        breed: {"photos": photos[breed], "not_cat": refused[breed] / photos[breed]}
+        for breed in sorted(photos)
     }

@@ -315,6 +315,9 @@ def _detector_words(ood: dict) -> str:
     )
 
 
+NOT_A_CAT_BREED_LIMIT = 0.05
+
+
 def _not_a_cat_section(measure: dict) -> list[str]:
     """What sorting does with held-out non-cat photos and with the test cats, through the bundle."""
     threshold = measure["min_confidence"]
@@ -339,6 +342,22 @@ def _not_a_cat_section(measure: dict) -> list[str]:
     if cats.get("accuracy_of_filed") is not None:
         lines.append(
             f"\nOf the test cats filed into a breed folder, {pct(cats['accuracy_of_filed'])} are in the right one."
+        )
+    by_breed = measure.get("cats_flagged_by_breed") or {}
+    if by_breed:
+        worst = sorted(by_breed.items(), key=lambda item: -item[1]["not_cat"])
+        over = [breed for breed, row in worst if row["not_cat"] > NOT_A_CAT_BREED_LIMIT]
+        lines += [
+            "",
+            f"Test cats sent to *{NOT_CAT_FOLDER}*, per breed (worst first; the aim is at most "
+            f"{NOT_A_CAT_BREED_LIMIT:.0%} for every breed, "
+            + (f"missed by {', '.join(over)})" if over else "met by every breed)")
+            + ":",
+            "",
+        ]
+        lines += table(
+            ["Breed", "Test photos", NOT_CAT_FOLDER],
+            [[breed, str(row["photos"]), pct(row["not_cat"])] for breed, row in worst],
         )
     return lines
 

@@ -51,7 +51,7 @@ mkdir -p "$RUNS"
 
 # The shipped model: every breed with enough clean photos, both sources.
 $PY -m trainer train "$RUNS/cats" "${TRAIN[@]}"
-$PY -m trainer evaluate "$RUNS/cats" --device "$DEVICE" \
+$PY -m trainer evaluate "$RUNS/cats" --device "$DEVICE" --detector-photos-per-breed 40 \
     --decision-source oxford-pet-cats --decision-source web-cat-breeds --target-precision 0.9
 $PY -m trainer export "$RUNS/cats" --out models --int8
 [ -d "$RUNS/negatives" ] || $PY -m trainer negatives --out "$RUNS/negatives"
