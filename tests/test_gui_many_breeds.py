@@ -306,7 +306,7 @@ def test_the_sort_preview_counts_each_folder_special_ones_first_then_alphabetica
         ("Turkish Angora", 3),
     ]
     assert dialog.folder_list.item(1).font().italic() and not dialog.folder_list.item(2).font().italic()
-    assert "6 photos will be moved into" in dialog.summary.text() and "in 3 folders" in dialog.summary.text()
+    assert "6 photos will be copied into" in dialog.summary.text() and "in 3 folders" in dialog.summary.text()
     dialog.show_folder("Tonkinese")
     shown = [dialog.table.model().index(row, 0).data() for row in range(dialog.table.model().rowCount())]
     assert sorted(shown) == ["green-0.png", "green-1.png"]

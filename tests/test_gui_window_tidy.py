@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from factories import COLOURS, make_photo
+from PySide6.QtCore import Qt
 
 from catbreed_desktop.core.classify import Prediction
+from catbreed_desktop.core.settings import load_settings
 from catbreed_desktop.gui.main_window import MainWindow
 from catbreed_desktop.gui.photo_model import SHOW_NOT_CAT, SHOW_UNSURE
+from catbreed_desktop.gui.sort_dialog import SortDialog
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,3 +64,52 @@ def test_the_status_bar_counts_unsure_and_not_a_cat_as_the_sort_preview_does(
     # The breed filter's choices show the same photos.
     filters = window.ui.breed_filter.delegate.counts
     assert (filters[SHOW_UNSURE], filters[SHOW_NOT_CAT]) == (2, 2)
+
+
+# --- the sort dialog: every column in view, a compact threshold box, Copy proposed first -----------
+
+
+def test_the_sort_dialog_shows_every_column_and_a_compact_threshold_box(
+    qtbot, window: MainWindow, tmp_path: Path
+) -> None:
+    show_predictions(window, tmp_path / "photos", {f"cat-{n}": ("Red Cat", 0.9, True) for n in range(3)})
+    dialog = window.make_sort_dialog()
+    qtbot.addWidget(dialog)
+    dialog.target_edit.setText(str(tmp_path / "a rather long target folder name" / "sorted"))
+    dialog.preview()
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    table, header = dialog.table, dialog.table.horizontalHeader()
+    last = header.count() - 1
+    assert table.model().headerData(last, Qt.Orientation.Horizontal) == "Action"
+    assert header.sectionViewportPosition(last) + header.sectionSize(last) <= table.viewport().width()
+    assert not table.horizontalScrollBar().isVisible()
+    action = table.model().index(0, last)
+    assert header.sectionSize(last) >= table.fontMetrics().horizontalAdvance(action.data()) + 8
+    assert dialog.threshold_spin.width() < dialog.width() // 4
+
+
+def test_the_sort_dialog_proposes_copy_first_then_the_last_choice(
+    qtbot, window: MainWindow, tmp_path: Path
+) -> None:
+    show_predictions(window, tmp_path / "photos", {"cat": ("Red Cat", 0.9, True)})
+    first = window.make_sort_dialog()
+    assert first.mode == "copy" and first.copy_button.isChecked()
+    first.close()
+    choices: list[object] = []
+
+    def choose_move(dialog) -> int:
+        dialog.target_edit.setText(str(tmp_path / "sorted"))
+        dialog.move_button.setChecked(True)
+        choices.append(dialog.mode)
+        return 1
+
+    window.start_sort = lambda plan, left_out=0: True  # only the choice matters here
+    SortDialog.exec, original = choose_move, SortDialog.exec  # type: ignore[method-assign]
+    try:
+        window.open_sort_dialog()
+    finally:
+        SortDialog.exec = original  # type: ignore[method-assign]
+    assert choices == ["move"]
+    assert load_settings().sort_mode == "move"  # kept between runs
+    assert window.make_sort_dialog().mode == "move"

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QRadioButton,
+    QSizePolicy,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -53,6 +54,7 @@ from catbreed_desktop.gui.sort_controller import SortPreview
 from catbreed_desktop.gui.threshold import threshold_spin_box
 
 COLUMNS = ("Photo", "Folder", "New path", "Action")
+DUPLICATE_TEXT = "already there (left in place)"
 Planner = Callable[[Path, str, float], SortPreview]
 # Keys of the folder list's rows that are not folders; a folder's key is its name.
 ALL_FOLDERS = ("all",)
@@ -63,6 +65,28 @@ def ordered_folders(folders: dict[str, int]) -> list[str]:
     """The folders of a plan as the preview lists them: the special ones first, then alphabetical."""
     special = [name for name in SPECIAL_FOLDERS if name in folders]
     return special + alphabetical(name for name in folders if name not in SPECIAL_FOLDERS)
+
+
+def fit_columns(table: QTableView) -> None:
+    """Size the plan's columns so all four show at once: the new path takes what the others leave.
+
+    Names and paths are shortened in the middle (the file name and the breed folder stay readable)
+    and every cell's tooltip holds its whole text; the Action column is wide enough for its
+    longest fixed text, and a longer reason for a photo not sorted is shortened too.
+    """
+    header = table.horizontalHeader()
+    header.setStretchLastSection(False)
+    metrics = table.fontMetrics()
+    letter = metrics.averageCharWidth()
+    widths = {0: 24 * letter, 1: 18 * letter, 3: metrics.horizontalAdvance(DUPLICATE_TEXT) + 2 * letter}
+    for column in range(len(COLUMNS)):
+        if column in widths:
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+            table.setColumnWidth(column, widths[column])
+        else:
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
+    table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    table.setWordWrap(False)  # one line per photo, shortened, rather than rows of varying height
 
 
 class PlanTableModel(QAbstractTableModel):
@@ -115,7 +139,7 @@ class PlanTableModel(QAbstractTableModel):
         if column == 2:
             return printable(operation.destination)
         action = operation.action
-        return "already there (left in place)" if action == "duplicate" else action
+        return DUPLICATE_TEXT if action == "duplicate" else action
 
 
 class FolderFilter(QSortFilterProxyModel):
@@ -176,6 +200,8 @@ class SortDialog(QDialog):
         mode_row.addWidget(self.copy_button)
         mode_row.addStretch(1)
         self.threshold_spin = threshold_spin_box(threshold)
+        # A number of a few digits: the form must not stretch it across the dialog.
+        self.threshold_spin.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
         self.threshold_spin.setToolTip(
             threshold_note or "Photos whose top breed is less likely than this go to the “Unsure” folder"
         )
@@ -191,12 +217,8 @@ class SortDialog(QDialog):
         self.table = QTableView()
         self.table.setModel(self.table_filter)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().setVisible(False)
-        self.table.setColumnWidth(0, 200)
-        self.table.setColumnWidth(1, 140)
-        self.table.setColumnWidth(2, 420)
+        fit_columns(self.table)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.folder_list = QListWidget()
