@@ -19,7 +19,9 @@ from catbreed_desktop.gui.sort_dialog import SortDialog
 pytestmark = pytest.mark.timeout(60)
 
 
-def show_predictions(window: MainWindow, folder: Path, predictions: dict[str, tuple[str, float, bool]]) -> None:
+def show_predictions(
+    window: MainWindow, folder: Path, predictions: dict[str, tuple[str, float, bool]]
+) -> None:
     """Put photos named as `predictions` keys in the window with those (label, confidence, is_cat)."""
     paths = []
     for seed, name in enumerate(predictions):
@@ -113,3 +115,53 @@ def test_the_sort_dialog_proposes_copy_first_then_the_last_choice(
     assert choices == ["move"]
     assert load_settings().sort_mode == "move"  # kept between runs
     assert window.make_sort_dialog().mode == "move"
+
+
+# --- Ctrl+Z undoes the sort unless a text field has typing of its own to undo ----------------------
+
+
+def sort_copies(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    dialog = window.make_sort_dialog()
+    dialog.target_edit.setText(str(tmp_path / "sorted"))
+    plan = dialog.plan()
+    dialog.close()
+    window.start_sort(plan)
+    qtbot.waitUntil(lambda: not window.is_busy() and window.commands.undo.isEnabled(), timeout=10_000)
+
+
+def test_ctrl_z_in_the_search_box_undoes_the_sort_unless_there_is_typing_to_undo(
+    qtbot, window: MainWindow, tmp_path: Path
+) -> None:
+    show_predictions(window, tmp_path / "photos", {f"cat-{n}": ("Red Cat", 0.9, True) for n in range(2)})
+    asked: list[str] = []
+    # Each question is declined, so nothing is undone and the sort can be asked for again.
+    window.ask_to_undo = lambda preview: asked.append(preview.describe()) and False
+    search = window.ui.search
+    window.activateWindow()
+    qtbot.waitActive(window)
+    search.setFocus()
+    qtbot.keyClicks(search, "cat-1")
+    search.clear()  # the person typed, then emptied the box
+    sort_copies(qtbot, window, tmp_path)
+
+    qtbot.keyClick(search, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: len(asked) == 1, timeout=5_000)  # the sort's undo was asked for
+    assert search.text() == ""  # not the old search brought back
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=5_000)
+
+    qtbot.keyClicks(search, "cat")  # typing after the sort: Ctrl+Z takes it back first
+    qtbot.keyClick(search, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert search.text() == "" and len(asked) == 1
+    qtbot.keyClick(search, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # nothing left to take back
+    qtbot.waitUntil(lambda: len(asked) == 2, timeout=5_000)
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=5_000)
+
+    window.grid.setFocus()
+    qtbot.keyClick(window.grid, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: len(asked) == 3, timeout=5_000)
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=5_000)
+    filter_box = window.ui.breed_filter  # an editable box, with nothing typed
+    filter_box.setFocus()
+    qtbot.keyClick(filter_box, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: len(asked) == 4, timeout=5_000)
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=5_000)

@@ -56,6 +56,7 @@ from catbreed_desktop.gui.threshold import (
     percent,
 )
 from catbreed_desktop.gui.thumbnails import ThumbnailLoader
+from catbreed_desktop.gui.undo_keys import SortUndoKeys
 from catbreed_desktop.gui.watch_controller import WatchController
 
 # While a long run goes on, the sorted and filtered view catches up at most this often.
@@ -131,6 +132,7 @@ class MainWindow(QMainWindow):
         )
         self.recent_menu = build_menus(self, self.commands)
         self.subfolders_box = build_toolbar(self, self.commands)
+        self.undo_keys = SortUndoKeys(self)  # Ctrl+Z reaches the sort from the text fields too
         self._use_threshold(self.threshold)
         self._view_refresh = QTimer(self, interval=VIEW_REFRESH_MS)
         self._view_refresh.timeout.connect(self.proxy.refresh)
@@ -179,6 +181,7 @@ class MainWindow(QMainWindow):
         sorting.message.connect(self.show_message)
         sorting.problems.connect(self.report)
         sorting.undo_available.connect(lambda available: self._update_actions())
+        sorting.undo_available.connect(lambda available: available and self.undo_keys.forget_typing())
         sorting.photos_moved.connect(review.show_current)
 
         watching.photos_arrived.connect(lambda paths: classify.add_found(paths, from_watch=True))
