@@ -181,7 +181,7 @@ class MainWindow(QMainWindow):
         sorting.message.connect(self.show_message)
         sorting.problems.connect(self.report)
         sorting.undo_available.connect(lambda available: self._update_actions())
-        sorting.undo_available.connect(lambda available: available and self.undo_keys.forget_typing())
+        sorting.undo_available.connect(self.undo_keys.sort_undo_changed)
         sorting.photos_moved.connect(review.show_current)
 
         watching.photos_arrived.connect(lambda paths: classify.add_found(paths, from_watch=True))

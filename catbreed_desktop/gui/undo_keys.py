@@ -33,11 +33,17 @@ class SortUndoKeys(QObject):
             if _line_edit_of(widget) is not None:
                 self.watch(widget)
 
-    def watch(self, widget: QLineEdit | QComboBox) -> None:
+    def watch(self, widget: QWidget) -> None:
+        """Watch a line edit or an editable combo box."""
         widget.installEventFilter(self)
         field = _line_edit_of(widget)
         if field is not None and field not in self._fields:
             self._fields.append(field)
+
+    def sort_undo_changed(self, available: bool) -> None:
+        """Connected to the sort controller's `undo_available`: a new sort to undo forgets older typing."""
+        if available:
+            self.forget_typing()
 
     def forget_typing(self) -> None:
         """Files were sorted: Ctrl+Z belongs to that now, not to typing done before."""
