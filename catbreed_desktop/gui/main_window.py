@@ -50,9 +50,9 @@ from catbreed_desktop.gui.tasks import TaskRunner
 from catbreed_desktop.gui.threshold import (
     SLIDER_SCALE,
     UnsureThreshold,
+    bundle_threshold,
     describe,
     effective_threshold,
-    no_model_threshold,
     percent,
 )
 from catbreed_desktop.gui.thumbnails import ThumbnailLoader
@@ -83,8 +83,9 @@ class MainWindow(QMainWindow):
 
         self.runner = TaskRunner(self)
         self.photos = PhotoListModel(self)
-        # What the loaded bundle recommends; the threshold in use is `self.threshold`.
-        self.recommended_threshold = no_model_threshold()
+        # What the bundle recommends (read before it loads: the slider starts there); the threshold
+        # in use is `self.threshold`.
+        self.recommended_threshold = bundle_threshold(self.model_folder())
         self.threshold = effective_threshold(self.settings.confidence_threshold, self.recommended_threshold)
         self.photos.threshold = self.threshold.value
         self.proxy = PhotoFilterProxy(self)
@@ -137,6 +138,7 @@ class MainWindow(QMainWindow):
         self._view_refresh = QTimer(self, interval=VIEW_REFRESH_MS)
         self._view_refresh.timeout.connect(self.proxy.refresh)
         self._wire()
+        self._update_actions()
         self._rebuild_recent_menu()
         self.watching.start()
         if self.settings.watched_folders:
@@ -224,9 +226,20 @@ class MainWindow(QMainWindow):
         if not problems:
             return
         self.errors.add_errors(problems)
-        if self.ui.errors_dock.isHidden():
-            self.ui.errors_dock.show()
-            self.resizeDocks([self.ui.errors_dock], [130], Qt.Orientation.Vertical)
+        appears = self.ui.errors_dock.isHidden()
+        self.ui.errors_dock.show()
+        # Once the dock has laid out its new rows: its size hint lags until then.
+        QTimer.singleShot(0, lambda: self._fit_problems(appears))
+
+    def _fit_problems(self, appears: bool) -> None:
+        """The Problems dock as tall as its rows (a few at most), so the grid keeps its room.
+
+        While shown, it grows with new rows but is never shrunk below the height the person gave it.
+        """
+        dock = self.ui.errors_dock
+        wanted = dock.sizeHint().height()
+        if dock.isVisible() and (appears or dock.height() < wanted):
+            self.resizeDocks([dock], [wanted], Qt.Orientation.Vertical)
 
     def _model_loading(self) -> None:
         self.status.engine_label.setText("Engine: loading model…")
@@ -315,6 +328,7 @@ class MainWindow(QMainWindow):
         running = self.runner.is_busy("classification")
         self.commands.cancel.setEnabled(running or files_busy)
         self.commands.undo.setEnabled(self.sorting.can_undo and not files_busy)
+        self.commands.sort.setEnabled(self.status.counts.classified > 0)  # else there is nothing to sort
         self.commands.classify_again.setEnabled(
             self.classifier is not None and not running and self.status.counts.not_classified > 0
         )
@@ -323,11 +337,14 @@ class MainWindow(QMainWindow):
 
     def load_model(self) -> None:
         """(Re)load the model the settings name, in the background."""
-        model = (
-            Path(self.settings.model_path).expanduser() if self.settings.model_path else default_model_dir()
-        )
         self.classify.load_model(
-            model, self.settings.engine, self.settings.batch_size, self.settings.triton_server
+            self.model_folder(), self.settings.engine, self.settings.batch_size, self.settings.triton_server
+        )
+
+    def model_folder(self) -> Path:
+        """The bundle the settings name, or the default one."""
+        return (
+            Path(self.settings.model_path).expanduser() if self.settings.model_path else default_model_dir()
         )
 
     def add_inputs(self, inputs: Iterable[str | Path], remember: bool = True) -> None:

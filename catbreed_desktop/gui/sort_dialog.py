@@ -54,7 +54,9 @@ from catbreed_desktop.gui.sort_controller import SortPreview
 from catbreed_desktop.gui.threshold import threshold_spin_box
 
 COLUMNS = ("Photo", "Folder", "New path", "Action")
-DUPLICATE_TEXT = "already there (left in place)"
+# The cells are short; their tooltips say it all (the new path in full, say).
+DUPLICATE_TEXT = "already there"
+DUPLICATE_TIP = "already there with the same bytes: left in place"
 Planner = Callable[[Path, str, float], SortPreview]
 # Keys of the folder list's rows that are not folders; a folder's key is its name.
 ALL_FOLDERS = ("all",)
@@ -70,15 +72,14 @@ def ordered_folders(folders: dict[str, int]) -> list[str]:
 def fit_columns(table: QTableView) -> None:
     """Size the plan's columns so all four show at once: the new path takes what the others leave.
 
-    Names and paths are shortened in the middle (the file name and the breed folder stay readable)
-    and every cell's tooltip holds its whole text; the Action column is wide enough for its
-    longest fixed text, and a longer reason for a photo not sorted is shortened too.
+    The new path is shown inside the target (named above the table) and every cell's tooltip holds
+    its whole text; too long a text is shortened in the middle, keeping both ends readable.
     """
     header = table.horizontalHeader()
     header.setStretchLastSection(False)
     metrics = table.fontMetrics()
     letter = metrics.averageCharWidth()
-    widths = {0: 24 * letter, 1: 18 * letter, 3: metrics.horizontalAdvance(DUPLICATE_TEXT) + 2 * letter}
+    widths = {0: 24 * letter, 1: 20 * letter, 3: metrics.horizontalAdvance(DUPLICATE_TEXT) + 3 * letter}
     for column in range(len(COLUMNS)):
         if column in widths:
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
@@ -95,6 +96,7 @@ class PlanTableModel(QAbstractTableModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._operations: list[PlannedOperation] = []
+        self._target: Path | None = None
         self._skipped: list[tuple[Path, str]] = []
 
     def folder_of(self, row: int) -> str | None:
@@ -104,6 +106,7 @@ class PlanTableModel(QAbstractTableModel):
     def set_plan(self, plan: SortPlan | None) -> None:
         self.beginResetModel()
         self._operations = list(plan.operations) if plan is not None else []
+        self._target = plan.target if plan is not None else None
         self._skipped = list(plan.skipped) if plan is not None else []
         self.endResetModel()
 
@@ -137,9 +140,20 @@ class PlanTableModel(QAbstractTableModel):
         if column == 1:
             return printable(operation.folder)
         if column == 2:
-            return printable(operation.destination)
-        action = operation.action
-        return DUPLICATE_TEXT if action == "duplicate" else action
+            if role == Qt.ItemDataRole.ToolTipRole or self._target is None:
+                return printable(operation.destination)
+            return printable(_inside(operation.destination, self._target))
+        if operation.action == "duplicate":
+            return DUPLICATE_TIP if role == Qt.ItemDataRole.ToolTipRole else DUPLICATE_TEXT
+        return operation.action
+
+
+def _inside(path: Path, folder: Path) -> Path:
+    """`path` relative to `folder` when it lies inside, else as it is."""
+    try:
+        return path.relative_to(folder)
+    except ValueError:
+        return path
 
 
 class FolderFilter(QSortFilterProxyModel):
