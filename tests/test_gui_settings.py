@@ -104,13 +104,20 @@ def test_settings_dialog_lists_the_engines_beside_the_engine_choice(
         ["ONNX Runtime CUDA", "no", "fp16", "not started"],
         ["ONNX Runtime CPU", "yes", "fp32", "CPUExecutionProvider"],
     ]
-    assert rows[2][4] == str(colour_bundle.model_path)
-    assert rows[1][4].endswith("-fp16-v1.onnx (derived at first start)")
-    assert tree.topLevelItem(1).toolTip(4) == rows[1][4].removesuffix(" (derived at first start)")
+    # The graph's file name in the column, its path in the tooltip and its folder below.
+    assert rows[2][4] == colour_bundle.model_path.name
+    assert tree.topLevelItem(2).toolTip(4) == str(colour_bundle.model_path)
+    assert rows[1][4].endswith("-fp16-v1.onnx")
+    assert tree.topLevelItem(1).toolTip(4).endswith(f"/{rows[1][4]}")
     details = dialog.engine_details.text().splitlines()
     assert details[0] == "TensorRT, why not: TensorRT is not installed (test)"
-    assert details[1].startswith("ONNX Runtime CUDA, why not: ONNX Runtime CUDA is not available")
-    assert "onnxruntime-gpu" in details[1] and len(details) == 2
+    assert details[1] == f"TensorRT, graph: {rows[0][4]}, derived from the bundle at first start"
+    assert details[2].startswith("ONNX Runtime CUDA, why not: ONNX Runtime CUDA is not available")
+    assert "onnxruntime-gpu" in details[2] and len(details) == 6
+    assert details[4:] == [
+        f"Graphs in: {Path(tree.topLevelItem(1).toolTip(4)).parent}",
+        f"Graphs in: {colour_bundle.path}",
+    ]
 
     dialog.model_edit.setText("/no/such/bundle")
     dialog.show_bundle_info()

@@ -27,7 +27,7 @@ from typing import Any
 from catbreed_desktop.core.engines.names import AUTO, PREFERENCES
 from catbreed_desktop.core.files import atomic_write_text
 from catbreed_desktop.core.paths import config_dir
-from catbreed_desktop.core.sorting.plan import MODES, MOVE
+from catbreed_desktop.core.sorting.plan import COPY, MODES, MOVE
 
 SETTINGS_FILE = "settings.json"
 MAX_RECENT_FOLDERS = 10
@@ -80,7 +80,8 @@ class Settings:
     recent_folders: list[str] = field(default_factory=list)
     watched_folders: list[str] = field(default_factory=list)
     sort_target: str = ""
-    sort_mode: str = MOVE  # what the Sort dialog proposes
+    # What the Sort dialog proposes: Copy for a first sort (nothing leaves its folder), then the last choice.
+    sort_mode: str = COPY
     auto_sort: bool = False
     auto_sort_mode: str = MOVE  # what auto-sort of watched folders does
     schema_version: int = SCHEMA_VERSION

@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     window = MainWindow(settings, model_path=args.model)
     window.show()
     if args.paths:
-        window.add_inputs(args.paths, remember=False)
+        window.add_inputs(args.paths)  # folders opened this way are recent folders too
     if args.screenshot is not None:
         window.screenshot_saved.connect(lambda path: (print(f"saved {path}"), window.close(), app.quit()))
         window.screenshot_when_done(args.screenshot)

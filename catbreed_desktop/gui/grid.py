@@ -72,15 +72,16 @@ class PhotoDelegate(QStyledItemDelegate):
             )
 
         unsure = record.is_unsure(self._photos.threshold)
-        if unsure and record.is_cat:
+        if unsure:
             self._paint_badge(painter, option, photo_box, "unsure")
+        flagged = unsure or record.is_not_cat  # the caption stands out for both
         caption_box = QRect(
             cell.x() + PADDING, picture_box.bottom() + 4, cell.width() - 2 * PADDING, CAPTION_HEIGHT - 4
         )
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
         if selected:
             colour = option.palette.color(QPalette.ColorRole.HighlightedText)
-        elif unsure:
+        elif flagged:
             colour = UNSURE_COLOUR
         elif record.reviewed or record.corrected_label is not None:
             colour = REVIEWED_COLOUR
@@ -88,7 +89,7 @@ class PhotoDelegate(QStyledItemDelegate):
             colour = option.palette.color(QPalette.ColorRole.Text)
         painter.setPen(colour)
         font = QFont(option.font)
-        font.setBold(unsure)
+        font.setBold(flagged)
         painter.setFont(font)
         first_line = caption_text(record, painter.fontMetrics(), caption_box.width())
         painter.drawText(caption_box, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, first_line)

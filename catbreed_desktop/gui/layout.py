@@ -157,6 +157,7 @@ def build_widgets(
     errors.count_changed.connect(
         lambda count: errors_dock.setWindowTitle(f"Problems ({count})" if count else "Problems")
     )
+    errors.cleared.connect(errors_dock.hide)  # an empty list only takes the grid's room
     watch_panel = WatchPanel()
     watch_panel.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
     watch_dock = QDockWidget("Watched folders", window)

@@ -50,12 +50,13 @@ from catbreed_desktop.gui.tasks import TaskRunner
 from catbreed_desktop.gui.threshold import (
     SLIDER_SCALE,
     UnsureThreshold,
+    bundle_threshold,
     describe,
     effective_threshold,
-    no_model_threshold,
     percent,
 )
 from catbreed_desktop.gui.thumbnails import ThumbnailLoader
+from catbreed_desktop.gui.undo_keys import SortUndoKeys
 from catbreed_desktop.gui.watch_controller import WatchController
 
 # While a long run goes on, the sorted and filtered view catches up at most this often.
@@ -82,8 +83,9 @@ class MainWindow(QMainWindow):
 
         self.runner = TaskRunner(self)
         self.photos = PhotoListModel(self)
-        # What the loaded bundle recommends; the threshold in use is `self.threshold`.
-        self.recommended_threshold = no_model_threshold()
+        # What the bundle recommends (read before it loads: the slider starts there); the threshold
+        # in use is `self.threshold`.
+        self.recommended_threshold = bundle_threshold(self.model_folder())
         self.threshold = effective_threshold(self.settings.confidence_threshold, self.recommended_threshold)
         self.photos.threshold = self.threshold.value
         self.proxy = PhotoFilterProxy(self)
@@ -131,10 +133,12 @@ class MainWindow(QMainWindow):
         )
         self.recent_menu = build_menus(self, self.commands)
         self.subfolders_box = build_toolbar(self, self.commands)
+        self.undo_keys = SortUndoKeys(self)  # Ctrl+Z reaches the sort from the text fields too
         self._use_threshold(self.threshold)
         self._view_refresh = QTimer(self, interval=VIEW_REFRESH_MS)
         self._view_refresh.timeout.connect(self.proxy.refresh)
         self._wire()
+        self._update_actions()
         self._rebuild_recent_menu()
         self.watching.start()
         if self.settings.watched_folders:
@@ -179,6 +183,7 @@ class MainWindow(QMainWindow):
         sorting.message.connect(self.show_message)
         sorting.problems.connect(self.report)
         sorting.undo_available.connect(lambda available: self._update_actions())
+        sorting.undo_available.connect(self.undo_keys.sort_undo_changed)
         sorting.photos_moved.connect(review.show_current)
 
         watching.photos_arrived.connect(lambda paths: classify.add_found(paths, from_watch=True))
@@ -221,9 +226,20 @@ class MainWindow(QMainWindow):
         if not problems:
             return
         self.errors.add_errors(problems)
-        if self.ui.errors_dock.isHidden():
-            self.ui.errors_dock.show()
-            self.resizeDocks([self.ui.errors_dock], [130], Qt.Orientation.Vertical)
+        appears = self.ui.errors_dock.isHidden()
+        self.ui.errors_dock.show()
+        # Once the dock has laid out its new rows: its size hint lags until then.
+        QTimer.singleShot(0, lambda: self._fit_problems(appears))
+
+    def _fit_problems(self, appears: bool) -> None:
+        """The Problems dock as tall as its rows (a few at most), so the grid keeps its room.
+
+        While shown, it grows with new rows but is never shrunk below the height the person gave it.
+        """
+        dock = self.ui.errors_dock
+        wanted = dock.sizeHint().height()
+        if dock.isVisible() and (appears or dock.height() < wanted):
+            self.resizeDocks([dock], [wanted], Qt.Orientation.Vertical)
 
     def _model_loading(self) -> None:
         self.status.engine_label.setText("Engine: loading model…")
@@ -312,6 +328,7 @@ class MainWindow(QMainWindow):
         running = self.runner.is_busy("classification")
         self.commands.cancel.setEnabled(running or files_busy)
         self.commands.undo.setEnabled(self.sorting.can_undo and not files_busy)
+        self.commands.sort.setEnabled(self.status.counts.classified > 0)  # else there is nothing to sort
         self.commands.classify_again.setEnabled(
             self.classifier is not None and not running and self.status.counts.not_classified > 0
         )
@@ -320,11 +337,14 @@ class MainWindow(QMainWindow):
 
     def load_model(self) -> None:
         """(Re)load the model the settings name, in the background."""
-        model = (
-            Path(self.settings.model_path).expanduser() if self.settings.model_path else default_model_dir()
-        )
         self.classify.load_model(
-            model, self.settings.engine, self.settings.batch_size, self.settings.triton_server
+            self.model_folder(), self.settings.engine, self.settings.batch_size, self.settings.triton_server
+        )
+
+    def model_folder(self) -> Path:
+        """The bundle the settings name, or the default one."""
+        return (
+            Path(self.settings.model_path).expanduser() if self.settings.model_path else default_model_dir()
         )
 
     def add_inputs(self, inputs: Iterable[str | Path], remember: bool = True) -> None:

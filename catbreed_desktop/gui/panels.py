@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QPushButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -26,30 +27,50 @@ from catbreed_desktop.core.sorting.plan import COPY, MOVE
 from catbreed_desktop.gui.watch_controller import WatchState
 
 
+class _ProblemList(QListWidget):
+    """A list as tall as its rows, up to `ROWS_SHOWN`; the dock may still be made taller by hand."""
+
+    ROWS_SHOWN = 4
+
+    def sizeHint(self) -> QSize:
+        rows = min(max(self.count(), 1), self.ROWS_SHOWN)
+        row_height = self.sizeHintForRow(0) if self.count() else self.fontMetrics().height() + 4
+        return QSize(super().sizeHint().width(), rows * row_height + 2 * self.frameWidth())
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(
+            super().minimumSizeHint().width(), self.fontMetrics().height() + 4 + 2 * self.frameWidth()
+        )
+
+
 class ErrorsPanel(QWidget):
-    """Files that could not be read or classified, with the reason; the rest go on regardless."""
+    """Files that could not be read or classified, with the reason; the rest go on regardless.
+
+    It is as tall as its few rows (the grid keeps the room), with *Clear* beside the list.
+    """
 
     count_changed = Signal(int)
+    cleared = Signal()  # the person emptied the list
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.list = QListWidget()
+        self.list = _ProblemList()
         self.list.setAlternatingRowColors(True)
-        clear = QPushButton("Clear")
+        clear = QToolButton()
+        clear.setText("Clear")
+        clear.setToolTip("Empty the list (the files are not touched)")
         clear.clicked.connect(self.clear)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self.list)
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        buttons.addWidget(clear)
-        layout.addLayout(buttons)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.list, 1)
+        layout.addWidget(clear, 0, Qt.AlignmentFlag.AlignTop)
 
     def add_errors(self, errors: list[tuple[Path | None, str]]) -> None:
         for path, reason in errors:
             self.list.addItem(f"{printable(path.name)}: {reason}" if path is not None else reason)
             if path is not None:
                 self.list.item(self.list.count() - 1).setToolTip(printable(path))
+        self.list.updateGeometry()
         self.count_changed.emit(self.list.count())
 
     def messages(self) -> list[str]:
@@ -57,7 +78,9 @@ class ErrorsPanel(QWidget):
 
     def clear(self) -> None:
         self.list.clear()
+        self.list.updateGeometry()
         self.count_changed.emit(0)
+        self.cleared.emit()
 
 
 class WatchPanel(QWidget):

@@ -74,9 +74,19 @@ class PhotoRecord:
         return self.prediction.is_cat if self.prediction is not None else True
 
     def is_unsure(self, threshold: float) -> bool:
+        """Whether sorting puts it in Unsure: a cat (by the model) whose top breed is below `threshold`.
+
+        A photo the model judges not to be a cat is not unsure: it goes to "Not a cat", and is
+        counted there, as the sort preview and `catbreed classify` count it.
+        """
         if self.prediction is None or self.reviewed or self.corrected_label is not None:
             return False
-        return not self.is_cat or self.confidence < threshold
+        return self.is_cat and self.confidence < threshold
+
+    @property
+    def is_not_cat(self) -> bool:
+        """Whether sorting puts it in "Not a cat"."""
+        return self.classified and not self.is_cat
 
     def caption(self) -> str:
         """The grid's caption: the breed and confidence, or why there is none."""
@@ -116,7 +126,7 @@ class BreedFilter:
         if self.kind == UNSURE:
             return record.is_unsure(threshold)
         if self.kind == NOT_CAT:
-            return record.classified and not record.is_cat
+            return record.is_not_cat
         return record.label == self.breed
 
 
@@ -145,10 +155,12 @@ def filter_counts(records: Iterable[PhotoRecord], threshold: float) -> Counter[B
 
 @dataclass
 class PhotoCounts:
-    """The figures of the status bar."""
+    """The figures of the status bar; `unsure` and `not_cat` count what sorting puts in those folders."""
 
     photos: int = 0
+    classified: int = 0
     unsure: int = 0
+    not_cat: int = 0
     reviewed: int = 0
     not_classified: int = 0
 
@@ -197,10 +209,12 @@ class PhotoListModel(QAbstractListModel):
         return isinstance(path, Path) and path in self._rows
 
     def counts(self) -> PhotoCounts:
-        """How many photos there are, and how many are unsure, reviewed and not classified."""
+        """How many photos there are, and how many are classified, unsure, not cats, reviewed and not classified."""
         counts = PhotoCounts(photos=len(self._records))
         for record in self._records:
+            counts.classified += record.classified
             counts.unsure += record.is_unsure(self.threshold)
+            counts.not_cat += record.is_not_cat
             counts.reviewed += record.reviewed or record.corrected_label is not None
             counts.not_classified += not record.classified and not record.queued
         return counts

@@ -174,6 +174,8 @@ class SettingsDialog(QDialog):
         self.engine_tree.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.engine_tree.setRootIsDecorated(False)
         self.engine_tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keep the graph's file name
+        # Sized to its rows: a scroll bar would hide the last one. Each graph's path is in its tooltip.
+        self.engine_tree.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         # The details (why not, first start, notes) go in a wrapping label: they name what to
         # install, and a tree row would cut them off.
         self.engine_details = QLabel()
@@ -210,12 +212,17 @@ class SettingsDialog(QDialog):
         model_form.addRow("Breeds and metrics:", bundle_box)
         model_form.addRow("Unsure below:", threshold_box)
         engine_page = QWidget()
-        engine_form = QFormLayout(engine_page)
+        engine_form = QFormLayout()
         engine_form.addRow("Engine:", self.engine_box)
         engine_form.addRow("Triton server:", self.server_edit)
         engine_form.addRow("Engines here:", engines_box)
         engine_form.addRow("Batch size:", self.batch_spin)
         engine_form.addRow("Thumbnail size:", self.thumbnail_spin)
+        # The rows keep their own heights, top down; the room left over stays below them, not
+        # spread between the lines of the engine listing.
+        engine_layout = QVBoxLayout(engine_page)
+        engine_layout.addLayout(engine_form)
+        engine_layout.addStretch(1)
         self.pages = QTabWidget()
         self.pages.addTab(model_page, "Model")
         self.pages.addTab(engine_page, "Engine and display")
@@ -314,8 +321,11 @@ class SettingsDialog(QDialog):
         self._listing_pending = False
         self.engine_tree.clear()
         lines = []
+        folders: dict[Path, None] = {}
         for info in infos:
-            graph = printable(info.graph) + ("" if info.graph_ready else " (derived at first start)")
+            # The file's name; its folder (a long path that the column would cut) is listed below.
+            graph = printable(info.graph.name)
+            folders[info.graph.parent] = None
             providers = ", ".join(info.providers) if info.started else "not started"
             row = QTreeWidgetItem(
                 [info.title, "yes" if info.available else "no", info.precision, providers, graph]
@@ -324,7 +334,10 @@ class SettingsDialog(QDialog):
             self.engine_tree.addTopLevelItem(row)
             details = [("why not", info.reason), ("GPU", info.gpu), ("first start", info.first_start)]
             details += [("note", note) for note in info.notes]
+            if not info.graph_ready:
+                details.append(("graph", f"{info.graph.name}, derived from the bundle at first start"))
             lines += [f"{info.title}, {label}: {printable(text)}" for label, text in details if text]
+        lines += [f"Graphs in: {printable(folder)}" for folder in folders]
         for column in range(len(ENGINE_COLUMNS) - 1):
             self.engine_tree.resizeColumnToContents(column)
         rows = self.engine_tree.topLevelItemCount()

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QRadioButton,
+    QSizePolicy,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -53,6 +54,9 @@ from catbreed_desktop.gui.sort_controller import SortPreview
 from catbreed_desktop.gui.threshold import threshold_spin_box
 
 COLUMNS = ("Photo", "Folder", "New path", "Action")
+# The cells are short; their tooltips say it all (the new path in full, say).
+DUPLICATE_TEXT = "already there"
+DUPLICATE_TIP = "already there with the same bytes: left in place"
 Planner = Callable[[Path, str, float], SortPreview]
 # Keys of the folder list's rows that are not folders; a folder's key is its name.
 ALL_FOLDERS = ("all",)
@@ -65,12 +69,34 @@ def ordered_folders(folders: dict[str, int]) -> list[str]:
     return special + alphabetical(name for name in folders if name not in SPECIAL_FOLDERS)
 
 
+def fit_columns(table: QTableView) -> None:
+    """Size the plan's columns so all four show at once: the new path takes what the others leave.
+
+    The new path is shown inside the target (named above the table) and every cell's tooltip holds
+    its whole text; too long a text is shortened in the middle, keeping both ends readable.
+    """
+    header = table.horizontalHeader()
+    header.setStretchLastSection(False)
+    metrics = table.fontMetrics()
+    letter = metrics.averageCharWidth()
+    widths = {0: 24 * letter, 1: 20 * letter, 3: metrics.horizontalAdvance(DUPLICATE_TEXT) + 3 * letter}
+    for column in range(len(COLUMNS)):
+        if column in widths:
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+            table.setColumnWidth(column, widths[column])
+        else:
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
+    table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    table.setWordWrap(False)  # one line per photo, shortened, rather than rows of varying height
+
+
 class PlanTableModel(QAbstractTableModel):
     """The operations of a sort plan as table rows, then the photos it cannot sort, with the reason."""
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._operations: list[PlannedOperation] = []
+        self._target: Path | None = None
         self._skipped: list[tuple[Path, str]] = []
 
     def folder_of(self, row: int) -> str | None:
@@ -80,6 +106,7 @@ class PlanTableModel(QAbstractTableModel):
     def set_plan(self, plan: SortPlan | None) -> None:
         self.beginResetModel()
         self._operations = list(plan.operations) if plan is not None else []
+        self._target = plan.target if plan is not None else None
         self._skipped = list(plan.skipped) if plan is not None else []
         self.endResetModel()
 
@@ -113,9 +140,20 @@ class PlanTableModel(QAbstractTableModel):
         if column == 1:
             return printable(operation.folder)
         if column == 2:
-            return printable(operation.destination)
-        action = operation.action
-        return "already there (left in place)" if action == "duplicate" else action
+            if role == Qt.ItemDataRole.ToolTipRole or self._target is None:
+                return printable(operation.destination)
+            return printable(_inside(operation.destination, self._target))
+        if operation.action == "duplicate":
+            return DUPLICATE_TIP if role == Qt.ItemDataRole.ToolTipRole else DUPLICATE_TEXT
+        return operation.action
+
+
+def _inside(path: Path, folder: Path) -> Path:
+    """`path` relative to `folder` when it lies inside, else as it is."""
+    try:
+        return path.relative_to(folder)
+    except ValueError:
+        return path
 
 
 class FolderFilter(QSortFilterProxyModel):
@@ -176,6 +214,8 @@ class SortDialog(QDialog):
         mode_row.addWidget(self.copy_button)
         mode_row.addStretch(1)
         self.threshold_spin = threshold_spin_box(threshold)
+        # A number of a few digits: the form must not stretch it across the dialog.
+        self.threshold_spin.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
         self.threshold_spin.setToolTip(
             threshold_note or "Photos whose top breed is less likely than this go to the “Unsure” folder"
         )
@@ -191,12 +231,8 @@ class SortDialog(QDialog):
         self.table = QTableView()
         self.table.setModel(self.table_filter)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().setVisible(False)
-        self.table.setColumnWidth(0, 200)
-        self.table.setColumnWidth(1, 140)
-        self.table.setColumnWidth(2, 420)
+        fit_columns(self.table)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.folder_list = QListWidget()

@@ -59,7 +59,10 @@ class StatusWidgets(QObject):
 
     def update_counts(self) -> None:
         self.counts = counts = self.photos.counts()
-        parts = [plural(counts.photos, "photo"), f"{counts.unsure} unsure", f"{counts.reviewed} reviewed"]
+        parts = [plural(counts.photos, "photo"), f"{counts.unsure} unsure"]
+        if counts.not_cat:
+            parts.append(f"{counts.not_cat} not a cat")
+        parts.append(f"{counts.reviewed} reviewed")
         if counts.not_classified:
             parts.append(f"{counts.not_classified} not classified")
         self.count_label.setText(" · ".join(parts))

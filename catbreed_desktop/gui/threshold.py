@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from pathlib import Path
 
 from PySide6.QtWidgets import QDoubleSpinBox
 
-from catbreed_desktop.core.bundle import DEFAULT_MIN_CONFIDENCE
+from catbreed_desktop.core.bundle import DEFAULT_MIN_CONFIDENCE, BundleError, load_bundle
 from catbreed_desktop.core.settings import RANGES
 
 # The slider moves in thousandths, so a bundle's threshold such as 0.437 is shown as it is.
@@ -76,3 +77,16 @@ def threshold_spin_box(value: float) -> QDoubleSpinBox:
 
 def no_model_threshold() -> UnsureThreshold:
     return UnsureThreshold(DEFAULT_MIN_CONFIDENCE, NO_MODEL_YET)
+
+
+def bundle_threshold(folder: Path) -> UnsureThreshold:
+    """What the bundle in `folder` recommends, read from its description alone, before the model loads.
+
+    The window shows it from the start, so the slider does not jump when the model is ready; the
+    checksums are verified when the model loads. A bundle that cannot be read gives the default.
+    """
+    try:
+        bundle = load_bundle(folder, verify=False)
+    except (BundleError, OSError, ValueError):
+        return no_model_threshold()
+    return UnsureThreshold(bundle.default_min_confidence, bundle.min_confidence_source())

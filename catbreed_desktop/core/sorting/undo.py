@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from catbreed_desktop.core.errors import SOME_FAILED, CatBreedError
@@ -87,7 +88,7 @@ class UndoPreview:
 
     def describe(self) -> str:
         """One paragraph for the user: which sort, and what will happen to its files."""
-        parts = [f"Undo the {self.mode} sort into {printable(self.target)} of {self.created}:"]
+        parts = [f"Undo the {self.mode} sort into {printable(self.target)} of {local_time(self.created)}:"]
         if self.to_move_back:
             parts.append(
                 f"{plural(self.to_move_back, 'photo')} will be moved back to where {_was(self.to_move_back)}."
@@ -113,6 +114,18 @@ class UndoPreview:
         if len(parts) == 1:
             parts.append("nothing is left to put back.")
         return " ".join(parts)
+
+
+def local_time(created: str) -> str:
+    """A journal's UTC time ("2026-01-02T03:04:05Z") as the person's clock shows it, with its zone.
+
+    Text that is not such a time is returned as it is.
+    """
+    try:
+        moment = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return created
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
 
 def _was(number: int, now: bool = False) -> str:
