@@ -31,13 +31,14 @@ def licence_words(readme: Path) -> str | None:
 
 def find_data_root(summary: Mapping, workdir: Path, data_root: Path | None = None) -> Path | None:
     """The folder the sources lie in: `data_root` when given, else the summary's (relative)
-    `data_root` read against the current folder, the work folder and the repository."""
+    `data_root` read against the work folder (which `prepare` wrote it against), the current
+    folder and the repository."""
     if data_root is not None:
         return Path(data_root)
     recorded = summary.get("data_root")
     if not recorded:
         return None
-    for base in (Path.cwd(), workdir, REPO_ROOT):
+    for base in (workdir, Path.cwd(), REPO_ROOT):
         candidate = base / recorded
         if candidate.is_dir():
             return candidate
