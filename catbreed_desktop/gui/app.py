@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from catbreed_desktop.core.engines.names import PREFERENCES
-from catbreed_desktop.core.settings import load_settings
+from catbreed_desktop.core.settings import read_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,10 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setDesktopFileName(APP_ID)
     if app_icon_path().is_file():
         app.setWindowIcon(QIcon(str(app_icon_path())))
-    settings = load_settings()
+    loaded = read_settings()
+    settings = loaded.settings
     if args.engine:
         settings.engine = args.engine
-    window = MainWindow(settings, model_path=args.model)
+    window = MainWindow(settings, model_path=args.model, settings_problem=loaded.problem)
     window.show()
     if args.paths:
         window.add_inputs(args.paths, remember=False)
