@@ -149,9 +149,8 @@ def test_the_window_does_not_write_over_a_newer_versions_file(qtbot, colour_bund
     assert "newer CatBreed" in window.statusBar().currentMessage()
     window.settings.batch_size = 3
     window.save_settings()
-    assert window.statusBar().currentMessage().startswith(
-        "Settings not saved: the settings file is from a newer CatBreed"
-    )
+    refused = window.statusBar().currentMessage()
+    assert refused.startswith("Settings not saved: the settings file is from a newer CatBreed")
     window.close()
     assert path.read_bytes() == before
 
