@@ -244,6 +244,8 @@ def _print_plan(plan: SortPlan, each_file: bool) -> None:
     )
     for folder, count in plan.folders().items():
         print(f"  {printable(folder)}: {count}")
+    for note in plan.shared_folder_notes():
+        print(f"{PROGRAM}: note: {note}", file=sys.stderr)
 
 
 def _print_result(result: SortResult, mode: str) -> None:

@@ -7,6 +7,7 @@ settle an operation interrupted at any point by looking at the file system.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from catbreed_desktop.core.sorting.folders import FolderContents
 from catbreed_desktop.core.sorting.journal import (
     Intent,
     Journal,
+    JournalError,
     JournalState,
     OperationState,
     exclusive_lock,
@@ -59,7 +61,9 @@ def execute_plan(
     and left where it is; the other files go on.
     """
     check_mode(plan.mode, plan.min_confidence)
-    with exclusive_lock(), Journal.create(plan) as journal:
+    with exclusive_lock(), _made_and_locked(plan.target) as made, Journal.create(plan) as journal:
+        for folder in made:  # journaled, so that undo removes them again once empty
+            journal.append({"type": "mkdir", "path": str(folder)})
         return _run(read_journal(journal.path), journal, on_progress, should_stop)
 
 
@@ -71,7 +75,7 @@ def resume_interrupted_sort(
         state = latest_active_journal()
         if state is None or not state.pending:
             return None
-        with Journal(state.path) as journal:
+        with target_lock(state.plan.target), Journal(state.path) as journal:
             for operation in state.pending:
                 reconcile(operation, journal, state.plan.target)
                 if is_unaccounted(operation):
@@ -104,6 +108,70 @@ def unaccounted_reason(target: Path) -> str:
 def _record_unaccounted(operation: OperationState, journal: Journal, target: Path) -> None:
     reason = unaccounted_reason(target)
     journal.append({"type": "failed", "id": operation.index, "reason": reason, "unaccounted": True})
+
+
+@contextlib.contextmanager
+def target_lock(target: Path) -> Iterator[None]:
+    """Keep two sorts or undos from working in one target at once, whatever their data folders.
+
+    `exclusive_lock` keeps apart the sorts that share a data folder; this one, a lock on the target
+    folder itself, those that do not (two users, or `CATBREED_DATA_DIR` set for one). Nothing is
+    written into the folder and a killed process leaves no lock behind. Where the folder is missing
+    or cannot be locked (no fcntl, a file system without locks) none is taken: every operation
+    still never overwrites.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        descriptor = os.open(
+            target, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+        )
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JournalError(
+                f"another sort or undo is working in {printable(target)}; wait for it to finish"
+            ) from None
+        except OSError:
+            pass  # a file system that cannot lock: go on as without fcntl
+        yield
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def _made_and_locked(target: Path) -> Iterator[list[Path]]:
+    """The target made where missing and locked (`target_lock`) before its sort's journal begins.
+
+    Yields the folders made, parents first. Should the sort end with an error (the target busy,
+    the journal not writable), those still empty are removed again.
+    """
+    made = []
+    for folder in (target, *target.parents):
+        if os.path.isdir(folder):
+            break
+        made.append(folder)
+    made.reverse()
+    try:
+        for folder in made:
+            folder.mkdir(exist_ok=True)
+    except OSError:
+        pass  # each operation then fails with the reason
+    try:
+        with target_lock(target):
+            yield made
+    except BaseException:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def latest_active_journal() -> JournalState | None:

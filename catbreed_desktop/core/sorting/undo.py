@@ -21,6 +21,7 @@ from catbreed_desktop.core.sorting.executor import (
     found_at_planned_destination,
     is_unaccounted,
     reconcile,
+    target_lock,
     unaccounted_reason,
 )
 from catbreed_desktop.core.sorting.journal import (
@@ -60,7 +61,7 @@ def undo_last_sort(on_progress: ProgressCallback | None = None) -> UndoResult:
     """
     with exclusive_lock():
         state = _last_undoable()
-        with Journal(state.path) as journal:
+        with target_lock(state.plan.target), Journal(state.path) as journal:
             if not state.undo_started:
                 journal.append({"type": "undo-start"})
             for operation in state.pending:
