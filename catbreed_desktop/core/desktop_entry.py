@@ -28,7 +28,7 @@ from PIL import Image, ImageChops
 from PIL.PngImagePlugin import PngInfo
 
 from catbreed_desktop.core import paths
-from catbreed_desktop.core.errors import SOME_FAILED, CatBreedError
+from catbreed_desktop.core.errors import CatBreedError
 
 # Reverse-DNS id, as the Desktop Entry spec recommends: the file name, the icon name and the
 # Wayland app id (gui/app.py sets it as the desktop file name) must all agree.
@@ -65,8 +65,6 @@ _FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOSE_ON_EXEC
 
 class DesktopEntryError(CatBreedError):
     """A file or folder of the desktop entry that is not CatBreed's to replace or remove."""
-
-    exit_status = SOME_FAILED
 
 
 def data_home() -> Path:

@@ -170,8 +170,8 @@ class LoadedSettings:
     problem: str | None = None
 
 
-class _Damaged(Exception):
-    """A settings file that cannot be settings; the message says why in a few words."""
+class _Damaged(CatBreedError):
+    """A settings file that cannot be settings; the message says why in a few words (never raised out)."""
 
 
 def read_settings() -> LoadedSettings:
