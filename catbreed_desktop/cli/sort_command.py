@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -243,15 +244,17 @@ def _print_plan(plan: SortPlan, each_file: bool) -> None:
     )
     for folder, count in plan.folders().items():
         print(f"  {printable(folder)}: {count}")
+    for note in plan.shared_folder_notes():
+        print(f"{PROGRAM}: note: {note}", file=sys.stderr)
 
 
 def _print_result(result: SortResult, mode: str) -> None:
     verb = {MOVE: "moved", COPY: "copied"}.get(mode, "sorted")
     print(f"{len(result.done)} {verb}, {len(result.duplicates)} already there (left in place)")
     for operation, reason in result.failed:
-        print(
-            f"{PROGRAM}: failed, left where it is: {printable(operation.source)}: {reason}", file=sys.stderr
-        )
+        # A photo another program moved away meanwhile is not "left where it is": it is not there.
+        where = ", left where it is" if os.path.lexists(operation.source) else ""
+        print(f"{PROGRAM}: failed{where}: {printable(operation.source)}: {reason}", file=sys.stderr)
     if result.stopped:
         print(f"{PROGRAM}: stopped before the end; `catbreed resume` finishes it", file=sys.stderr)
     print(f"journal: {printable(result.journal)}")

@@ -3,12 +3,14 @@
 Each number's allowed range is defined once, in `RANGES`: the loader checks saved values against
 it and the settings dialog builds its spin boxes from it, so the two cannot disagree. Unknown keys
 are ignored and values of the wrong type or out of range fall back to their defaults, so an old or
-hand-edited file never stops the app from starting; a file that is not JSON at all is kept aside
-as `settings.json.corrupt` before the next save replaces it.
+hand-edited file never stops the app from starting. A damaged file (over `MAX_SETTINGS_BYTES`, not
+UTF-8, not a JSON object, nested too deep, a number too long to read) is renamed aside as
+`settings.json.corrupt` and the defaults are used; `read_settings` says so in one line.
 
 Files carry a `schema_version`. A file without one is version 1 (written before versions existed)
 and is migrated on load (`_MIGRATIONS`), so a setting that changes meaning keeps what the person
-chose; a file from a newer version keeps every field this version knows.
+chose. A file from a newer version is read for every field this version knows, but never written
+over: saving refuses with a `SettingsError`, so the newer version's settings are not downgraded.
 
 A few numbers may be "not set" (`OPTIONAL_NUMBERS`), stored as JSON null: the unsure threshold is
 the model bundle's recommendation until the person picks one, so only a choice they made is kept.
@@ -18,18 +20,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from catbreed_desktop.core.engines.names import AUTO, PREFERENCES
+from catbreed_desktop.core.errors import CatBreedError
 from catbreed_desktop.core.files import atomic_write_text
 from catbreed_desktop.core.paths import config_dir
+from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.sorting.plan import COPY, MODES, MOVE
 
 SETTINGS_FILE = "settings.json"
+# Settings take a few kilobytes; a larger file is damaged, and is not read into memory.
+MAX_SETTINGS_BYTES = 1024 * 1024
+# How many damaged files are kept aside (settings.json.corrupt, .corrupt-2, ...) before giving up.
+_MAX_KEPT_ASIDE = 20
 MAX_RECENT_FOLDERS = 10
 # 2: auto-sort has its own move/copy choice (`auto_sort_mode`), shown in the watch panel; version 1
 # auto-sorted with whatever the last Sort dialog chose.
@@ -150,27 +159,130 @@ def settings_path() -> Path:
     return config_dir() / SETTINGS_FILE
 
 
+class SettingsError(CatBreedError):
+    """The settings file cannot be written: it is from a newer version, or could not be read."""
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """The settings to start with, and one line on what went wrong with the file, if anything did."""
+
+    settings: Settings
+    problem: str | None = None
+
+
+class _Damaged(CatBreedError):
+    """A settings file that cannot be settings; the message says why in a few words (never raised out)."""
+
+
+def read_settings() -> LoadedSettings:
+    """The saved settings, or the defaults (with the reason) where the file is missing or cannot be used.
+
+    Never raises: a damaged file is renamed aside (or said not to be), an unreadable one is named,
+    and the window starts with the defaults either way.
+    """
+    try:
+        path = settings_path()
+        data = _parsed(path)
+    except _Damaged as damage:
+        return LoadedSettings(Settings(), _set_aside_message(path, str(damage)))
+    except OSError as error:
+        return LoadedSettings(
+            Settings(), f"Could not read the settings ({_reason(error)}); started with the defaults"
+        )
+    if data is None:
+        return LoadedSettings(Settings())
+    problem = None
+    if _version(data) > SCHEMA_VERSION:
+        problem = "The settings file is from a newer CatBreed: changes made here will not be saved over it"
+    return LoadedSettings(Settings.from_json(data), problem)
+
+
 def load_settings() -> Settings:
-    """The saved settings, or the defaults when there are none or the file is unreadable."""
-    path = settings_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:  # missing or unreadable: start with the defaults
-        return Settings()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        # Keep the damaged file for the user to look at; the next save would replace it.
-        shutil.copyfile(path, path.with_name(SETTINGS_FILE + ".corrupt"))
-        return Settings()
-    return Settings.from_json(data)
+    """The saved settings, or the defaults when there are none or the file cannot be used."""
+    return read_settings().settings
 
 
 def save_settings(settings: Settings) -> Path:
-    """Write the settings atomically (whole or not at all) and return the file's path."""
+    """Write the settings atomically (whole or not at all) and return the file's path.
+
+    A damaged file in the way is renamed aside first. Raises `SettingsError`, writing nothing, where
+    the file there is from a newer version or cannot be read, and OSError where it cannot be written.
+    """
     path = settings_path()
+    try:
+        data = _parsed(path)
+    except _Damaged:
+        _set_aside(path)
+        data = None
+    except OSError as error:
+        raise SettingsError(
+            f"the settings file could not be read ({_reason(error)}), so it is not written over"
+        ) from None
+    if data is not None and _version(data) > SCHEMA_VERSION:
+        raise SettingsError(
+            "the settings file is from a newer CatBreed; this version does not write over it (changes last until the window closes)"
+        )
     atomic_write_text(path, json.dumps(settings.to_json(), indent=2))
     return path
+
+
+def _parsed(path: Path) -> dict[str, Any] | None:
+    """The JSON object in the settings file, None where there is no file; `_Damaged` where it is no settings."""
+    try:
+        # Non-blocking, so that a FIFO put there cannot hold the window up before it opens.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        return None
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise _Damaged("not a regular file")
+        raw = stream.read(MAX_SETTINGS_BYTES + 1)
+    if len(raw) > MAX_SETTINGS_BYTES:
+        raise _Damaged(f"larger than {MAX_SETTINGS_BYTES // (1024 * 1024)} MB")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _Damaged("not UTF-8 text") from None
+    except RecursionError:
+        raise _Damaged("nested too deep") from None
+    except ValueError:  # not JSON, or a number with more digits than Python converts
+        raise _Damaged("not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _Damaged("not a JSON object")
+    return data
+
+
+def _version(data: dict[str, Any]) -> int:
+    version = data.get("schema_version", 1)
+    return version if isinstance(version, int) and not isinstance(version, bool) else 1
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename the damaged file to the first free `settings.json.corrupt[-N]` beside it; its new path."""
+    for number in range(1, _MAX_KEPT_ASIDE + 1):
+        aside = path.with_name(f"{SETTINGS_FILE}.corrupt" + (f"-{number}" if number > 1 else ""))
+        if not os.path.lexists(aside):
+            os.replace(path, aside)  # a rename: nothing is copied, however large the file
+            return aside
+    raise FileExistsError(f"{_MAX_KEPT_ASIDE} damaged settings files are kept beside it already")
+
+
+def _set_aside_message(path: Path, damage: str) -> str:
+    try:
+        aside = _set_aside(path)
+    except OSError as error:
+        return (
+            f"The settings file is damaged ({damage}) and could not be kept aside ({_reason(error)}); "
+            "started with the defaults"
+        )
+    return (
+        f"The settings file was damaged ({damage}): kept it as {printable(aside)}; started with the defaults"
+    )
+
+
+def _reason(error: OSError) -> str:
+    return printable(error.strerror or str(error))
 
 
 def _checked(name: str, value: Any, default: Any) -> Any:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from catbreed_desktop.core.engines.names import PREFERENCES
-from catbreed_desktop.core.settings import load_settings
+from catbreed_desktop.core.settings import read_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,23 +44,32 @@ def build_parser() -> argparse.ArgumentParser:
 def _desktop_entry(install: bool) -> int:
     """Run --install-desktop-entry or --uninstall-desktop-entry; the exit status."""
     from catbreed_desktop.core import desktop_entry
+    from catbreed_desktop.core.errors import CatBreedError, error_line
+    from catbreed_desktop.core.printable import printable
 
     try:
-        changed = (
-            desktop_entry.install_desktop_entry() if install else desktop_entry.uninstall_desktop_entry()
-        )
-    except (OSError, ValueError) as error:  # ValueError: a path a desktop file cannot hold
+        if install:
+            written = desktop_entry.install_desktop_entry()
+        else:
+            removal = desktop_entry.uninstall_desktop_entry()
+    except (CatBreedError, OSError, ValueError) as error:  # ValueError: a path a desktop file cannot hold
+        reason = error_line(error) if isinstance(error, CatBreedError) else printable(str(error))
         print(
-            f"catbreed-desktop: cannot {'write' if install else 'remove'} the desktop entry: {error}",
+            f"catbreed-desktop: cannot {'write' if install else 'remove'} the desktop entry: {reason}",
             file=sys.stderr,
         )
         return 1
-    verb = "wrote" if install else "removed"
-    for path in changed:
-        print(f"{verb} {path}")
-    if not changed:
+    if install:
+        for path in written:
+            print(f"wrote {path}")
+        return 0
+    for path in removal.removed:
+        print(f"removed {path}")
+    for path, why in removal.kept:
+        print(printable(f"catbreed-desktop: left {path}: {why}"), file=sys.stderr)
+    if not removal.removed and not removal.kept:
         print("no desktop entry was installed")
-    return 0
+    return 1 if removal.kept else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,10 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setDesktopFileName(APP_ID)
     if app_icon_path().is_file():
         app.setWindowIcon(QIcon(str(app_icon_path())))
-    settings = load_settings()
+    loaded = read_settings()
+    settings = loaded.settings
     if args.engine:
         settings.engine = args.engine
-    window = MainWindow(settings, model_path=args.model)
+    window = MainWindow(settings, model_path=args.model, settings_problem=loaded.problem)
     window.show()
     if args.paths:
         window.add_inputs(args.paths)  # folders opened this way are recent folders too

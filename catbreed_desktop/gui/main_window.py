@@ -23,10 +23,11 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
 
+from catbreed_desktop.core.errors import error_line
 from catbreed_desktop.core.imaging import PHOTO_SUFFIXES
 from catbreed_desktop.core.paths import default_model_dir
 from catbreed_desktop.core.printable import printable
-from catbreed_desktop.core.settings import Settings, load_settings, save_settings
+from catbreed_desktop.core.settings import Settings, SettingsError, read_settings, save_settings
 from catbreed_desktop.core.sorting import SortPlan, UndoPreview
 from catbreed_desktop.gui import APP_TITLE
 from catbreed_desktop.gui.actions import ActionSlots, build_actions, build_menus, build_toolbar
@@ -69,9 +70,18 @@ class MainWindow(QMainWindow):
 
     screenshot_saved = Signal(str)
 
-    def __init__(self, settings: Settings | None = None, model_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        model_path: Path | None = None,
+        settings_problem: str | None = None,
+    ) -> None:
+        """`settings_problem`: what went wrong reading the settings, shown once the window is up."""
         super().__init__()
-        self.settings = settings if settings is not None else load_settings()
+        if settings is None:
+            loaded = read_settings()
+            settings, settings_problem = loaded.settings, loaded.problem
+        self.settings = settings
         if model_path is not None:
             self.settings.model_path = str(model_path)
         self._screenshot_path: Path | None = None
@@ -144,6 +154,9 @@ class MainWindow(QMainWindow):
         if self.settings.watched_folders:
             ui.watch_dock.show()
         self.sorting.refresh_undo_state()
+        if settings_problem:
+            self.show_message(settings_problem, 0)
+            self.report([(None, settings_problem)])
         QTimer.singleShot(0, self.load_model)
 
     # --- wiring ----------------------------------------------------------------------------------
@@ -529,8 +542,10 @@ class MainWindow(QMainWindow):
     def save_settings(self) -> None:
         try:
             save_settings(self.settings)
+        except SettingsError as error:
+            self.show_message(f"Settings not saved: {error_line(error)}")
         except OSError as error:
-            self.show_message(f"Could not save settings: {error}")
+            self.show_message(f"Could not save settings: {printable(str(error))}")
 
     def _set_include_subfolders(self, enabled: bool) -> None:
         self.settings.include_subfolders = bool(enabled)

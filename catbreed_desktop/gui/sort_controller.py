@@ -74,6 +74,7 @@ class SortPreview:
             parts.append(
                 f"{plural(len(plan.skipped), 'photo')} cannot be sorted (listed below, with the reason)."
             )
+        parts += [f"Note: {note}." for note in plan.shared_folder_notes()]
         return " ".join(parts)
 
     @property

@@ -7,6 +7,7 @@ settle an operation interrupted at any point by looking at the file system.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterator
@@ -14,22 +15,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from catbreed_desktop.core.files import fsync_dir
+from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.sorting import fileops
 from catbreed_desktop.core.sorting.folders import FolderContents
 from catbreed_desktop.core.sorting.journal import (
     Intent,
     Journal,
+    JournalError,
     JournalState,
     OperationState,
     exclusive_lock,
     read_journal,
     read_journals_newest_first,
+    within_by_name,
 )
 from catbreed_desktop.core.sorting.names import collision_names, is_inside
-from catbreed_desktop.core.sorting.plan import DUPLICATE, MOVE, PlannedOperation, SortPlan, check_mode
+from catbreed_desktop.core.sorting.plan import DUPLICATE, MODES, MOVE, PlannedOperation, SortPlan, check_mode
 
 ProgressCallback = Callable[[int, int], None]
 MAX_NAME_ATTEMPTS = 10_000
+# Why a photo is not sorted when it left its place before the sort reached it (another sort on the
+# same inbox, a file manager): it is not left where it was, since it is not there.
+MOVED_AWAY = "was moved or deleted by another program before this sort reached it"
 
 
 @dataclass
@@ -54,7 +61,9 @@ def execute_plan(
     and left where it is; the other files go on.
     """
     check_mode(plan.mode, plan.min_confidence)
-    with exclusive_lock(), Journal.create(plan) as journal:
+    with exclusive_lock(), _made_and_locked(plan.target) as made, Journal.create(plan) as journal:
+        for folder in made:  # journaled, so that undo removes them again once empty
+            journal.append({"type": "mkdir", "path": str(folder)})
         return _run(read_journal(journal.path), journal, on_progress, should_stop)
 
 
@@ -66,10 +75,103 @@ def resume_interrupted_sort(
         state = latest_active_journal()
         if state is None or not state.pending:
             return None
-        with Journal(state.path) as journal:
+        with target_lock(state.plan.target), Journal(state.path) as journal:
             for operation in state.pending:
-                reconcile(operation, journal)
+                reconcile(operation, journal, state.plan.target)
+                if is_unaccounted(operation):
+                    _record_unaccounted(operation, journal, state.plan.target)
             return _run(read_journal(state.path), journal, on_progress, should_stop)
+
+
+def is_unaccounted(operation: OperationState) -> bool:
+    """A move not begun by the journal's account whose photo has left its place all the same.
+
+    Either another program took it, or the sort moved it and its journal lost the record (a
+    disk fault, a truncated file) with the photo somewhere other than its planned destination.
+    """
+    return (
+        operation.outcome is None
+        and operation.last_intent is None
+        and operation.planned.action == MOVE
+        and not os.path.lexists(operation.planned.source)
+    )
+
+
+def unaccounted_reason(target: Path) -> str:
+    """Why undo cannot put back a photo that `is_unaccounted` (or was recorded so)."""
+    return (
+        "is not where it was before the sort, and the sort's journal does not say where it went "
+        f"(look for it in {printable(target)})"
+    )
+
+
+def _record_unaccounted(operation: OperationState, journal: Journal, target: Path) -> None:
+    reason = unaccounted_reason(target)
+    journal.append({"type": "failed", "id": operation.index, "reason": reason, "unaccounted": True})
+
+
+@contextlib.contextmanager
+def target_lock(target: Path) -> Iterator[None]:
+    """Keep two sorts or undos from working in one target at once, whatever their data folders.
+
+    `exclusive_lock` keeps apart the sorts that share a data folder; this one, a lock on the target
+    folder itself, those that do not (two users, or `CATBREED_DATA_DIR` set for one). Nothing is
+    written into the folder and a killed process leaves no lock behind. Where the folder is missing
+    or cannot be locked (no fcntl, a file system without locks) none is taken: every operation
+    still never overwrites.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        descriptor = os.open(
+            target, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+        )
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JournalError(
+                f"another sort or undo is working in {printable(target)}; wait for it to finish"
+            ) from None
+        except OSError:
+            pass  # a file system that cannot lock: go on as without fcntl
+        yield
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def _made_and_locked(target: Path) -> Iterator[list[Path]]:
+    """The target made where missing and locked (`target_lock`) before its sort's journal begins.
+
+    Yields the folders made, parents first. Should the sort end with an error (the target busy,
+    the journal not writable), those still empty are removed again.
+    """
+    made = []
+    for folder in (target, *target.parents):
+        if os.path.isdir(folder):
+            break
+        made.append(folder)
+    made.reverse()
+    try:
+        for folder in made:
+            folder.mkdir(exist_ok=True)
+    except OSError:
+        pass  # each operation then fails with the reason
+    try:
+        with target_lock(target):
+            yield made
+    except BaseException:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def latest_active_journal() -> JournalState | None:
@@ -145,8 +247,10 @@ class _Runner:
         source = planned.source
         if source.is_symlink():
             return self._fail(operation, "is a symbolic link; left where it is")
+        if not os.path.lexists(source):
+            return self._fail(operation, MOVED_AWAY)
         if not source.is_file():
-            return self._fail(operation, "is missing or not a regular file")
+            return self._fail(operation, "is not a regular file; left where it is")
         content = fileops.fingerprint(source)
         folder = planned.destination.parent
         leaves_target = f"its destination {planned.destination} leaves {self.target}"
@@ -228,18 +332,24 @@ class _Runner:
             raise NotADirectoryError(errno.ENOTDIR, f"{folder} is not a folder", str(folder))
 
 
-def reconcile(operation: OperationState, journal: Journal) -> None:
-    """Settle an operation that has an intent but no outcome, by looking at the file system.
+def reconcile(operation: OperationState, journal: Journal, target: Path) -> None:
+    """Settle an operation that has no outcome, by looking at the file system.
 
     Cleans up a temporary copy, finishes a move whose file is already complete at the destination
     (removing a second name of it at the source), records "done" when the destination holds the
-    bytes, and otherwise leaves the operation pending with its source untouched.
+    bytes, and otherwise leaves the operation pending with its source untouched. An operation with
+    no intent whose photo is gone from its place but lies at its planned destination (a journal
+    that lost its last records) is recorded with the intent it must have had, then settled alike.
     """
     for earlier in operation.intents[:-1]:
         fileops.remove_if_exists(earlier.temp)
     intent = operation.last_intent
     if intent is None:
-        return
+        intent = found_at_planned_destination(operation, target)
+        if intent is None:
+            return
+        journal.append(intent.to_record(operation.index))
+        operation.intents.append(intent)
     source, destination, content = intent.source, intent.destination, intent.content
     temp_was_there = os.path.lexists(intent.temp)
     source_there = os.path.lexists(source)
@@ -247,7 +357,14 @@ def reconcile(operation: OperationState, journal: Journal) -> None:
         if fileops.has_content(intent.temp, content):
             fileops.rename_no_replace(intent.temp, destination)  # copy verified, source already gone
         else:
-            journal.append({"type": "failed", "id": operation.index, "reason": "missing from both places"})
+            journal.append(
+                {
+                    "type": "failed",
+                    "id": operation.index,
+                    "reason": "missing from both places",
+                    "unaccounted": True,
+                }
+            )
             return
     fileops.remove_if_exists(intent.temp)
     if _is_reserved_placeholder(destination, content, temp_was_there or source_there):
@@ -274,3 +391,29 @@ def _is_reserved_placeholder(destination: Path, content: fileops.Fingerprint, in
         return interrupted and content.size > 0 and destination.is_file() and destination.stat().st_size == 0
     except OSError:
         return False
+
+
+def found_at_planned_destination(operation: OperationState, target: Path) -> Intent | None:
+    """The intent of a move or copy with no record of one, whose photo left its place for its
+    planned destination: a regular file there of the size the photo had when the sort began.
+
+    Only where the journal recorded that size (the plan has no digest), the photo's place is empty
+    (a photo still there is simply sorted again) and the destination lies inside the target.
+    """
+    planned = operation.planned
+    size = operation.planned_size
+    if planned.action not in MODES or size is None or os.path.lexists(planned.source):
+        return None
+    destination = planned.destination
+    # By name too: the intent must read back as one inside the target, or the journal is damaged.
+    inside = within_by_name(destination, target) and is_inside(destination, target)
+    if not inside or not fileops.is_regular_file(destination):
+        return None
+    try:
+        content = fileops.fingerprint(destination)
+    except OSError:
+        return None
+    if content.size != size:
+        return None
+    temp = fileops.temp_name_for(destination, str(operation.index))
+    return Intent(planned.action, planned.source, destination, temp, content)

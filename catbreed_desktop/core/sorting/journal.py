@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -150,15 +151,7 @@ class Journal:
                 "target": str(plan.target),
                 "mode": plan.mode,
                 "min_confidence": plan.min_confidence,
-                "operations": [
-                    {
-                        "source": str(op.source),
-                        "destination": str(op.destination),
-                        "action": op.action,
-                        "folder": op.folder,
-                    }
-                    for op in plan.operations
-                ],
+                "operations": [_planned_record(op) for op in plan.operations],
             }
         )
         partial = folder / f".{path.name}{_PARTIAL_SUFFIX}"
@@ -236,6 +229,27 @@ class Journal:
         self.close()
 
 
+def _planned_record(operation: PlannedOperation) -> dict[str, Any]:
+    """One operation of the start record, with the photo's size as the sort begins where it has one.
+
+    The size lets a resume or undo that finds a journal cut short (a disk fault, a truncated file)
+    know a photo the sort had already put at its planned destination: it names no digest there.
+    """
+    record: dict[str, Any] = {
+        "source": str(operation.source),
+        "destination": str(operation.destination),
+        "action": operation.action,
+        "folder": operation.folder,
+    }
+    try:
+        status = operation.source.lstat()
+    except OSError:
+        return record
+    if stat.S_ISREG(status.st_mode):
+        record["size"] = status.st_size
+    return record
+
+
 def _write_all(fd: int, data: bytes) -> None:
     """os.write may write less than asked (a full disk, a signal): go on until all is written."""
     view = memoryview(data)
@@ -293,6 +307,9 @@ class OperationState:
     intents: list[Intent] = field(default_factory=list)
     outcome: str | None = None  # "done", "duplicate", "failed"
     reason: str = ""
+    # Failed with the photo gone from its place and no record of where: undo cannot put it back.
+    unaccounted: bool = False
+    planned_size: int | None = None  # the photo's size as the sort began (journals from before it: None)
     undo_temps: list[Path] = field(default_factory=list)
     undone: bool = False
 
@@ -321,6 +338,7 @@ class JournalState:
     stopped: bool = False
     undo_started: bool = False
     undo_ended: bool = False
+    undo_unaccounted: int = 0  # photos the undo found gone with no record of where they went
 
     @property
     def pending(self) -> list[OperationState]:
@@ -415,7 +433,13 @@ def _choice(record: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _within(path: Path, folder: Path) -> bool:
+def _size(record: dict[str, Any]) -> int | None:
+    """A planned operation's recorded size: a hint, so anything but a size reads as none."""
+    size = record.get("size")
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+
+
+def within_by_name(path: Path, folder: Path) -> bool:
     """`path` is `folder` or below it, by name alone (the journal is read without the disk)."""
     return path.is_absolute() and ".." not in path.parts and path.is_relative_to(folder)
 
@@ -436,7 +460,14 @@ def _start_state(path: Path, start: dict[str, Any]) -> JournalState:
     plan = SortPlan(_path(start, "target"), _choice(start, "mode", MODES), float(min_confidence), planned)
     if not plan.target.is_absolute() or not all(op.source.is_absolute() for op in planned):
         raise ValueError("the plan holds a relative path")
-    state = JournalState(path, plan, [OperationState(i, op) for i, op in enumerate(planned)])
+    state = JournalState(
+        path,
+        plan,
+        [
+            OperationState(i, op, planned_size=_size(record))
+            for i, (op, record) in enumerate(zip(planned, operations, strict=True))
+        ],
+    )
     state.created = str(start.get("created", ""))
     return state
 
@@ -458,7 +489,7 @@ def _apply(state: JournalState, record: dict[str, Any]) -> None:
         if intent.source != op.planned.source:
             raise ValueError("the intent's source is not the planned one")
         if (
-            not _within(intent.destination, state.plan.target)
+            not within_by_name(intent.destination, state.plan.target)
             or intent.temp.parent != intent.destination.parent
         ):
             raise ValueError("the intent's destination is not inside the target")
@@ -467,6 +498,7 @@ def _apply(state: JournalState, record: dict[str, Any]) -> None:
         op = _operation(state, record)
         op.outcome = kind
         op.reason = str(record.get("reason", ""))
+        op.unaccounted = kind == "failed" and record.get("unaccounted") is True
         if kind == "done" and op.last_intent is None:
             raise ValueError("an operation is done with no intent before it")
         if kind == "duplicate":
@@ -477,7 +509,7 @@ def _apply(state: JournalState, record: dict[str, Any]) -> None:
         _operation(state, record)  # the name was taken at the last moment; a new intent follows
     elif kind == "mkdir":
         folder = _path(record, "path")
-        if not (_within(folder, state.plan.target) or _within(state.plan.target, folder)):
+        if not (within_by_name(folder, state.plan.target) or within_by_name(state.plan.target, folder)):
             raise ValueError("a created folder is not on the way to the target")
         state.created_dirs.append(folder)
     elif kind == "end":
@@ -494,5 +526,9 @@ def _apply(state: JournalState, record: dict[str, Any]) -> None:
         _operation(state, record).undone = True
     elif kind == "undo-end":
         state.undo_ended = True
+        unaccounted = record.get("unaccounted", 0)
+        state.undo_unaccounted = (
+            unaccounted if isinstance(unaccounted, int) and not isinstance(unaccounted, bool) else 0
+        )
     else:
         raise ValueError(f"unknown record type {kind!r}")

@@ -12,13 +12,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.sorting.fileops import fingerprint
 from catbreed_desktop.core.sorting.folders import FolderContents
 from catbreed_desktop.core.sorting.names import (
     NOT_CAT_FOLDER,
+    SPECIAL_FOLDERS,
     UNSURE_FOLDER,
     collision_names,
     is_inside,
+    name_key,
     safe_folder_name,
 )
 
@@ -63,15 +66,30 @@ class SortPlan:
     min_confidence: float
     operations: list[PlannedOperation] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (photo, why it cannot be sorted)
+    # Breed folders that more than one label of this plan goes to ("A/B", "A:B" and "A_B" all
+    # become "A_B"; "Maine Coon" and "maine coon" are one folder where case is ignored): folder -> labels.
+    shared_folders: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
         """How many photos will be moved, copied, or found already there, and the total."""
         counts = Counter(operation.action for operation in self.operations)
         return {action: counts.get(action, 0) for action in ACTIONS} | {"total": len(self.operations)}
 
+    def shared_folder_notes(self) -> list[str]:
+        """One sentence per folder that photos of different labels share, for the preview."""
+        return [
+            f"the labels {_listed(labels)} all go to the folder {printable(folder)}"
+            for folder, labels in self.shared_folders.items()
+        ]
+
     def folders(self) -> dict[str, int]:
         """How many photos go to each folder (duplicates included), largest first."""
         return dict(Counter(operation.folder for operation in self.operations).most_common())
+
+
+def _listed(labels: list[str]) -> str:
+    quoted = [f'"{printable(label)}"' for label in labels]
+    return ", ".join(quoted[:-1]) + f" and {quoted[-1]}"
 
 
 def folder_for(item: SortItem, min_confidence: float) -> str:
@@ -105,6 +123,7 @@ def plan_sort(
         raise NotADirectoryError(f"the target {target} exists and is not a folder")
     plan = SortPlan(target=target, mode=mode, min_confidence=min_confidence)
     folders: dict[str, FolderContents] = {}
+    labels_by_folder: dict[str, dict[str, None]] = {}  # folder's name_key -> its labels, in order met
     seen: set[Path] = set()
     for item in items:
         # abspath, not resolve: a symbolic link must be handled as itself, never as what it points to.
@@ -113,6 +132,8 @@ def plan_sort(
             continue
         seen.add(source)
         folder = folder_for(item, min_confidence)
+        if folder not in SPECIAL_FOLDERS:
+            labels_by_folder.setdefault(name_key(folder), {})[item.label] = None
         folder_path = target / folder
         if not is_inside(folder_path, target):
             # A link in the target leading elsewhere: this photo stays, the others go on.
@@ -136,4 +157,7 @@ def plan_sort(
         )
         contents.add(destination, holder=source, content=content)
         plan.operations.append(PlannedOperation(source, destination, mode, folder))
+    for labels in labels_by_folder.values():
+        if len(labels) > 1:
+            plan.shared_folders[safe_folder_name(next(iter(labels)))] = sorted(labels)
     return plan

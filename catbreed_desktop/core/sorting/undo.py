@@ -17,7 +17,14 @@ from catbreed_desktop.core.errors import SOME_FAILED, CatBreedError
 from catbreed_desktop.core.files import fsync_dir
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.sorting import fileops
-from catbreed_desktop.core.sorting.executor import ProgressCallback, reconcile
+from catbreed_desktop.core.sorting.executor import (
+    ProgressCallback,
+    found_at_planned_destination,
+    is_unaccounted,
+    reconcile,
+    target_lock,
+    unaccounted_reason,
+)
 from catbreed_desktop.core.sorting.journal import (
     Journal,
     JournalState,
@@ -44,6 +51,8 @@ class UndoResult:
     removed_copies: int = 0
     kept_copies: list[str] = field(default_factory=list)  # copies whose original is gone: not removed
     problems: list[str] = field(default_factory=list)
+    # Photos gone from their place with no record of where they went: among the problems too.
+    unaccounted: int = 0
 
 
 def undo_last_sort(on_progress: ProgressCallback | None = None) -> UndoResult:
@@ -53,13 +62,18 @@ def undo_last_sort(on_progress: ProgressCallback | None = None) -> UndoResult:
     """
     with exclusive_lock():
         state = _last_undoable()
-        with Journal(state.path) as journal:
+        with target_lock(state.plan.target), Journal(state.path) as journal:
             if not state.undo_started:
                 journal.append({"type": "undo-start"})
             for operation in state.pending:
-                reconcile(operation, journal)
+                reconcile(operation, journal, state.plan.target)
             state = read_journal(state.path)
             result = UndoResult()
+            for operation in state.operations:
+                if operation.unaccounted or is_unaccounted(operation):
+                    source = printable(operation.planned.source)
+                    result.problems.append(f"{source} {unaccounted_reason(state.plan.target)}")
+                    result.unaccounted += 1
             to_undo = [op for op in state.operations if op.outcome == "done" and not op.undone]
             if on_progress:
                 on_progress(0, len(to_undo))
@@ -68,7 +82,9 @@ def undo_last_sort(on_progress: ProgressCallback | None = None) -> UndoResult:
                 if on_progress:
                     on_progress(count, len(to_undo))
             _remove_created_folders(state)
-            journal.append({"type": "undo-end", "restored": result.restored})
+            journal.append(
+                {"type": "undo-end", "restored": result.restored, "unaccounted": result.unaccounted}
+            )
     return result
 
 
@@ -85,6 +101,7 @@ class UndoPreview:
     copies_to_keep: int = 0  # their original is gone or changed: undo keeps them
     changed: int = 0  # changed after the sort: undo leaves them alone
     interrupted: int = 0  # operations cut off by a crash, settled before undoing
+    unaccounted: int = 0  # gone from their place, and the journal does not say where
 
     def describe(self) -> str:
         """One paragraph for the user: which sort, and what will happen to its files."""
@@ -110,6 +127,12 @@ class UndoPreview:
         if self.interrupted:
             parts.append(
                 f"{plural(self.interrupted, 'operation')} cut off by an interruption will be settled first."
+            )
+        if self.unaccounted:
+            pronoun, verb = ("it", "is") if self.unaccounted == 1 else ("they", "are")
+            parts.append(
+                f"{plural(self.unaccounted, 'photo')} cannot be put back: {pronoun} {verb} gone from where "
+                f"{_was(self.unaccounted)}, and the journal does not say where {pronoun} went."
             )
         if len(parts) == 1:
             parts.append("nothing is left to put back.")
@@ -141,6 +164,16 @@ def plan_undo() -> UndoPreview:
     preview.interrupted = sum(1 for op in state.pending if op.last_intent is not None)
     for operation in state.operations:
         intent = operation.last_intent
+        if operation.outcome is None and intent is None:
+            # A photo found at its planned destination is settled as done and goes back with the others.
+            intent = found_at_planned_destination(operation, state.plan.target)
+            if intent is not None:
+                preview.interrupted += 1
+                operation.outcome = "done"
+            elif is_unaccounted(operation):
+                preview.unaccounted += 1
+        elif operation.unaccounted:
+            preview.unaccounted += 1
         if operation.outcome != "done" or operation.undone or intent is None:
             continue
         placed, original, content = intent.destination, intent.source, intent.content
@@ -179,10 +212,20 @@ def moves_to_undo() -> list[tuple[Path, Path]]:
 
 def _last_undoable() -> JournalState:
     undone = 0
+    left_behind: JournalState | None = None  # the newest undo that could not account for every photo
     for state in read_journals_newest_first():
         if not state.is_undone:
             return state
         undone += 1
+        if left_behind is None and state.undo_unaccounted:
+            left_behind = state
+    if left_behind is not None:
+        count = left_behind.undo_unaccounted
+        raise NothingToUndo(
+            f"There is no sort left to undo in {journals_dir()}, but the undo of the sort of "
+            f"{left_behind.created} could not put back {plural(count, 'photo')}: the journal does not "
+            f"say where {'it' if count == 1 else 'they'} went (look in {printable(left_behind.plan.target)})."
+        )
     if undone:
         raise NothingToUndo(
             f"There is no sort to undo: all {undone} sorts journaled in {journals_dir()} are undone."
