@@ -297,7 +297,11 @@ class ProcessDecodePool:
             if dispatcher is not None:
                 self._wake()
         if dispatcher is not None:
-            dispatcher.join()
+            dispatcher.join(WORKER_END_SECONDS)
+            if dispatcher.is_alive():  # reading from a worker that stopped halfway (SIGSTOP): end it
+                for worker in list(self._live):
+                    worker.process.kill()
+                dispatcher.join()
             with self._lock:
                 os.close(self._wake_read)
                 os.close(self._wake_write)
