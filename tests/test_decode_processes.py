@@ -1,7 +1,7 @@
 """Decoding in worker processes: the same arrays and predictions as threads, failures per file, stop.
 
-The decoders these tests swap in are module-level functions of this file, so that a worker
-process can import them by name (pytest puts tests/ on sys.path, and workers inherit it).
+The decoders these tests swap in live in tests/decode_fakes.py, so that a worker process can
+import them by name (pytest puts tests/ on sys.path, and workers inherit it).
 Workers are killed from outside as `kill -9` or the out-of-memory killer would: the run must end
 (with its results, or with one error when they keep dying), and so must the process.
 """
@@ -20,80 +20,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from decode_fakes import (
+    STUCK_SECONDS,
+    budget_kind,
+    crash_on_marked,
+    failing_start,
+    hold_budget,
+    stall_on_marked,
+    stall_until_released,
+    wait_for,
+)
 from factories import COLOUR_LABELS, COLOURS, make_photo
 
 from catbreed_desktop.core import classify as classify_module
-from catbreed_desktop.core import decode_pool, imaging
+from catbreed_desktop.core import decode_pool
 from catbreed_desktop.core.classify import Classifier, Failure, Prediction
 from catbreed_desktop.core.decode_pool import DecodeProcessesFailed, ProcessDecodePool
-from catbreed_desktop.core.imaging import Preprocessing, load_and_preprocess
+from catbreed_desktop.core.imaging import load_and_preprocess
 
-# Long enough never to be reached by a working stop, short enough not to hang a broken one.
-STUCK_SECONDS = 30.0
 TESTS = Path(__file__).resolve().parent
 REPOSITORY = TESTS.parent
 
 
-# --- decoders and helpers that run inside worker processes ---------------------------------------------
-
-
-def crash_on_marked(path: Path, spec: Preprocessing) -> np.ndarray:
-    """Decode normally, except that a file named *crash* kills its process, as a segfaulting decoder would."""
-    if "crash" in Path(path).name:
-        if multiprocessing.parent_process() is None:  # decoding fell back to threads: spare pytest
-            raise RuntimeError("the crashing decoder ran in the test process, not in a worker")
-        os._exit(70)
-    return load_and_preprocess(path, spec)
-
-
-def stall_on_marked(path: Path, spec: Preprocessing) -> np.ndarray:
-    """Decode normally, except that a file named *stuck* blocks until `<name>.release` appears.
-
-    `<name>.started` holds the id of the process decoding it.
-    """
-    path = Path(path)
-    if "stuck" in path.name:
-        path.with_suffix(".started").write_text(str(os.getpid()))
-        deadline = time.monotonic() + STUCK_SECONDS
-        while not path.with_suffix(".release").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        path.with_suffix(".finished").touch()
-    return load_and_preprocess(path, spec)
-
-
-def failing_start(*args: object) -> None:
-    """A worker set-up that fails, as when a script without a __main__ guard re-runs itself."""
-    raise RuntimeError("this worker cannot start")
-
-
-def stall_until_released(path: Path, spec: Preprocessing) -> np.ndarray:
-    """Decode once a file named `release` appears beside the photo: a run that can only end early."""
-    release = Path(path).parent / "release"
-    deadline = time.monotonic() + STUCK_SECONDS
-    while not release.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return load_and_preprocess(path, spec)
-
-
-def budget_kind() -> str:
-    return type(imaging.DECODE_BUDGET).__name__
-
-
-def hold_budget(name: Path, amount: int) -> None:
-    """Reserve `amount` of the decoding budget until `<name>.release` appears; `<name>.held` holds our id."""
-    with imaging.DECODE_BUDGET.hold(amount):
-        name.with_suffix(".held").write_text(str(os.getpid()))
-        wait_for(name.with_suffix(".release").exists)
-
-
 # --- helpers in the test process ------------------------------------------------------------------------
-
-
-def wait_for(condition, seconds: float = STUCK_SECONDS) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return bool(condition())
 
 
 def started_by(marker: Path, not_by: int = 0) -> int:
@@ -411,9 +360,9 @@ CLASSIFY_WITH_STALLED_DECODER = """
 import sys
 from catbreed_desktop.cli.main import main
 from catbreed_desktop.core import classify
-import test_decode_processes
+import decode_fakes
 
-classify.load_and_preprocess = test_decode_processes.stall_until_released
+classify.load_and_preprocess = decode_fakes.stall_until_released
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -459,8 +408,7 @@ def test_the_command_line_exits_when_its_workers_keep_being_killed(colour_bundle
     else:
         assert "nothing was moved or copied" in lines[-1]
         assert all(photo.exists() for photo in photos) and not (tmp_path / "sorted").exists()
-    assert len(killer.seen) > len(killer.killed)  # workers were started again after being killed
-    assert wait_for(lambda: not any(alive(pid) for pid in killer.seen), 10)  # and none outlives the run
+    assert killer.killed and wait_for(lambda: not any(alive(pid) for pid in killer.seen), 10)  # none is left
 
 
 @pytest.mark.parametrize(

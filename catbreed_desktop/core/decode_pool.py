@@ -199,13 +199,18 @@ class _GrantedBudget:
         return granted
 
 
-def _start_method() -> str:
+def _context() -> Any:
+    """The multiprocessing context workers start in."""
     # Never fork: the parent runs ONNX Runtime's and Qt's threads, whose locks a forked child
     # could inherit held. The fork server starts clean once and forks workers from itself; a
     # frozen app (PyInstaller) spawns, the method its `freeze_support` is documented for.
     if getattr(sys, "frozen", False) or "forkserver" not in multiprocessing.get_all_start_methods():
-        return "spawn"
-    return "forkserver"
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # The fork server imports the decoders (NumPy, Pillow) once, before it starts, so a worker,
+    # and the one that replaces a dead worker, starts without importing them again.
+    context.set_forkserver_preload(["__main__", __name__])
+    return context
 
 
 def _run_here(task: _Task) -> None:
@@ -424,7 +429,7 @@ class ProcessDecodePool:
         """Start workers for the tasks in line that the idle and starting ones cannot take."""
         free = sum(worker.task is None for worker in self._live)
         while not self._closed and len(self._live) < self.workers and len(self._queue) > free:
-            context: Any = multiprocessing.get_context(_start_method())
+            context = _context()
             ours, theirs = context.Pipe()
             process = context.Process(
                 target=_serve, args=(theirs, _start_worker), name="catbreed-decode", daemon=True
