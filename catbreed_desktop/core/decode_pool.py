@@ -54,8 +54,8 @@ WORKER_END_SECONDS = 2.0
 _log = logging.getLogger(__name__)
 
 
-class WorkerDied(RuntimeError):
-    """A decode whose worker process ended before answering, at every attempt."""
+class WorkerDied(CatBreedError, RuntimeError):
+    """A decode whose worker process ended before answering, at every attempt: the photo fails."""
 
 
 class DecodeProcessesFailed(CatBreedError, RuntimeError):
