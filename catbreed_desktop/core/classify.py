@@ -4,9 +4,11 @@ A small thread pool decodes and preprocesses photos ahead of the engine (PIL rel
 while decoding), so the engine works on one batch while the next is being read; on machines of
 8 cores and more a pool of processes does it instead (`decode_pool`), since the part of decoding
 that holds the GIL stops threads scaling there. A file that cannot be read becomes a `Failure`
-and the rest of its batch is classified as usual. `should_stop` is polled between batches and
-while waiting for a decode, so a run stops within a fraction of a second even while a slow file
-is being decoded: that decode is left to finish on its own.
+and the rest of its batch is classified as usual; so does a photo whose decoding process died at
+every attempt. When decoding processes keep dying (the out-of-memory killer, a `kill`, many
+photos that crash the decoder), the run stops with `DecodeProcessesFailed` instead. `should_stop` is
+polled between batches and while waiting for a decode, so a run stops within a fraction of a
+second even while a slow file is being decoded: that decode is left to finish on its own.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from PIL import Image
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, LOGITS_NAME, BundleError, ModelBundle
 from catbreed_desktop.core.decode_pool import (
+    DecodeProcessesFailed,
     ProcessDecodePool,
-    crashed,
+    WorkerDied,
     default_process_workers,
     processes_by_default,
 )
@@ -40,6 +42,9 @@ StopCallback = Callable[[], bool]
 # How often a wait for a decode looks at `should_stop`: Cancel in the window must take effect
 # within a second, whatever file the decoders are busy with.
 STOP_POLL_SECONDS = 0.1
+# Decoding processes that may die in one run before it stops, at least (a photo that crashes the
+# decoder costs two); a pool of many workers may lose several at once to the out-of-memory killer.
+WORKER_DEATHS_PER_RUN = 10
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,7 @@ class Classifier:
         pool: Executor | ProcessDecodePool = self._processes or ThreadPoolExecutor(
             self.decode_workers, thread_name_prefix="catbreed-decode"
         )
+        check_workers = self._worker_deaths_check()
 
         def submit(path: Path) -> Future[np.ndarray]:
             return pool.submit(load_and_preprocess, path, spec)
@@ -173,18 +179,16 @@ class Classifier:
             while pending or items:
                 if pending and arrays < self.batch_size and len(items) < most_items:
                     path, future = pending[0]
-                    if not _finished(future, should_stop):
-                        stopped = True
-                        return
-                    pending.popleft()
-                    if self._processes is not None and crashed(future):
-                        retried = self._decode_again(path, pending, submit, should_stop)
-                        if retried is None:
+                    try:
+                        if not _finished(future, should_stop, check_workers):
                             stopped = True
                             return
-                        future = retried
+                        outcome = _decoded(path, future)
+                    except DecodeProcessesFailed:
+                        stopped = True  # the decodes in progress may never end: not waited for
+                        raise
+                    pending.popleft()
                     submit_ahead()
-                    outcome = _decoded(path, future)
                     arrays += not isinstance(outcome, Failure)
                     items.append((path, outcome))
                     continue
@@ -209,32 +213,23 @@ class Classifier:
                     # early waits for the decodes in progress, bounded by the decoding limits.
                     pool.shutdown(wait=True)
 
-    def _decode_again(
-        self,
-        path: Path,
-        pending: deque[tuple[Path, Future[np.ndarray]]],
-        submit: Callable[[Path], Future[np.ndarray]],
-        should_stop: StopCallback | None,
-    ) -> Future[np.ndarray] | None:
-        """A new decode of `path` after a worker process died, taking every decode in flight with it.
+    def _worker_deaths_check(self) -> Callable[[], None]:
+        """A check that raises `DecodeProcessesFailed` once too many decoding processes died in this run."""
+        processes = self._processes
+        if processes is None:
+            return lambda: None
+        limit = max(WORKER_DEATHS_PER_RUN, 2 * processes.workers)
+        before = processes.deaths
 
-        The photo is decoded alone in a fresh pool: if that dies too, the photo is the cause and
-        fails alone. The other lost decodes in `pending` are started again. None when a stop was
-        requested meanwhile.
-        """
-        assert self._processes is not None
-        if self._processes.recover():
-            future = submit(path)
-            if not _finished(future, should_stop):
-                return None
-            if crashed(future):
-                self._processes.restart()
-        else:  # processes cannot start here: threads decode from now on
-            future = submit(path)
-        again = [(p, submit(p) if not f.done() or crashed(f) else f) for p, f in pending]
-        pending.clear()
-        pending.extend(again)
-        return future
+        def check() -> None:
+            died = processes.deaths - before
+            if died > limit:
+                raise DecodeProcessesFailed(
+                    f"decoding processes keep ending ({died} during this run, the last "
+                    f"{processes.last_death}); stopped"
+                )
+
+        return check
 
     def classify_images(self, images: Sequence[Image.Image]) -> list[Prediction | Failure]:
         """Predictions for photos already decoded as RGB images; their `path` is Path("")."""
@@ -321,15 +316,20 @@ class Classifier:
         self.close()
 
 
-def _finished(future: Future[np.ndarray], should_stop: StopCallback | None) -> bool:
-    """Wait for a decode; False as soon as a stop is requested instead."""
-    if should_stop is None:
-        wait([future])
-        return True
+def _finished(
+    future: Future[np.ndarray], should_stop: StopCallback | None, check_workers: Callable[[], None]
+) -> bool:
+    """Wait for a decode; False as soon as a stop is requested instead.
+
+    `check_workers` raises when the decoding processes keep dying, which may leave a decode
+    waiting for a worker that never comes.
+    """
     while not future.done():
-        if should_stop():
+        if should_stop is not None and should_stop():
             return False
+        check_workers()
         wait([future], timeout=STOP_POLL_SECONDS)
+    check_workers()
     return True
 
 
@@ -338,8 +338,10 @@ def _decoded(path: Path, future: Future[np.ndarray]) -> np.ndarray | Failure:
         return future.result()
     except PhotoError as error:
         return Failure(path, error.reason)
-    except BrokenProcessPool:
-        return Failure(path, "the decoder crashed on this file (its process ended)")
+    except WorkerDied as error:
+        return Failure(path, f"the decoder crashed on this file ({error})")
+    except DecodeProcessesFailed:
+        raise  # not the photo's fault: the run stops
     except Exception as error:  # an unexpected decoder bug must cost one file, not the whole run
         return Failure(path, f"cannot be processed ({type(error).__name__}: {error})")
 

@@ -17,6 +17,16 @@ from contextlib import contextmanager
 DECODE_MEMORY_BUDGET = 512 * 1024 * 1024
 
 
+def reservation(amount: int, capacity: int) -> int:
+    """What a request reserves: never more than the whole budget, so a too-large one waits for an empty budget."""
+    return max(0, min(int(amount), capacity))
+
+
+def admits(in_use: int, amount: int, capacity: int) -> bool:
+    """Whether a request at the head of the line goes ahead: it fits, or it is alone."""
+    return not in_use or in_use + amount <= capacity
+
+
 class MemoryBudget:
     """A weighted, first-come-first-served semaphore counted in bytes."""
 
@@ -44,11 +54,11 @@ class MemoryBudget:
     @contextmanager
     def hold(self, amount: int) -> Iterator[None]:
         """Reserve `amount` bytes for the duration of the block, waiting for them to be free."""
-        amount = max(0, min(int(amount), self.capacity))  # a too-large request waits for an empty budget
+        amount = reservation(amount, self.capacity)
         with self._changed:
             ticket = self._next_ticket
             self._next_ticket += 1
-            while ticket != self._serving or (self._in_use and self._in_use + amount > self.capacity):
+            while ticket != self._serving or not admits(self._in_use, amount, self.capacity):
                 self._changed.wait()
             self._serving += 1
             self._in_use += amount
