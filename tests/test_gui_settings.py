@@ -81,19 +81,26 @@ def test_settings_dialog_shows_the_bundle_and_applies_changes(qtbot, colour_bund
 def test_settings_dialog_lists_the_engines_beside_the_engine_choice(
     qtbot, colour_bundle, monkeypatch
 ) -> None:
-    from catbreed_desktop.core.engines import EngineUnavailable, onnx_runtime
+    from catbreed_desktop.core.engines import EngineUnavailable, onnx_runtime, openvino_engine, tensorrt_rtx
     from catbreed_desktop.core.engines import tensorrt as tensorrt_engine
     from catbreed_desktop.gui.settings_dialog import ENGINE_COLUMNS, SettingsDialog
 
-    def missing_tensorrt():
-        raise EngineUnavailable("TensorRT is not installed (test)")
+    def missing(what: str):
+        def refuse():
+            raise EngineUnavailable(f"{what} is not installed (test)")
 
-    monkeypatch.setattr(tensorrt_engine, "load_toolkit", missing_tensorrt)
+        return refuse
+
+    monkeypatch.setattr(tensorrt_engine, "load_toolkit", missing("TensorRT"))
+    monkeypatch.setattr(tensorrt_rtx, "load_plugin", missing("TensorRT for RTX"))
+    monkeypatch.setattr(openvino_engine, "load_openvino", missing("OpenVINO"))
     monkeypatch.setattr(onnx_runtime, "cuda_provider_installed", lambda: False)
     dialog = SettingsDialog(Settings(model_path=str(colour_bundle.path), engine="cpu"))
     qtbot.addWidget(dialog)
 
     qtbot.waitUntil(lambda: not dialog.is_listing(), timeout=10_000)
+    choices = [dialog.engine_box.itemData(index) for index in range(dialog.engine_box.count())]
+    assert choices == ["auto", "tensorrt", "tensorrt-rtx", "cuda", "cpu", "openvino", "triton"]
     tree = dialog.engine_tree
     rows = [
         [tree.topLevelItem(row).text(column) for column in range(len(ENGINE_COLUMNS))]
@@ -101,16 +108,20 @@ def test_settings_dialog_lists_the_engines_beside_the_engine_choice(
     ]
     assert [row[:4] for row in rows] == [
         ["TensorRT", "no", "fp16", "not started"],
+        ["TensorRT for RTX", "no", "fp16", "not started"],
         ["ONNX Runtime CUDA", "no", "fp16", "not started"],
         ["ONNX Runtime CPU", "yes", "fp32", "CPUExecutionProvider"],
+        ["OpenVINO CPU", "no", "fp32", "not started"],
     ]
-    assert rows[2][4] == str(colour_bundle.model_path)
-    assert rows[1][4].endswith("-fp16-v1.onnx (derived at first start)")
-    assert tree.topLevelItem(1).toolTip(4) == rows[1][4].removesuffix(" (derived at first start)")
+    assert rows[3][4] == str(colour_bundle.model_path)
+    assert rows[2][4].endswith("-fp16-v1.onnx (derived at first start)")
+    assert tree.topLevelItem(2).toolTip(4) == rows[2][4].removesuffix(" (derived at first start)")
     details = dialog.engine_details.text().splitlines()
     assert details[0] == "TensorRT, why not: TensorRT is not installed (test)"
-    assert details[1].startswith("ONNX Runtime CUDA, why not: ONNX Runtime CUDA is not available")
-    assert "onnxruntime-gpu" in details[1] and len(details) == 2
+    assert details[1] == "TensorRT for RTX, why not: TensorRT for RTX is not installed (test)"
+    assert details[2].startswith("ONNX Runtime CUDA, why not: ONNX Runtime CUDA is not available")
+    assert "onnxruntime-gpu" in details[2]
+    assert details[3] == "OpenVINO CPU, why not: OpenVINO is not installed (test)" and len(details) == 4
 
     dialog.model_edit.setText("/no/such/bundle")
     dialog.show_bundle_info()
