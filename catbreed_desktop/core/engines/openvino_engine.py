@@ -132,3 +132,9 @@ class OpenVinoEngine(Engine):
             self._results.clear()
         outputs = {name: np.concatenate([part[name] for part in parts]) for name in self._output_names}
         return check_outputs(outputs, self.bundle, len(array))
+
+    def close(self) -> None:
+        """Drop the compiled model and its requests, so their memory goes back before the engine does."""
+        with self._lock:
+            self._queue = None
+            self._compiled = None
