@@ -6,6 +6,7 @@ them available fake the toolkit and the CUDA session as tests/test_engines.py do
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ from engine_fakes import FakeCudaOnnxRuntime, make_int8_colour_bundle
 
 from catbreed_desktop.cli.main import main
 from catbreed_desktop.core import paths
-from catbreed_desktop.core.engines import onnx_runtime
+from catbreed_desktop.core.engines import onnx_runtime, tensorrt_rtx
 from catbreed_desktop.core.engines import tensorrt as tensorrt_engine
 from catbreed_desktop.core.engines.float_graph import float_graph_path
 from catbreed_desktop.core.engines.inventory import (
@@ -36,10 +37,18 @@ def no_module(name: str):
     raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 
+def without_rtx_plugin(name: str):
+    if name == tensorrt_rtx.PLUGIN_MODULE:
+        no_module(name)
+    return importlib.import_module(name)
+
+
 @pytest.fixture
 def no_gpu(monkeypatch):
-    """This machine as it is, whatever it has: no tensorrt module, the CPU-only onnxruntime."""
+    """This machine as it is, whatever it has: no tensorrt module, no TensorRT for RTX plugin, the CPU-only onnxruntime."""
     monkeypatch.setattr(tensorrt_engine, "load_toolkit", lambda: load_toolkit(no_module))
+    load_plugin = tensorrt_rtx.load_plugin
+    monkeypatch.setattr(tensorrt_rtx, "load_plugin", lambda: load_plugin(without_rtx_plugin))
     monkeypatch.setattr(onnx_runtime, "cuda_provider_installed", lambda: False)
 
 
@@ -49,9 +58,10 @@ def int8_bundle(tmp_path):
 
 
 def test_without_a_gpu_only_the_cpu_engine_is_available_and_nothing_is_derived(int8_bundle, no_gpu):
-    tensorrt, cuda, cpu = list_engines(int8_bundle)
+    tensorrt, rtx, cuda, cpu, _ = list_engines(int8_bundle)
 
-    assert [info.name for info in (tensorrt, cuda, cpu)] == list(ENGINE_NAMES)
+    assert [info.name for info in list_engines(int8_bundle)] == list(ENGINE_NAMES)
+    assert not rtx.available and "pip install 'catbreed-desktop[tensorrt-rtx]'" in rtx.reason
     assert not tensorrt.available and "pip install 'catbreed-desktop[tensorrt]'" in tensorrt.reason
     assert not cuda.available and "install onnxruntime-gpu" in cuda.reason
     assert cpu.available and cpu.reason == ""
@@ -63,7 +73,7 @@ def test_without_a_gpu_only_the_cpu_engine_is_available_and_nothing_is_derived(i
     for info in (tensorrt, cuda):
         assert not info.graph_ready and not info.graph.exists()
         assert info.graph.parent == paths.cache_dir() / "float-graphs"
-    assert first_available([tensorrt, cuda, cpu]) is cpu
+    assert first_available([tensorrt, rtx, cuda, cpu]) is cpu
 
 
 def test_the_listed_graph_is_the_file_float_graph_derives(int8_bundle, colour_bundle):
@@ -84,7 +94,7 @@ def test_tensorrt_and_cuda_listed_as_available_with_the_gpu_and_first_start_work
     monkeypatch.setattr(tensorrt_engine, "load_toolkit", lambda: toolkit)
     monkeypatch.setattr(onnx_runtime, "cuda_provider_installed", lambda: True)
 
-    tensorrt, cuda, _ = list_engines(int8_bundle, fp16=True)
+    tensorrt, _, cuda, _, _ = list_engines(int8_bundle, fp16=True)
     assert tensorrt.available and cuda.available
     assert tensorrt.gpu == cuda.gpu == "NVIDIA Test GPU"
     assert tensorrt.precision == "fp16" and "TensorRT 10.8.0" in tensorrt.notes
@@ -92,7 +102,7 @@ def test_tensorrt_and_cuda_listed_as_available_with_the_gpu_and_first_start_work
     assert cuda.first_start == "derive the float graph (seconds)"
 
     float_graph_path(int8_bundle, "fp16")  # derived once, by either engine
-    tensorrt, cuda, _ = list_engines(int8_bundle, fp16=True)
+    tensorrt, _, cuda, _, _ = list_engines(int8_bundle, fp16=True)
     assert tensorrt.graph_ready and cuda.graph_ready and cuda.first_start == ""
     assert tensorrt.first_start.startswith("build the TensorRT engine (minutes): no cached engine")
 
@@ -103,7 +113,7 @@ def test_check_starts_the_engines_and_reports_what_really_ran(int8_bundle, monke
     monkeypatch.setattr(onnx_runtime, "cuda_provider_installed", lambda: True)
     monkeypatch.setattr(onnxruntime, "InferenceSession", fake)
 
-    tensorrt, cuda, cpu = list_engines(int8_bundle, check=ENGINE_NAMES)
+    tensorrt, _, cuda, cpu, _ = list_engines(int8_bundle, check=("tensorrt", "cuda", "cpu"))
 
     assert tensorrt.checked == "not started: not available"
     assert cuda.started and cuda.providers == (CUDA, CPU)
@@ -156,7 +166,10 @@ def test_catbreed_engines_json(shipped, no_gpu, capsys):
 
     listing = json.loads(capsys.readouterr().out)
     assert listing["model"] == str(shipped) and listing["auto"] == "cpu"
-    tensorrt, cuda, cpu = listing["engines"]
+    tensorrt, rtx, cuda, cpu, openvino = listing["engines"]
+    assert (rtx["name"], rtx["available"], rtx["precision"]) == ("tensorrt-rtx", False, "fp16")
+    assert "No module named 'onnxruntime_ep_nv_tensorrt_rtx'" in rtx["reason"]
+    assert openvino["name"] == "openvino" and openvino["started"] is False
     assert (tensorrt["name"], tensorrt["available"], tensorrt["precision"]) == ("tensorrt", False, "fp16")
     assert "No module named 'tensorrt'" in tensorrt["reason"]
     assert (cuda["name"], cuda["available"], cuda["precision"]) == ("cuda", False, "fp16")
@@ -183,8 +196,10 @@ def test_catbreed_engines_json(shipped, no_gpu, capsys):
 def test_catbreed_engines_check_on_the_cpu(int8_bundle, no_gpu, capsys):
     assert main(["engines", "--model", str(int8_bundle.path), "--check", "--engine", "cpu", "--json"]) == 0
 
-    tensorrt, cuda, cpu = json.loads(capsys.readouterr().out)["engines"]
-    assert tensorrt["checked"] is None and cuda["checked"] is None  # --engine cpu: only the CPU is started
+    tensorrt, rtx, cuda, cpu, openvino = json.loads(capsys.readouterr().out)["engines"]
+    # --engine cpu: only the CPU is started
+    assert tensorrt["checked"] is None and rtx["checked"] is None and cuda["checked"] is None
+    assert openvino["checked"] is None
     assert cpu["checked"].startswith("finite outputs") and cpu["providers"] == [CPU]
 
 

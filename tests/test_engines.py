@@ -18,7 +18,13 @@ from engine_fakes import FakeCudaOnnxRuntime, make_int8_colour_bundle
 from factories import COLOUR_LABELS, COLOURS, make_photo
 
 from catbreed_desktop.core.bundle import load_bundle
-from catbreed_desktop.core.engines import EngineUnavailable, create_engine, onnx_runtime, softmax
+from catbreed_desktop.core.engines import (
+    EngineUnavailable,
+    create_engine,
+    onnx_runtime,
+    softmax,
+    tensorrt_rtx,
+)
 from catbreed_desktop.core.engines import tensorrt as tensorrt_engine
 from catbreed_desktop.core.engines.float_graph import float_graph_path, has_quantized_ops
 from catbreed_desktop.core.engines.onnx_runtime import (
@@ -45,10 +51,15 @@ def missing_tensorrt(*args, **kwargs):
     raise EngineUnavailable("TensorRT is not installed (test)")
 
 
+def missing_rtx_plugin(*args, **kwargs):
+    raise EngineUnavailable("TensorRT for RTX is not installed (test)")
+
+
 @pytest.fixture
 def no_gpu(monkeypatch):
-    """Make TensorRT and ONNX Runtime CUDA unavailable whatever this machine has."""
+    """Make TensorRT, TensorRT for RTX and ONNX Runtime CUDA unavailable whatever this machine has."""
     monkeypatch.setattr(tensorrt_engine, "load_toolkit", missing_tensorrt)
+    monkeypatch.setattr(tensorrt_rtx, "load_plugin", missing_rtx_plugin)
     monkeypatch.setattr(onnx_runtime, "cuda_provider_installed", lambda: False)
 
 
@@ -112,9 +123,10 @@ def test_auto_falls_back_to_cpu_and_says_why(colour_bundle, no_gpu):
     engine = create_engine(colour_bundle, "auto")
 
     assert engine.provider == "ONNX Runtime CPU"
-    assert len(engine.fallback_notes) == 2
-    tensorrt_note, cuda_note = engine.fallback_notes
+    assert len(engine.fallback_notes) == 3
+    tensorrt_note, rtx_note, cuda_note = engine.fallback_notes
     assert tensorrt_note.startswith("TensorRT skipped:") and "not installed" in tensorrt_note
+    assert rtx_note.startswith("TensorRT for RTX skipped:") and "not installed" in rtx_note
     assert cuda_note.startswith("ONNX Runtime CUDA skipped:") and "onnxruntime-gpu" in cuda_note
 
 
@@ -154,7 +166,7 @@ def test_tensorrt_failing_mid_start_falls_back_in_auto(colour_bundle, monkeypatc
 
 
 def test_unknown_preference_is_refused(colour_bundle):
-    with pytest.raises(ValueError, match="auto, tensorrt, cuda, cpu"):
+    with pytest.raises(ValueError, match="auto, tensorrt, tensorrt-rtx, cuda, cpu, openvino"):
         create_engine(colour_bundle, "gpu")
 
 
@@ -171,6 +183,7 @@ def fake_cuda(monkeypatch):
     """ONNX Runtime that offers CUDA and 'runs' CUDA sessions (really on the CPU); TensorRT missing."""
     fake = FakeCudaOnnxRuntime(onnxruntime.InferenceSession)
     monkeypatch.setattr(tensorrt_engine, "load_toolkit", missing_tensorrt)
+    monkeypatch.setattr(tensorrt_rtx, "load_plugin", missing_rtx_plugin)
     monkeypatch.setattr(onnx_runtime, "cuda_provider_installed", lambda: True)
     monkeypatch.setattr(onnxruntime, "InferenceSession", fake)
     return fake
@@ -208,8 +221,9 @@ def test_compute_that_onnx_runtime_leaves_on_the_cpu_of_a_cuda_session_is_report
     assert engine.provider == "ONNX Runtime CUDA"
     assert [node.split(" ")[0] for node in engine.placement.cpu_compute] == ["Gemm"]
     assert engine.fallback_notes[0].startswith("TensorRT skipped:")
-    assert "runs part of the model on the CPU" in engine.fallback_notes[1]
-    assert "1 compute node(s) on the CPU: Gemm" in engine.fallback_notes[1]
+    assert engine.fallback_notes[1].startswith("TensorRT for RTX skipped:")
+    assert "runs part of the model on the CPU" in engine.fallback_notes[2]
+    assert "1 compute node(s) on the CPU: Gemm" in engine.fallback_notes[2]
 
 
 def test_placement_tells_shape_arithmetic_from_compute_on_the_cpu():

@@ -81,19 +81,26 @@ def test_settings_dialog_shows_the_bundle_and_applies_changes(qtbot, colour_bund
 def test_settings_dialog_lists_the_engines_beside_the_engine_choice(
     qtbot, colour_bundle, monkeypatch
 ) -> None:
-    from catbreed_desktop.core.engines import EngineUnavailable, onnx_runtime
+    from catbreed_desktop.core.engines import EngineUnavailable, onnx_runtime, openvino_engine, tensorrt_rtx
     from catbreed_desktop.core.engines import tensorrt as tensorrt_engine
     from catbreed_desktop.gui.settings_dialog import ENGINE_COLUMNS, SettingsDialog
 
-    def missing_tensorrt():
-        raise EngineUnavailable("TensorRT is not installed (test)")
+    def missing(what: str):
+        def refuse():
+            raise EngineUnavailable(f"{what} is not installed (test)")
 
-    monkeypatch.setattr(tensorrt_engine, "load_toolkit", missing_tensorrt)
+        return refuse
+
+    monkeypatch.setattr(tensorrt_engine, "load_toolkit", missing("TensorRT"))
+    monkeypatch.setattr(tensorrt_rtx, "load_plugin", missing("TensorRT for RTX"))
+    monkeypatch.setattr(openvino_engine, "load_openvino", missing("OpenVINO"))
     monkeypatch.setattr(onnx_runtime, "cuda_provider_installed", lambda: False)
     dialog = SettingsDialog(Settings(model_path=str(colour_bundle.path), engine="cpu"))
     qtbot.addWidget(dialog)
 
     qtbot.waitUntil(lambda: not dialog.is_listing(), timeout=10_000)
+    choices = [dialog.engine_box.itemData(index) for index in range(dialog.engine_box.count())]
+    assert choices == ["auto", "tensorrt", "tensorrt-rtx", "cuda", "cpu", "openvino", "triton"]
     tree = dialog.engine_tree
     rows = [
         [tree.topLevelItem(row).text(column) for column in range(len(ENGINE_COLUMNS))]
@@ -101,21 +108,25 @@ def test_settings_dialog_lists_the_engines_beside_the_engine_choice(
     ]
     assert [row[:4] for row in rows] == [
         ["TensorRT", "no", "fp16", "not started"],
+        ["TensorRT for RTX", "no", "fp16", "not started"],
         ["ONNX Runtime CUDA", "no", "fp16", "not started"],
         ["ONNX Runtime CPU", "yes", "fp32", "CPUExecutionProvider"],
+        ["OpenVINO CPU", "no", "fp32", "not started"],
     ]
     # The graph's file name in the column, its path in the tooltip and its folder below.
-    assert rows[2][4] == colour_bundle.model_path.name
-    assert tree.topLevelItem(2).toolTip(4) == str(colour_bundle.model_path)
-    assert rows[1][4].endswith("-fp16-v1.onnx")
-    assert tree.topLevelItem(1).toolTip(4).endswith(f"/{rows[1][4]}")
+    assert rows[3][4] == colour_bundle.model_path.name
+    assert tree.topLevelItem(3).toolTip(4) == str(colour_bundle.model_path)
+    assert rows[2][4].endswith("-fp16-v1.onnx")
+    assert tree.topLevelItem(2).toolTip(4).endswith(f"/{rows[2][4]}")
     details = dialog.engine_details.text().splitlines()
     assert details[0] == "TensorRT, why not: TensorRT is not installed (test)"
     assert details[1] == f"TensorRT, graph: {rows[0][4]}, derived from the bundle at first start"
-    assert details[2].startswith("ONNX Runtime CUDA, why not: ONNX Runtime CUDA is not available")
-    assert "onnxruntime-gpu" in details[2] and len(details) == 6
-    assert details[4:] == [
-        f"Graphs in: {Path(tree.topLevelItem(1).toolTip(4)).parent}",
+    assert details[2] == "TensorRT for RTX, why not: TensorRT for RTX is not installed (test)"
+    assert details[4].startswith("ONNX Runtime CUDA, why not: ONNX Runtime CUDA is not available")
+    assert "onnxruntime-gpu" in details[4]
+    assert details[6] == "OpenVINO CPU, why not: OpenVINO is not installed (test)" and len(details) == 9
+    assert details[7:] == [
+        f"Graphs in: {Path(tree.topLevelItem(2).toolTip(4)).parent}",
         f"Graphs in: {colour_bundle.path}",
     ]
 

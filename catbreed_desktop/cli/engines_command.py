@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "engines",
         help="list the inference engines: available or why not, graph, precision, providers",
         description=(
-            "List TensorRT, ONNX Runtime CUDA and ONNX Runtime CPU: whether each can run here (or why "
+            "List TensorRT, TensorRT for RTX, ONNX Runtime CUDA, ONNX Runtime CPU and OpenVINO CPU: whether each can run here (or why "
             "not), the graph file and precision it runs, and the execution providers really active. "
             "--gpu-precision and --batch-size are the settings TensorRT would be built with."
         ),

@@ -45,7 +45,16 @@ from PySide6.QtWidgets import (
 )
 
 from catbreed_desktop.core.bundle import DEFAULT_MIN_CONFIDENCE, BundleError, load_bundle
-from catbreed_desktop.core.engines.names import AUTO, CPU, CUDA, PREFERENCES, TENSORRT, TRITON
+from catbreed_desktop.core.engines.names import (
+    AUTO,
+    CPU,
+    CUDA,
+    OPENVINO,
+    PREFERENCES,
+    TENSORRT,
+    TENSORRT_RTX,
+    TRITON,
+)
 from catbreed_desktop.core.paths import default_model_dir
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.settings import RANGES, Settings
@@ -56,8 +65,10 @@ from catbreed_desktop.gui.threshold import UnsureThreshold, percent, threshold_s
 ENGINE_NAMES = {
     AUTO: "Automatic (fastest available)",
     TENSORRT: "TensorRT",
+    TENSORRT_RTX: "TensorRT for RTX",
     CUDA: "CUDA",
     CPU: "CPU",
+    OPENVINO: "OpenVINO (CPU)",
     TRITON: "Triton server",
 }
 ENGINE_COLUMNS = ("Engine", "Available", "Precision", "Providers", "Graph")

@@ -1,11 +1,12 @@
 """The engine listing behind `catbreed engines` and the settings dialog: what could run a bundle, and how.
 
-`list_engines(bundle)` reports, for TensorRT, ONNX Runtime CUDA and ONNX Runtime CPU: whether the
-engine can run here (or the message it would raise), which graph file it would run and at which
+`list_engines(bundle)` reports, for every engine in `ENGINE_NAMES` (TensorRT, TensorRT for RTX,
+ONNX Runtime CUDA, ONNX Runtime CPU, OpenVINO CPU): whether the engine can run here (or the message it would raise), which graph file it would run and at which
 precision, whether that graph is already derived, and the execution providers really active.
 The plain listing is quick: it never derives a float graph (seconds) or builds a TensorRT engine
-(minutes), and it starts only the CPU engine, whose session opens in a fraction of a second, so
-only the CPU engine's providers are known. `check=` starts the engines named (deriving and
+(minutes), and it starts only the ONNX Runtime CPU engine, whose session opens in a fraction of a
+second, so only its providers are known; OpenVINO is imported but compiles nothing, and TensorRT
+for RTX is registered with ONNX Runtime to learn which GPU it supports, without building. `check=` starts the engines named (deriving and
 building what they need), runs one small batch through each and reports the providers really
 active, where ONNX Runtime placed the nodes and whether the outputs were finite.
 
@@ -13,7 +14,8 @@ With `server=` the listing ends with a Triton Inference Server row: it reaches t
 checks that it serves the bundle's model (a few small requests); `check` may name "triton" then.
 `first_available` never picks it, as "auto" never does.
 
-TensorRT, CUDA, ONNX Runtime and tritonclient are imported only inside the calls, as the engines do.
+TensorRT, CUDA, ONNX Runtime, OpenVINO, the TensorRT for RTX plugin and tritonclient are imported only
+inside the calls, as the engines do.
 """
 
 from __future__ import annotations
@@ -27,9 +29,18 @@ from typing import Any
 import numpy as np
 
 from catbreed_desktop.core.bundle import LOGITS_NAME, BundleError, ModelBundle
-from catbreed_desktop.core.engines import onnx_runtime, tensorrt
+from catbreed_desktop.core.engines import onnx_runtime, openvino_engine, tensorrt, tensorrt_rtx
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
-from catbreed_desktop.core.engines.names import CPU, CUDA, ENGINE_NAMES, ENGINE_TITLES, TENSORRT, TRITON
+from catbreed_desktop.core.engines.names import (
+    CPU,
+    CUDA,
+    ENGINE_NAMES,
+    ENGINE_TITLES,
+    OPENVINO,
+    TENSORRT,
+    TENSORRT_RTX,
+    TRITON,
+)
 
 CPU_INSTALL_HINT = "pip install 'catbreed-desktop[cpu]' (or [gpu] for ONNX Runtime CUDA)"
 
@@ -38,7 +49,7 @@ CPU_INSTALL_HINT = "pip install 'catbreed-desktop[cpu]' (or [gpu] for ONNX Runti
 class EngineInfo:
     """What one engine would do with a bundle on this machine."""
 
-    name: str  # "tensorrt", "cuda", "cpu" or "triton", as `create_engine` and the settings name it
+    name: str  # a name in `ENGINE_NAMES`, or "triton", as `create_engine` and the settings name it
     title: str
     available: bool
     reason: str  # why it cannot run, in the words the engine itself would raise; "" when it can
@@ -110,9 +121,15 @@ def list_engines(
             EngineInfo(name, ENGINE_TITLES[name], False, reason, bundle.model_path, "?", True)
             for name in ENGINE_NAMES
         ]
-    infos = [_tensorrt_info(bundle, fp16, batch_size), _cuda_info(bundle), _cpu_info(bundle, precision)]
+    infos = [
+        _tensorrt_info(bundle, fp16, batch_size),
+        _tensorrt_rtx_info(bundle),
+        _cuda_info(bundle),
+        _cpu_info(bundle, precision),
+        _openvino_info(bundle, precision),
+    ]
     gpu = next((info.gpu for info in infos if info.gpu), "")
-    # ONNX Runtime does not name the GPU; TensorRT's toolkit asked the driver, and it is the same device 0.
+    # ONNX Runtime CUDA does not name the GPU; TensorRT or TensorRT for RTX asked, and it is the same device 0.
     infos = [replace(info, gpu=gpu) if info.name == CUDA and info.available else info for info in infos]
     infos = [_checked(info, bundle, fp16, batch_size) if info.name in check else info for info in infos]
     if server:
@@ -175,6 +192,19 @@ def _tensorrt_info(bundle: ModelBundle, fp16: bool, batch_size: int) -> EngineIn
     return replace(info, available=True, gpu=toolkit.gpu_name, first_start=first_start, notes=notes)
 
 
+def _tensorrt_rtx_info(bundle: ModelBundle) -> EngineInfo:
+    graph, ready = derived_graph(bundle, "fp16")
+    info = EngineInfo(TENSORRT_RTX, ENGINE_TITLES[TENSORRT_RTX], False, "", graph, "fp16", ready)
+    try:
+        plugin = tensorrt_rtx.load_plugin()
+    except (EngineUnavailable, RuntimeError, OSError) as error:
+        return replace(info, reason=str(error))
+    first_start = "derive the float graph (seconds), then " if not ready else ""
+    first_start += "compile kernels for this GPU (seconds; kept in the runtime cache)"
+    notes = (f"plugin {plugin.ep_name} on onnxruntime {plugin.version}",)
+    return replace(info, available=True, gpu=plugin.gpu_name, first_start=first_start, notes=notes)
+
+
 def _cuda_info(bundle: ModelBundle) -> EngineInfo:
     graph, ready = derived_graph(bundle, onnx_runtime.DEFAULT_GRAPHS[CUDA])
     info = EngineInfo(CUDA, ENGINE_TITLES[CUDA], False, "", graph, "fp16", ready)
@@ -202,6 +232,21 @@ def _cpu_info(bundle: ModelBundle, precision: str) -> EngineInfo:
         return replace(info, available=True, started=True, providers=engine.active_providers)
 
 
+def _openvino_info(bundle: ModelBundle, precision: str) -> EngineInfo:
+    info = EngineInfo(OPENVINO, ENGINE_TITLES[OPENVINO], False, "", bundle.model_path, precision, True)
+    try:
+        openvino = openvino_engine.load_openvino()
+    except EngineUnavailable as error:
+        return replace(info, reason=str(error))
+    folder = openvino_engine.compiled_model_cache_dir()
+    notes = (
+        f"OpenVINO {openvino_engine.openvino_version(openvino)}",
+        f"compiled models cached in {folder}",
+    )
+    first_start = "compile the model (about a second; cached for later starts)"
+    return replace(info, available=True, first_start=first_start, notes=notes)
+
+
 def _finite_on_one_batch(engine: Engine, bundle: ModelBundle) -> bool:
     """Run one batch of seeded noise through `engine`; whether every logit came back finite."""
     size = bundle.preprocessing.size
@@ -212,6 +257,10 @@ def _finite_on_one_batch(engine: Engine, bundle: ModelBundle) -> bool:
 def _start(name: str, bundle: ModelBundle, fp16: bool, batch_size: int) -> Engine:
     if name == TENSORRT:
         return tensorrt.TensorRTEngine(bundle, batch_size=batch_size, fp16=fp16)
+    if name == TENSORRT_RTX:
+        return tensorrt_rtx.TensorRtRtxEngine(bundle, batch_size=batch_size)
+    if name == OPENVINO:
+        return openvino_engine.OpenVinoEngine(bundle)
     return onnx_runtime.OnnxRuntimeEngine(bundle, name, verify_placement=True)
 
 
