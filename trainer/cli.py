@@ -2,7 +2,7 @@
 
 Exit status: 0 success, 1 a check failed (e.g. an export that disagrees with PyTorch), 2 usage or
 input errors, 130 interrupted. Expected errors are printed as one line, no traceback, by
-`catbreed_desktop.cli.program.run_program`, which the `catbreed` command shares.
+`catbreed_desktop.core.program.run_program`, which the `catbreed` command shares.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from catbreed_desktop.cli.program import positive_int, run_program
+from catbreed_desktop.core.program import positive_int, run_program
 from trainer import backbone_import, negatives, triton
 
 PROGRAM = "python -m trainer"

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, write_bundle
+from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE
 from catbreed_desktop.core.imaging import Preprocessing, load_and_preprocess
 from trainer.dataset import (
     DEFAULT_SEED,
@@ -452,9 +453,7 @@ def _runner(model_path: Path, spec: Preprocessing, chunk: int = 256) -> Outputs:
     photo list is run once: the int8 check, the not-a-cat threshold and the shipped figures all
     read the same validation and test outputs.
     """
-    from catbreed_desktop.core.settings import Settings
-
-    batch = Settings().batch_size
+    batch = DEFAULT_BATCH_SIZE
     session = onnx_session(model_path)
     done: dict[tuple[Path, ...], tuple[np.ndarray, np.ndarray]] = {}
 

@@ -35,11 +35,11 @@ from catbreed_desktop.cli.common import (
     open_classifier,
     resolve_min_confidence,
 )
-from catbreed_desktop.cli.program import SOME_FAILED, positive_int
 from catbreed_desktop.core.classify import Failure, Prediction
 from catbreed_desktop.core.errors import CatBreedError, UsageError
 from catbreed_desktop.core.imaging import iter_photo_paths
 from catbreed_desktop.core.printable import printable
+from catbreed_desktop.core.program import SOME_FAILED, positive_int
 
 NOT_A_CAT = "not a cat"
 UNSURE = "unsure"

@@ -31,6 +31,7 @@ from catbreed_desktop.core.decode_pool import (
 )
 from catbreed_desktop.core.engines import Engine, create_engine, softmax
 from catbreed_desktop.core.engines.base import ModelOutputError, check_outputs
+from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE
 from catbreed_desktop.core.imaging import PhotoError, load_and_preprocess, preprocess, stack_batch
 from catbreed_desktop.core.ood import OodConfigError, OodDetector
 
@@ -76,7 +77,7 @@ class Classifier:
         self,
         bundle: ModelBundle,
         engine: str | Engine = "auto",
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         top_k: int = 3,
         *,
         fp16: bool = True,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from catbreed_desktop.core.engines.names import AUTO, PREFERENCES
+from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, PREFERENCES
 from catbreed_desktop.core.files import atomic_write_text
 from catbreed_desktop.core.paths import config_dir
 from catbreed_desktop.core.sorting.plan import MODES, MOVE
@@ -72,7 +72,7 @@ class Settings:
     model_path: str = ""  # empty: the default bundle (`paths.default_model_dir()`)
     engine: str = AUTO
     triton_server: str = ""  # the Triton server's URL, used when `engine` is "triton"
-    batch_size: int = 8
+    batch_size: int = DEFAULT_BATCH_SIZE
     thumbnail_size: int = 160
     include_subfolders: bool = True
     # Photos below it are unsure. None: the loaded bundle's recommendation (`ModelBundle.default_min_confidence`).

@@ -19,6 +19,7 @@ from catbreed_desktop.core.engines.names import (
     AUTO,
     CPU,
     CUDA,
+    DEFAULT_BATCH_SIZE,
     ENGINE_NAMES,
     ENGINE_TITLES,
     PREFERENCES,
@@ -46,7 +47,7 @@ __all__ = [
 def create_engine(
     bundle: ModelBundle,
     preference: str = AUTO,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     fp16: bool = True,
     *,
     threads: int | None = None,

@@ -29,7 +29,15 @@ import numpy as np
 from catbreed_desktop.core.bundle import LOGITS_NAME, BundleError, ModelBundle
 from catbreed_desktop.core.engines import onnx_runtime, tensorrt
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
-from catbreed_desktop.core.engines.names import CPU, CUDA, ENGINE_NAMES, ENGINE_TITLES, TENSORRT, TRITON
+from catbreed_desktop.core.engines.names import (
+    CPU,
+    CUDA,
+    DEFAULT_BATCH_SIZE,
+    ENGINE_NAMES,
+    ENGINE_TITLES,
+    TENSORRT,
+    TRITON,
+)
 
 CPU_INSTALL_HINT = "pip install 'catbreed-desktop[cpu]' (or [gpu] for ONNX Runtime CUDA)"
 
@@ -88,7 +96,7 @@ def list_engines(
     bundle: ModelBundle,
     *,
     fp16: bool = True,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     check: Collection[str] = (),
     server: str | None = None,
 ) -> list[EngineInfo]:

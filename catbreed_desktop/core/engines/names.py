@@ -1,4 +1,5 @@
-"""The engines' names, defined once for the engine chooser, the listing, the command line and the settings.
+"""The engines' names and default batch size, defined once for the engine chooser, the listing, the command
+line, the settings and the trainer.
 
 `ENGINE_NAMES` are the engines on this machine, in the order `create_engine(bundle, "auto")` tries
 them; `REMOTE_ENGINES` run on a server (Triton) and are used only when asked for by name, since
@@ -23,3 +24,6 @@ ENGINE_TITLES = {
     CPU: "ONNX Runtime CPU",
     TRITON: "Triton Inference Server",
 }
+
+# Photos per engine call unless a setting or --batch-size says otherwise.
+DEFAULT_BATCH_SIZE = 8
