@@ -4,7 +4,7 @@ Derives the fp32 and fp16 float graphs of a bundle (`catbreed_desktop.core.engin
 into a fresh cache folder, timing each derivation and a cached second call, then runs every photo
 under `--photos` through three ONNX Runtime CPU sessions: the bundle's int8 model (what the CPU
 engine runs), the derived fp32 graph and the derived fp16 graph. It prints the top-1 agreement of
-each float graph with int8 (issue 10 asks for at least 99 %), the logit differences, the accuracy
+each float graph with int8 (it should be at least 99 %), the logit differences, the accuracy
 of each against the breed folders, the op counts before and after, and the file sizes.
 
     .venv/bin/python bench/check_float_graph.py [--bundle models] [--photos ../shared/data/oxford-pet-cats]

@@ -1,6 +1,6 @@
 """The int8 export is static: a photo's probabilities do not depend on the photos batched with it.
 
-Dynamic int8 quantisation (the export before issue 9) scaled every activation by the range of
+Dynamic int8 quantisation (what older bundles shipped) scaled every activation by the range of
 the whole batch, so a real photo scored 0.398 in a batch of 8 and 0.486 alone. The export now
 calibrates constant activation scales on training photos (QDQ). A tiny model is trained and
 exported with `--int8` on the synthetic colour photos, then one photo is run alone and in
