@@ -242,7 +242,7 @@ class Batches(CalibrationDataReader):
 def static_quantized(
     model: onnx.ModelProto, folder: Path, everything: bool = False, **options
 ) -> onnx.ModelProto:
-    """quantize_static in QDQ form: as trainer/export.py does it, or (`everything`) every op it can."""
+    """quantize_static in QDQ form: as trainer/quantise.py does it, or (`everything`) every op it can."""
     source, target = folder / "float.onnx", folder / "qdq.onnx"
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(source))

@@ -125,7 +125,7 @@ def _attention_matmuls(path: Path) -> int:
 def test_the_calibration_photos_are_training_photos_drawn_with_the_split_seed(
     exported: dict[str, Path],
 ) -> None:
-    from trainer.export import int8_calibration_photos
+    from trainer.quantise import int8_calibration_photos
 
     samples = read_manifest(exported["workdir"])
     photos, seed = int8_calibration_photos(exported["workdir"], samples, CALIBRATION_PHOTOS)

@@ -412,7 +412,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from trainer.export import INT8_CALIBRATION_PHOTOS, ExportSettings, export
+    from trainer.export import ExportSettings, export
+    from trainer.quantise import INT8_CALIBRATION_PHOTOS
 
     result = export(
         args.workdir,

@@ -189,7 +189,7 @@ def compare(
 def bundle_logits(bundle, paths: Sequence[Path]) -> np.ndarray:
     """A bundle's logits for these photos, through ONNX Runtime on the CPU as the app runs it."""
     from catbreed_desktop.core.imaging import load_and_preprocess
-    from trainer.export import onnx_outputs
+    from trainer.onnx_run import onnx_outputs
 
     pixels = np.stack([load_and_preprocess(path, bundle.preprocessing) for path in paths])
     logits, _ = onnx_outputs(bundle.path / bundle.model_file, pixels, f"scoring {bundle.path.name}")
