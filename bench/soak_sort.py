@@ -366,8 +366,10 @@ class Soak:
                 cwd=REPO,
                 text=True,
             )
+            stdout = process.stdout
+            assert stdout is not None  # stdout=PIPE
             try:
-                ready = process.stdout.readline().strip()
+                ready = stdout.readline().strip()
                 started = time.monotonic()
                 alive = True
                 if ready == "ready" and kill_after is not None:
@@ -378,12 +380,12 @@ class Soak:
                 process.wait(timeout=CHILD_TIMEOUT_S)
                 step.seconds = time.monotonic() - started
                 # read(), not communicate(): readline() may already hold the rest in its buffer.
-                output = process.stdout.read()
+                output = stdout.read()
             finally:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
-                process.stdout.close()
+                stdout.close()
         step.stderr = errors_path.read_text(errors="replace")
         for line in output.splitlines():
             if line.startswith("result "):
@@ -527,8 +529,8 @@ class Soak:
 
     # --- a run --------------------------------------------------------------------------------
 
-    def killed(self, run: Run, action: str, **options: object) -> Step:
-        step = self.child(run, action, kill=True, **options)
+    def killed(self, run: Run, action: str) -> Step:
+        step = self.child(run, action, kill=True)
         self.check_after_kill(run)
         return step
 
@@ -713,8 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         release_layout(layout, keep=bool(soak.kept))
     print(soak.summary(time.monotonic() - started, photo_note, calibration))
-    for violation in soak.stats.violations:
-        print("\n" + violation)
+    for described in soak.stats.violations:
+        print("\n" + described)
     return 1 if soak.stats.violations else 0
 
 

@@ -49,7 +49,8 @@ def random_resized_crop(
 
 def augment(image: Image.Image, spec: Preprocessing, rng: np.random.Generator) -> np.ndarray:
     """One randomly augmented training view of a decoded RGB photo, as a normalised CHW array."""
-    fill = tuple(round(255 * m) for m in spec.mean)  # the mean colour normalises to zero
+    red, green, blue = (round(255 * m) for m in spec.mean)  # the mean colour normalises to zero
+    fill = (red, green, blue)
     image = random_rotation(image, rng, fill)
     image = random_resized_crop(image, spec.size, rng, _RESAMPLE.get(spec.resample, Image.Resampling.BICUBIC))
     if rng.random() < 0.5:

@@ -46,7 +46,7 @@ UNSURE = "unsure"
 WIDEST_PATH_COLUMN = 60
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "classify",
         help="print the most likely breeds of photos",
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _make_writer(
-    args: argparse.Namespace, out: TextIO, top_k: int, photos: list, min_confidence: float
+    args: argparse.Namespace, out: TextIO, top_k: int, photos: list[Path], min_confidence: float
 ) -> _Writer:
     if args.json:
         return JsonLinesWriter(out, min_confidence)

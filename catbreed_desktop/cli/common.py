@@ -22,7 +22,7 @@ from catbreed_desktop.core.bundle import (
 )
 from catbreed_desktop.core.classify import Classifier
 from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
-from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, TRITON
+from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, TRITON, Preference, as_preference
 from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.program import positive_int
@@ -134,7 +134,7 @@ def uses_fp16(args: argparse.Namespace) -> bool:
 
 def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
     """The classifier the model options ask for; raises `BundleError` or `EngineUnavailable` saying why not."""
-    preference = getattr(args, "engine", AUTO)
+    preference = as_preference(getattr(args, "engine", AUTO))
     server = getattr(args, "server", None)
     if preference == TRITON and not server:
         raise UsageError("--engine triton needs --server URL (the address `catbreed serve` prints)")
@@ -143,7 +143,7 @@ def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
     bundle = open_bundle(args)
     try:
         # The Triton engine needs its server, which the classifier cannot know: it is made here.
-        engine: str | Engine = create_engine(bundle, TRITON, server=server) if server else preference
+        engine: Preference | Engine = create_engine(bundle, TRITON, server=server) if server else preference
         classifier = Classifier(
             bundle,
             engine=engine,

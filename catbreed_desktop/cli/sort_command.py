@@ -51,7 +51,7 @@ from catbreed_desktop.core.sorting.plan import DUPLICATE
 from catbreed_desktop.core.sorting.sources import leave_out_sorted
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sort = subparsers.add_parser(
         "sort",
         help="sort photos into one folder per breed (undo with `catbreed undo`)",

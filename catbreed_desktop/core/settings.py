@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, PREFERENCES
+from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, PREFERENCES, Preference
 from catbreed_desktop.core.files import atomic_write_text
 from catbreed_desktop.core.paths import config_dir
-from catbreed_desktop.core.sorting.plan import MODES, MOVE
+from catbreed_desktop.core.sorting.plan import MODES, MOVE, SortMode
 
 SETTINGS_FILE = "settings.json"
 MAX_RECENT_FOLDERS = 10
@@ -70,7 +70,7 @@ class Settings:
     """Everything the window remembers between runs."""
 
     model_path: str = ""  # empty: the default bundle (`paths.default_model_dir()`)
-    engine: str = AUTO
+    engine: Preference = AUTO
     triton_server: str = ""  # the Triton server's URL, used when `engine` is "triton"
     batch_size: int = DEFAULT_BATCH_SIZE
     thumbnail_size: int = 160
@@ -80,9 +80,9 @@ class Settings:
     recent_folders: list[str] = field(default_factory=list)
     watched_folders: list[str] = field(default_factory=list)
     sort_target: str = ""
-    sort_mode: str = MOVE  # what the Sort dialog proposes
+    sort_mode: SortMode = MOVE  # what the Sort dialog proposes
     auto_sort: bool = False
-    auto_sort_mode: str = MOVE  # what auto-sort of watched folders does
+    auto_sort_mode: SortMode = MOVE  # what auto-sort of watched folders does
     schema_version: int = SCHEMA_VERSION
 
     def add_recent_folder(self, folder: str | Path) -> None:

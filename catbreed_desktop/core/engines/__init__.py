@@ -13,6 +13,8 @@ without starting anything slow, which engine could run and on which graph.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from catbreed_desktop.core.bundle import ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, softmax
 from catbreed_desktop.core.engines.names import (
@@ -25,6 +27,8 @@ from catbreed_desktop.core.engines.names import (
     PREFERENCES,
     TENSORRT,
     TRITON,
+    EngineName,
+    Preference,
 )
 from catbreed_desktop.core.engines.onnx_runtime import GRAPHS, OnnxRuntimeEngine
 from catbreed_desktop.core.engines.tensorrt import TensorRTEngine, build_tensorrt_engine
@@ -46,7 +50,7 @@ __all__ = [
 
 def create_engine(
     bundle: ModelBundle,
-    preference: str = AUTO,
+    preference: Preference = AUTO,
     batch_size: int = DEFAULT_BATCH_SIZE,
     fp16: bool = True,
     *,
@@ -79,7 +83,7 @@ def create_engine(
         return OnnxRuntimeEngine(bundle, device=preference, threads=threads, graph=graph)
 
     notes: list[str] = []
-    attempts = (
+    attempts: tuple[tuple[EngineName, Callable[[], Engine]], ...] = (
         (TENSORRT, lambda: TensorRTEngine(bundle, batch_size=batch_size, fp16=fp16)),
         (CUDA, lambda: OnnxRuntimeEngine(bundle, device=CUDA, threads=threads, graph=graph)),
     )
