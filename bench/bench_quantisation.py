@@ -49,7 +49,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--count", type=int, default=300, help="photos evaluated, spread over the folder (default: 300)"
     )
     parser.add_argument(
-        "--batch-sizes", type=int, nargs="+", default=[DEFAULT_BATCH_SIZE], help="(default: 8)"
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_BATCH_SIZE],
+        help=f"(default: {DEFAULT_BATCH_SIZE})",
     )
     parser.add_argument(
         "--batch-size",

@@ -12,6 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE
 from catbreed_desktop.core.program import positive_int, run_program
 from trainer import backbone_import, negatives, triton
 
@@ -205,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     engine = commands.add_parser("build-engine", help="build the TensorRT engine of a bundle (needs a GPU)")
     engine.add_argument("bundle", type=Path, metavar="BUNDLE_DIR")
     engine.add_argument("--fp16", action="store_true")
-    engine.add_argument("--batch-size", type=positive_int, default=8)
+    # The app looks its cached engine up by batch size among the rest: build for the one it uses.
+    engine.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
     engine.set_defaults(handler=_build_engine)
 
     report = commands.add_parser("report", help="write a Markdown model card")
