@@ -39,12 +39,9 @@ EAGER_TOLERANCE = 1e-3
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """The options every engine benchmark takes: bundle, eager baseline, photos, threads, timing."""
+    """The options every engine benchmark takes: the bundle, the photos and the threads."""
     parser.add_argument(
         "--bundle", type=Path, default=ROOT / "models", help="model bundle (default: models/)"
-    )
-    parser.add_argument(
-        "--checkpoint", type=Path, help="eager baseline from this Hugging Face folder instead"
     )
     parser.add_argument(
         "--photos",
@@ -53,18 +50,28 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         help=f"photo folder, searched recursively (default: {DEFAULT_PHOTOS})",
     )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per runtime (default: 2)")
+
+
+def add_timing_options(parser: argparse.ArgumentParser) -> None:
+    """The PyTorch eager baseline, and how long and how often each figure is timed."""
+    parser.add_argument(
+        "--checkpoint", type=Path, help="eager baseline from this Hugging Face folder instead"
+    )
+    parser.add_argument("--skip-eager", action="store_true", help="no PyTorch baseline (no ratios)")
     parser.add_argument(
         "--repeat", type=int, default=3, help="timed passes per figure; the best is kept (default: 3)"
     )
     parser.add_argument(
         "--min-images", type=int, default=64, help="images per inference-only pass, at least (default: 64)"
     )
+
+
+def add_large_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--large-dir",
         type=Path,
         help="where the 12 MP copies go (default: a temporary folder, removed after)",
     )
-    parser.add_argument("--skip-eager", action="store_true", help="no PyTorch baseline (no ratios)")
 
 
 # --- photos -------------------------------------------------------------------------------------------

@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from _common import add_common_options, large_copies, pick_photos, print_table, warm_cache
+from _common import (
+    add_common_options,
+    add_large_dir_option,
+    large_copies,
+    pick_photos,
+    print_table,
+    warm_cache,
+)
 
 from catbreed_desktop.core import imaging
 from catbreed_desktop.core.bundle import load_bundle
@@ -27,6 +34,7 @@ from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     add_common_options(parser)
+    add_large_dir_option(parser)
     parser.add_argument("--count", type=int, help="photos, spread over the folder (default: all of them)")
     parser.add_argument("--gaps", type=int, nargs="+", help="JPEG_DRAFT_GAP values to try (default: 3 2 1)")
     return parser.parse_args(argv)

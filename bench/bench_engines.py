@@ -44,6 +44,8 @@ from _common import (
     EAGER_TOLERANCE,
     EagerEngine,
     add_common_options,
+    add_large_dir_option,
+    add_timing_options,
     best_seconds,
     eager_model,
     large_copies,
@@ -67,6 +69,8 @@ from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     add_common_options(parser)
+    add_timing_options(parser)
+    add_large_dir_option(parser)
     parser.add_argument("--count", type=int, default=48, help="photos, spread over the folder (default: 48)")
     parser.add_argument(
         "--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64], help="(default: 1 8 32 64)"

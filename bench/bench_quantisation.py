@@ -27,6 +27,7 @@ from _common import (
     EAGER_TOLERANCE,
     EagerEngine,
     add_common_options,
+    add_timing_options,
     eager_model,
     load_average,
     logits_of,
@@ -45,6 +46,7 @@ from catbreed_desktop.core.imaging import iter_photo_paths, load_and_preprocess
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     add_common_options(parser)
+    add_timing_options(parser)
     parser.add_argument(
         "--count", type=int, default=300, help="photos evaluated, spread over the folder (default: 300)"
     )
