@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-TRAINER = Path("/tmp/old24a/trainer")
+TRAINER = Path(__file__).resolve().parents[1] / "trainer"
 APP_ONLY = ("catbreed_desktop.cli", "catbreed_desktop.gui", "catbreed_desktop.core.settings")
 
 
