@@ -27,16 +27,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_engines import EagerEngine, dinov2_from_graph, interleaved_rates, load_average, pick_photos
+from _common import EagerEngine, dinov2_from_graph, interleaved_rates, load_average, pick_photos
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, LOGITS_NAME, ModelBundle, load_bundle
 from catbreed_desktop.core.engines.base import Engine
@@ -97,15 +98,18 @@ def folder_mb(folder: Path) -> tuple[int, float]:
     return len(files), sum(path.stat().st_size for path in files) / 1e6
 
 
-def timed(make: object) -> tuple[object, float]:
+T = TypeVar("T")
+
+
+def timed(make: Callable[[], T]) -> tuple[T, float]:
     start = time.perf_counter()
-    value = make()  # type: ignore[operator]
+    value = make()
     return value, time.perf_counter() - start
 
 
 def costs(args: argparse.Namespace, bundle: ModelBundle) -> None:
     print("## costs")
-    import openvino
+    import openvino  # type: ignore[import-untyped]
 
     print(f"openvino {openvino.__version__}; onnxruntime {importlib.metadata.version('onnxruntime')}")
     if args.wheel:
@@ -118,9 +122,8 @@ def costs(args: argparse.Namespace, bundle: ModelBundle) -> None:
         size=(8, 3, bundle.preprocessing.size, bundle.preprocessing.size)
     )
     sample = sample.astype(np.float32)
-    engine: Engine
-    engine, seconds = timed(lambda: OnnxRuntimeEngine(bundle, threads=args.threads))  # type: ignore[assignment]
-    _, first = timed(lambda: engine.run(sample))
+    ort, seconds = timed(lambda: OnnxRuntimeEngine(bundle, threads=args.threads))
+    _, first = timed(lambda: ort.run(sample))
     print(f"{ORT}: session start {seconds:.2f} s, first batch of 8 {first:.2f} s")
     for hint in HINTS:
         with tempfile.TemporaryDirectory(prefix="catbreed-ov-cache-") as cache:
@@ -129,13 +132,13 @@ def costs(args: argparse.Namespace, bundle: ModelBundle) -> None:
             def start(hint: str = hint) -> OpenVinoEngine:
                 return OpenVinoEngine(bundle, threads=args.threads, hint=hint)
 
-            engine, cold = timed(start)  # type: ignore[assignment]
-            _, first = timed(partial(engine.run, sample))
+            openvino_engine, cold = timed(start)
+            _, first = timed(partial(openvino_engine.run, sample))
             files, size = folder_mb(Path(cache) / "openvino")
             _, warm = timed(start)
             print(
                 f"OpenVINO {hint}: compile {cold:.2f} s with an empty cache, {warm:.2f} s from CACHE_DIR "
-                f"({files} file(s), {size:.1f} MB); first batch of 8 {first:.2f} s; {engine.requests} request(s)"
+                f"({files} file(s), {size:.1f} MB); first batch of 8 {first:.2f} s; {openvino_engine.requests} request(s)"
             )
         os.environ.pop("CATBREED_CACHE_DIR", None)
     print()

@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait(lambda: bool(finished), 600)
         busy = recorder.stop()
         seconds = time.perf_counter() - start
-        engine = window.classifier.provider
+        engine = window.classifier.provider if window.classifier is not None else "no model"
     finally:
         window.close()
         # Qt objects deleted by Qt while Python still runs: left to interpreter shutdown, PySide6

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from _common import DEFAULT_PHOTOS, pick_photos
 
 # Run from a checkout without installing it: the package is one folder up.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,9 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from catbreed_desktop.core.bundle import load_bundle
 from catbreed_desktop.core.classify import Classifier, Prediction
 from catbreed_desktop.core.engines import create_engine
-from catbreed_desktop.core.imaging import iter_photo_paths, load_and_preprocess, stack_batch
-
-DEFAULT_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "oxford-pet-cats"
+from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -58,15 +57,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--repeat", type=int, default=1, help="timed passes per row; the best is kept (default: 1)"
     )
     return parser.parse_args(argv)
-
-
-def pick_photos(folder: Path, count: int) -> list[Path]:
-    """`count` photos spread evenly over the sorted folder, so every breed folder is represented."""
-    found = iter_photo_paths([folder], recursive=True)
-    if not found:
-        raise SystemExit(f"no photos found in {folder}")
-    step = max(1, len(found) // count)
-    return found[::step][:count]
 
 
 def best_rate(run: Callable[[], object], photos: int, repeat: int) -> float:

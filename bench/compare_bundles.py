@@ -48,7 +48,7 @@ def figures(records: list[dict], truth: list[str], known: set[str]) -> dict:
     y_true = [index[t] for t in truth]
     y_pred = [index[p] for p in predicted]
     source_breeds = sorted(set(truth))
-    filed = [r.get("ok") and r.get("is_cat") and not r.get("unsure") for r in records]
+    filed = [bool(r.get("ok") and r.get("is_cat") and not r.get("unsure")) for r in records]
     filed_right = sum(1 for f, p, t in zip(filed, predicted, truth, strict=True) if f and p == t)
     return {
         "photos": len(records),

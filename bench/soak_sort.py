@@ -54,80 +54,9 @@ FINISHER_KILL_SHARE = 0.4
 CHILD_TIMEOUT_S = 120
 TMPFS_SIZE = "256m"
 
-# The child: slows the file operations and journal writes, says "ready", then does its action.
-CHILD = r"""
-import errno, json, runpy, sys, time
-from pathlib import Path
-from catbreed_desktop.core.sorting import (
-    JournalError, NothingToUndo, SortItem, execute_plan, plan_sort, resume_interrupted_sort,
-    undo_last_sort,
-)
-from catbreed_desktop.core.sorting import fileops, journal
-
-config = json.loads(Path(sys.argv[1]).read_text())
-delay = config["delay"]
-
-def slowed(function):
-    def wrapper(*args, **kwargs):
-        time.sleep(delay)
-        result = function(*args, **kwargs)
-        time.sleep(delay)
-        return result
-    return wrapper
-
-if config["simulate_exdev"]:
-    same_device_rename = fileops.rename_no_replace
-    def rename_no_replace(source, destination):
-        if Path(source).parent != Path(destination).parent:
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
-        same_device_rename(source, destination)
-    fileops.rename_no_replace = rename_no_replace
-if delay:
-    for name in ("_copy_bytes", "rename_no_replace", "move_file"):
-        if hasattr(fileops, name):
-            setattr(fileops, name, slowed(getattr(fileops, name)))
-    journal.Journal.append = slowed(journal.Journal.append)
-
-def report(**fields):
-    print("result " + json.dumps(fields), flush=True)
-
-def sort_report(result):
-    failed = [f"{operation.source}: {reason}" for operation, reason in result.failed]
-    report(done=len(result.done), problems=failed, stopped=result.stopped)
-
-action = config["action"]
-if config["via"] == "cli":
-    import catbreed_desktop.cli.classify_command, catbreed_desktop.cli.sort_command  # imports before "ready"
-    print("ready", flush=True)
-    sys.argv = ["catbreed", action]
-    try:
-        runpy.run_module("catbreed_desktop.cli.main", run_name="__main__", alter_sys=True)
-        code = 0
-    except SystemExit as request:
-        code = request.code
-    report(exit=code)
-    sys.exit(0)
-
-if action == "sort":
-    items = [SortItem(Path(path), label, 0.9) for path, label in config["items"]]
-    plan = plan_sort(items, Path(config["target"]), mode="move")
-print("ready", flush=True)
-try:
-    if action == "sort":
-        sort_report(execute_plan(plan))
-    elif action == "resume":
-        result = resume_interrupted_sort()
-        report(nothing=True) if result is None else sort_report(result)
-    else:
-        try:
-            result = undo_last_sort()
-        except NothingToUndo:
-            report(nothing=True)
-        else:
-            report(restored=result.restored, problems=result.problems)
-except JournalError as error:
-    report(error=f"JournalError: {error}")
-"""
+# The child (slows the file operations and journal writes, says "ready", then does its action) is
+# shared with the kill test.
+CHILD = REPO / "tests" / "sort_child.py"
 
 
 class Violation(Exception):
@@ -430,15 +359,17 @@ class Soak:
         errors_path = run.folder / f"child{number}.stderr"
         with open(errors_path, "w") as errors:
             process = subprocess.Popen(
-                [sys.executable, "-c", CHILD, str(config)],
+                [sys.executable, str(CHILD), str(config)],
                 stdout=subprocess.PIPE,
                 stderr=errors,
                 env=env,
                 cwd=REPO,
                 text=True,
             )
+            stdout = process.stdout
+            assert stdout is not None  # stdout=PIPE
             try:
-                ready = process.stdout.readline().strip()
+                ready = stdout.readline().strip()
                 started = time.monotonic()
                 alive = True
                 if ready == "ready" and kill_after is not None:
@@ -449,12 +380,12 @@ class Soak:
                 process.wait(timeout=CHILD_TIMEOUT_S)
                 step.seconds = time.monotonic() - started
                 # read(), not communicate(): readline() may already hold the rest in its buffer.
-                output = process.stdout.read()
+                output = stdout.read()
             finally:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
-                process.stdout.close()
+                stdout.close()
         step.stderr = errors_path.read_text(errors="replace")
         for line in output.splitlines():
             if line.startswith("result "):
@@ -598,8 +529,8 @@ class Soak:
 
     # --- a run --------------------------------------------------------------------------------
 
-    def killed(self, run: Run, action: str, **options: object) -> Step:
-        step = self.child(run, action, kill=True, **options)
+    def killed(self, run: Run, action: str) -> Step:
+        step = self.child(run, action, kill=True)
         self.check_after_kill(run)
         return step
 
@@ -784,8 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         release_layout(layout, keep=bool(soak.kept))
     print(soak.summary(time.monotonic() - started, photo_note, calibration))
-    for violation in soak.stats.violations:
-        print("\n" + violation)
+    for described in soak.stats.violations:
+        print("\n" + described)
     return 1 if soak.stats.violations else 0
 
 

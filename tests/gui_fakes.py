@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from catbreed_desktop.core.classify import Failure, Prediction
+from catbreed_desktop.gui.classify_controller import PhotoClassifier
 from catbreed_desktop.gui.tasks import TaskRunner, _Running
 
 
@@ -92,3 +93,9 @@ class FakeClassifier:
 
     def close(self) -> None:
         self.closed = True
+
+
+def _fits_the_protocol(fake: FakeClassifier) -> PhotoClassifier:
+    """Never called: mypy, run on this file by the test command, checks here that the fake has
+    what the controllers use of a classifier, so the tests drive them with what the app gives them."""
+    return fake

@@ -33,7 +33,7 @@ def serve_unsupported_reason() -> str | None:
     """Why the pytriton wheel cannot run here (it is built for Linux x86-64, glibc 2.35+); None when it can."""
     if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
         return "nvidia-pytriton ships tritonserver for Linux x86-64 only"
-    libc, version = os.confstr("CS_GNU_LIBC_VERSION").split() if hasattr(os, "confstr") else ("", "0")
+    libc, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split() if hasattr(os, "confstr") else ("", "0")
     if libc != "glibc" or tuple(int(part) for part in version.split(".")[:2]) < (2, 35):
         return f"nvidia-pytriton needs glibc 2.35 or newer, this is {libc} {version}"
     return None

@@ -1,4 +1,4 @@
-"""Issue 12, item 8: notes on faster engines passed over are for -v, or for a GPU that could not be used.
+"""Notes on faster engines passed over are for -v, or for a GPU that could not be used.
 
 On a CPU machine they only advised installing TensorRT and onnxruntime-gpu on every run; in the
 frozen build the `pip install` advice means nothing at all.

@@ -1,4 +1,4 @@
-"""One base class for expected errors, and one way both command lines report them (issue 13).
+"""One base class for expected errors, and one way both command lines report them.
 
 Every error class of the app and the trainer derives from `CatBreedError`; `catbreed` and
 `python -m trainer` turn one into a single line `program: message` on stderr and its exit status,

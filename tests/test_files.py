@@ -1,4 +1,4 @@
-"""The one atomic file write and the one file hash that the app and the trainer share (issue 13)."""
+"""The one atomic file write and the one file hash that the app and the trainer share."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The float graphs GPU engines run: int8 graphs turned back into float, fp16, the cache.
 
 A tiny model built here is quantized with onnxruntime's own `quantize_dynamic` (older bundles)
-and `quantize_static` in QDQ form (bundles since issue 9), so the patterns are the real ones; its
+and `quantize_static` in QDQ form (bundles exported now), so the patterns are the real ones; its
 weights are multiples of 2**-6 with 127 steps at most, which int8 holds exactly, so the
 dequantized graph must reproduce the float original to rounding error. The shipped bundle is checked against the int8 CPU engine on 48 Oxford cats.
 """
@@ -226,7 +226,7 @@ def test_a_quantized_op_in_an_unknown_pattern_is_refused_by_name() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# dequantize_model on static QDQ graphs (quantize_static), what the export ships since issue 9
+# dequantize_model on static QDQ graphs (quantize_static), what the export ships now
 
 
 class Batches(CalibrationDataReader):
@@ -242,7 +242,7 @@ class Batches(CalibrationDataReader):
 def static_quantized(
     model: onnx.ModelProto, folder: Path, everything: bool = False, **options
 ) -> onnx.ModelProto:
-    """quantize_static in QDQ form: as trainer/export.py does it, or (`everything`) every op it can."""
+    """quantize_static in QDQ form: as trainer/quantise.py does it, or (`everything`) every op it can."""
     source, target = folder / "float.onnx", folder / "qdq.onnx"
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(source))

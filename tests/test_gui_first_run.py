@@ -1,7 +1,7 @@
-"""What a first run of the window found (issue 12), each item driven through the real window.
+"""What a first run of the window must get right, each item driven through the real window.
 
-Item 2 (the platform plugin) is in test_gui_platform.py, item 8 (engine notes) in
-test_cli_engine_notes.py, item 12 in test_gui_responsiveness.py; the controllers alone are in
+The platform plugin is in test_gui_platform.py, the engine notes in
+test_cli_engine_notes.py, responsiveness in test_gui_responsiveness.py; the controllers alone are in
 test_gui_controllers.py.
 """
 

@@ -1,4 +1,4 @@
-"""Issue 12, item 2: when Qt's xcb plugin cannot load, the app names the missing libraries and packages.
+"""When Qt's xcb plugin cannot load, the app names the missing libraries and packages.
 
 Qt itself only says "xcb-cursor0 or libxcb-cursor0 is needed" (even when it is installed) and
 aborts. The last test reproduces a machine without libxcb-icccm4 and libxcb-keysyms1 for real:

@@ -1,8 +1,8 @@
 """The window stays responsive while classifying thousands of photos: no decoding or inference on its thread.
 
 How long the GUI thread may freeze depends on the machine and its load, so it is measured by
-`bench/bench_gui_responsiveness.py`, not asserted here (issue 12, item 12: a 396 ms gap on a loaded
-CI machine failed a 100 ms limit). What makes the window responsive does not depend on load: every
+`bench/bench_gui_responsiveness.py`, not asserted here (a 396 ms gap on a loaded
+CI machine once failed a 100 ms limit). What makes the window responsive does not depend on load: every
 decode (for classification and for thumbnails) and every inference runs on another thread, and
 results reach the GUI thread in batches, at most one per `BATCH_SECONDS`.
 """

@@ -206,7 +206,7 @@ def test_undo_asks_first_and_cancel_changes_nothing(
 
 
 def test_undo_is_offered_only_when_there_is_a_sort_to_undo(qtbot, window: MainWindow) -> None:
-    """Issue 12, item 9: Undo was always enabled, and with nothing to undo added a Problems entry."""
+    """Undo is disabled with nothing to undo, and a stale request is told so without a Problems entry."""
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=5_000)
     assert not window.commands.undo.isEnabled()
     window.undo_last_sort()  # a script or a stale shortcut may still ask: it is told, it is no problem

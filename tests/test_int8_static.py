@@ -1,6 +1,6 @@
 """The int8 export is static: a photo's probabilities do not depend on the photos batched with it.
 
-Dynamic int8 quantisation (the export before issue 9) scaled every activation by the range of
+Dynamic int8 quantisation (what older bundles shipped) scaled every activation by the range of
 the whole batch, so a real photo scored 0.398 in a batch of 8 and 0.486 alone. The export now
 calibrates constant activation scales on training photos (QDQ). A tiny model is trained and
 exported with `--int8` on the synthetic colour photos, then one photo is run alone and in
@@ -125,7 +125,7 @@ def _attention_matmuls(path: Path) -> int:
 def test_the_calibration_photos_are_training_photos_drawn_with_the_split_seed(
     exported: dict[str, Path],
 ) -> None:
-    from trainer.export import int8_calibration_photos
+    from trainer.quantise import int8_calibration_photos
 
     samples = read_manifest(exported["workdir"])
     photos, seed = int8_calibration_photos(exported["workdir"], samples, CALIBRATION_PHOTOS)

@@ -1,4 +1,4 @@
-"""The journal survives what disks and people do to it (issue 8, cases 4 and 5, and the journal bullets).
+"""The journal survives what disks and people do to it.
 
 A torn last record, a full disk, a file name that is not UTF-8, a read-only data folder or a
 damaged record must never make undo or resume impossible, and never end in a traceback.

@@ -30,41 +30,9 @@ DELAY_S = 0.003
 RUNS = 5
 LABELS = ("Bengal", "Persian", "Maine Coon", "Sphynx")
 
-# The sorting child: slows the journal and the file operations, says "ready", then sorts.
-CHILD = r"""
-import errno, json, sys, time
-from pathlib import Path
-from catbreed_desktop.core.sorting import SortItem, execute_plan, fileops, plan_sort
-from catbreed_desktop.core.sorting import journal
-
-config = json.loads(Path(sys.argv[1]).read_text())
-
-def slowed(function):
-    def wrapper(*args, **kwargs):
-        time.sleep(config["delay"])
-        result = function(*args, **kwargs)
-        time.sleep(config["delay"])
-        return result
-    return wrapper
-
-if config["cross_device"]:
-    same_device_rename = fileops.rename_no_replace
-    def rename_no_replace(source, destination):
-        if Path(source).parent != Path(destination).parent:
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
-        same_device_rename(source, destination)
-    fileops.rename_no_replace = rename_no_replace
-    fileops._copy_bytes = slowed(fileops._copy_bytes)
-fileops.rename_no_replace = slowed(fileops.rename_no_replace)
-fileops.move_file = slowed(fileops.move_file)
-journal.Journal.append = slowed(journal.Journal.append)
-
-items = [SortItem(Path(path), label, 0.9) for path, label in config["items"]]
-plan = plan_sort(items, Path(config["target"]), mode="move")
-print("ready", flush=True)
-execute_plan(plan)
-print("finished", flush=True)
-"""
+# The sorting child (shared with bench/soak_sort.py): slows the journal and the file operations,
+# says "ready", then sorts.
+CHILD = Path(__file__).with_name("sort_child.py")
 
 
 def _make_photos(root: Path, rng: random.Random) -> list[tuple[str, str]]:
@@ -88,7 +56,7 @@ def _kill_at_random_moment(config_path: Path, rng: random.Random, expected_run_s
     """Start the sorting child, SIGKILL it at a random moment; True when it was killed mid-way."""
     env = os.environ | {"PYTHONPATH": str(REPO)}
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(config_path)], stdout=subprocess.PIPE, env=env, text=True
+        [sys.executable, str(CHILD), str(config_path)], stdout=subprocess.PIPE, env=env, text=True
     )
     try:
         assert child.stdout.readline().strip() == "ready"
@@ -120,7 +88,9 @@ def test_killing_a_sort_loses_nothing_and_it_can_be_resumed_or_undone(
             "items": items,
             "target": str(root / "out"),
             "delay": DELAY_S,
-            "cross_device": cross_device,
+            "simulate_exdev": cross_device,
+            "action": "sort",
+            "via": "api",
         }
         config.write_text(json.dumps(settings))
 

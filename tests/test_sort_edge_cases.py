@@ -1,4 +1,4 @@
-"""Sorting's awkward inputs (issue 8, sorting bullets): each is a clear report, the rest goes on.
+"""Sorting's awkward inputs: each is a clear report, the rest goes on.
 
 Link loops, breed folders that are links out of the target, names near the 255-byte limit,
 unreadable sub-folders, an inbox inside the target, and labels named like the special folders.

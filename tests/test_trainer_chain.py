@@ -200,6 +200,18 @@ def test_mlflow_uri_without_mlflow_is_a_clear_error(chain, tmp_path, capsys):
     assert "pip install" in capsys.readouterr().err
 
 
+def test_an_onnx_export_that_returns_no_program_is_a_trainer_error(tmp_path, monkeypatch):
+    # torch.onnx.export is typed to return None (its legacy exporter does): say so, not AttributeError.
+    from trainer.errors import TrainerError
+    from trainer.export import export_onnx
+    from trainer.modeling import TINY_IMAGE_SIZE, build_model
+
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: None)
+    with pytest.raises(TrainerError, match="returned no ONNX program"):
+        export_onnx(build_model(["Red", "Blue"], preset="tiny"), TINY_IMAGE_SIZE, tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
+
+
 def test_export_that_disagrees_with_pytorch_writes_no_bundle(chain, tmp_path, monkeypatch, capsys):
     import trainer.export as export_module
 

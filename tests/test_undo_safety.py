@@ -1,4 +1,4 @@
-"""Undo never deletes the last copy of a photo (issue 8, cases 1, 2 and 6).
+"""Undo never deletes the last copy of a photo.
 
 A copy the sort made is removed only while its original is still in place with the same bytes;
 a link at the original path, or an original folder that now leads into the sorted folder, means

@@ -80,7 +80,8 @@ def augment(
 ) -> np.ndarray:
     """One randomly augmented training view of a decoded RGB photo, as a normalised CHW array."""
     options = options or DEFAULT_AUGMENT
-    fill = tuple(round(255 * m) for m in spec.mean)  # the mean colour normalises to zero
+    red, green, blue = (round(255 * m) for m in spec.mean)  # the mean colour normalises to zero
+    fill = (red, green, blue)
     image = random_rotation(image, rng, fill)
     image = random_resized_crop(
         image, spec.size, rng, _RESAMPLE.get(spec.resample, Image.Resampling.BICUBIC), options.crop_min_area

@@ -2,7 +2,7 @@
 
 Exit status: 0 success, 1 a check failed (e.g. an export that disagrees with PyTorch), 2 usage or
 input errors, 130 interrupted. Expected errors are printed as one line, no traceback, by
-`catbreed_desktop.cli.program.run_program`, which the `catbreed` command shares.
+`catbreed_desktop.core.program.run_program`, which the `catbreed` command shares.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from catbreed_desktop.cli.program import positive_int, run_program
+from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE
+from catbreed_desktop.core.program import positive_int, run_program
 from trainer import backbone_import, negatives, triton
 
 PROGRAM = "python -m trainer"
@@ -243,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     engine = commands.add_parser("build-engine", help="build the TensorRT engine of a bundle (needs a GPU)")
     engine.add_argument("bundle", type=Path, metavar="BUNDLE_DIR")
     engine.add_argument("--fp16", action="store_true")
-    engine.add_argument("--batch-size", type=positive_int, default=8)
+    # The app looks its cached engine up by batch size among the rest: build for the one it uses.
+    engine.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
     engine.set_defaults(handler=_build_engine)
 
     report = commands.add_parser("report", help="write a Markdown model card")
@@ -473,7 +475,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from trainer.export import INT8_CALIBRATION_PHOTOS, ExportSettings, export
+    from trainer.export import ExportSettings, export
+    from trainer.quantise import INT8_CALIBRATION_PHOTOS
 
     result = export(
         args.workdir,

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
+from catbreed_desktop.core.bundle import ModelBundle, load_bundle
+from catbreed_desktop.core.imaging import Preprocessing
 from trainer.breakdown import UNNAMED_SOURCE
 from trainer.dataset import LABELS_FILE, MANIFEST_FILE, Sample, read_labels, read_manifest, split_samples
 from trainer.errors import TrainerError
@@ -130,11 +132,9 @@ def compare(
     workdir = Path(workdir)
     if not checkpoints:
         raise TrainerError("give at least one --checkpoint NAME=DIR")
-    loaded = []
+    loaded: list[tuple[str, Path, torch.nn.Module | ModelBundle, Preprocessing, list[str]]] = []
     for name, folder in checkpoints:
         if (Path(folder) / "bundle.json").is_file():
-            from catbreed_desktop.core.bundle import load_bundle
-
             bundle = load_bundle(folder)
             loaded.append((name, folder, bundle, bundle.preprocessing, list(bundle.labels)))
             continue
@@ -164,12 +164,12 @@ def compare(
     if not photos:
         raise TrainerError(f"no {split} photos of those breeds and sources in {workdir} to score")
     results = {}
-    for name, folder, model, spec, labels in loaded:
+    for name, folder, scorer, spec, labels in loaded:
         paths = [s.path for s in photos]
-        if isinstance(model, torch.nn.Module):
-            logits, _ = run_on_photos(model, paths, spec, batch_size, f"scoring {name}", device=device)
+        if isinstance(scorer, torch.nn.Module):
+            logits, _ = run_on_photos(scorer, paths, spec, batch_size, f"scoring {name}", device=device)
         else:
-            logits = bundle_logits(model, paths)
+            logits = bundle_logits(scorer, paths)
         predicted = [labels[i] for i in logits.argmax(axis=1)]
         results[name] = {"checkpoint": portable_path(folder)} | _figures(photos, predicted, breeds, labels)
     chosen_sources = sorted({s.source or UNNAMED_SOURCE for s in photos})
@@ -189,7 +189,7 @@ def compare(
 def bundle_logits(bundle, paths: Sequence[Path]) -> np.ndarray:
     """A bundle's logits for these photos, through ONNX Runtime on the CPU as the app runs it."""
     from catbreed_desktop.core.imaging import load_and_preprocess
-    from trainer.export import onnx_outputs
+    from trainer.onnx_run import onnx_outputs
 
     pixels = np.stack([load_and_preprocess(path, bundle.preprocessing) for path in paths])
     logits, _ = onnx_outputs(bundle.path / bundle.model_file, pixels, f"scoring {bundle.path.name}")

@@ -149,7 +149,7 @@ def at_most_per_breed(samples: list[Sample], limit: int, seed: int = 83) -> list
     by_breed: dict[str, list[int]] = {}
     for index, sample in enumerate(samples):
         by_breed.setdefault(sample.label, []).append(index)
-    kept = set()
+    kept: set[int] = set()
     for indices in by_breed.values():
         kept.update(rng.permutation(indices)[:limit].tolist() if len(indices) > limit else indices)
     return [sample for index, sample in enumerate(samples) if index in kept]

@@ -3,8 +3,8 @@
 The graph (opset 17+, real LayerNormalization ops) takes `pixel_values` with a dynamic batch
 axis and returns `logits` and `embedding`. Before anything is written, ONNX Runtime's outputs on
 real validation photos are compared with PyTorch's: any top-1 disagreement or a logit difference
-over 1e-3 refuses the export. With `--int8` the model is quantised statically in QDQ form
-(int8 weights per channel, activation scales calibrated on training photos, so a photo's
+over 1e-3 refuses the export. With `--int8` the model is quantised statically in QDQ form by
+`trainer/quantise.py` (int8 weights per channel, activation scales calibrated on training photos, so a photo's
 answer does not depend on the rest of its batch), its agreement and test accuracy are
 measured, and the bundle ships the int8 model. The bundle records labels, architecture,
 preprocessing, calibration temperature, OOD detector, evaluation metrics and provenance.
@@ -15,10 +15,8 @@ from __future__ import annotations
 import datetime
 import json
 import platform
-import random
 import subprocess
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +24,10 @@ import numpy as np
 import torch
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, write_bundle
+from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE
 from catbreed_desktop.core.imaging import Preprocessing, load_and_preprocess
 from trainer.dataset import (
-    DEFAULT_SEED,
     SUMMARY_FILE,
-    Sample,
     read_labels,
     read_manifest,
     split_samples,
@@ -40,17 +37,15 @@ from trainer.evaluate import EVAL_DIR, default_checkpoint
 from trainer.metrics import classification_scores
 from trainer.modeling import TRAINING_FILE, LogitsAndEmbedding, checkpoint_labels, load_checkpoint
 from trainer.not_a_cat import OOD_FILE, load_ood, rethreshold
+from trainer.onnx_run import CHECK_BATCH, onnx_outputs, onnx_session
 from trainer.portable import portable, portable_path
-from trainer.progress import bar, manual_bar
+from trainer.progress import bar
+from trainer.quantise import INT8_CALIBRATION_PHOTOS, int8_calibration_photos, quantise_int8
 from trainer.shipped import Outputs, bundle_decision, bundle_metrics, measure_shipped
 
 MIN_OPSET = 17
 FP32_TOLERANCE = 1e-3
 EXPORT_DIR = "export"
-CHECK_BATCH = 16
-# int8 activation ranges: training photos drawn for calibration, and how many go through at once.
-INT8_CALIBRATION_PHOTOS = 256
-CALIBRATION_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -115,6 +110,8 @@ def export_onnx(model: torch.nn.Module, image_size: int, path: Path, opset: int 
             verbose=False,
             dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1, max=1024)}},
         )
+    if program is None:  # only the legacy TorchScript exporter returns nothing; dynamo=True never does
+        raise TrainerError("torch.onnx.export returned no ONNX program")
     program.save(str(path), external_data=False)  # the bundle holds one file
     return path
 
@@ -156,25 +153,6 @@ def inspect_graph(path: Path, opset: int) -> dict:
 # ---------------------------------------------------------------------------------------- checking
 
 
-def onnx_session(path: Path):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_outputs(path: Path, pixels: np.ndarray, description: str) -> tuple[np.ndarray, np.ndarray]:
-    session = onnx_session(path)
-    logits, embeddings = [], []
-    starts = range(0, len(pixels), CHECK_BATCH)
-    for start in bar(starts, description, total=len(starts), unit="batch"):
-        out = session.run([LOGITS_NAME, EMBEDDING_NAME], {INPUT_NAME: pixels[start : start + CHECK_BATCH]})
-        logits.append(out[0])
-        embeddings.append(out[1])
-    return np.concatenate(logits), np.concatenate(embeddings)
-
-
 @torch.no_grad()
 def torch_outputs(wrapper: LogitsAndEmbedding, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     logits, embeddings = [], []
@@ -197,180 +175,6 @@ def compare_fp32(reference: tuple[np.ndarray, np.ndarray], exported: tuple[np.nd
         "top1_agreement": float(np.mean(reference[0].argmax(1) == exported[0].argmax(1))),
         "tolerance": FP32_TOLERANCE,
     }
-
-
-def int8_calibration_photos(workdir: Path, samples: list[Sample], count: int) -> tuple[list[Path], int]:
-    """`count` training photos (all of them if fewer) drawn with the split's seed, and that seed.
-
-    Training photos, so that no validation or test photo the int8 model is then measured on has
-    shaped its activation ranges; drawn from the path-sorted split, so the draw depends only on
-    the manifest's content and the seed that `prepare` recorded in summary.json.
-    """
-    summary_path = workdir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    seed = int(summary.get("seed", DEFAULT_SEED))
-    train = sorted((s.path for s in split_samples(samples, "train")), key=str)
-    if not train:
-        raise TrainerError(f"{workdir} has no training photos to calibrate the int8 activations on")
-    return random.Random(seed).sample(train, min(count, len(train))), seed
-
-
-def quantise_int8(
-    fp32_path: Path,
-    out_dir: Path,
-    check_pixels: np.ndarray,
-    fp32_logits: np.ndarray,
-    calibration: Sequence[Path],
-    spec: Preprocessing,
-    calibration_seed: int | None = None,
-) -> tuple[Path, dict]:
-    """Static QDQ int8: weights per channel, activations on scales calibrated on `calibration`.
-
-    Dynamic quantisation took each activation's scale from the whole batch, so a photo's
-    probabilities moved with its batch companions (0.398 in a batch of 8, 0.486 alone). Here every
-    scale is a constant fixed by MinMax calibration on `calibration` photos (preprocessed as the
-    app does), so a photo's outputs are the same alone or in any batch; the export measures that.
-
-    Only MatMuls with a constant weight (the linear layers: attention projections and MLP) are
-    quantised, with float outputs, so ONNX Runtime fuses each QuantizeLinear -> DequantizeLinear
-    -> MatMul into one MatMulIntegerToFloat; LayerNorm, Softmax, GELU, the attention MatMuls
-    (both operands activations), the patch Conv and a head the pre-processing fused into a Gemm
-    stay float, where int8 would cost accuracy and win little time.
-    """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    source = out_dir / "model_fp32_prepared.onnx"
-    try:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        # Shape inference and graph clean-up first, as ONNX Runtime advises for quantisation.
-        quant_pre_process(str(fp32_path), str(source), skip_symbolic_shape=False)
-    except Exception as error:  # pre-processing is an optimisation; quantise the plain export instead
-        print(f"note: quantisation pre-processing skipped ({error})", file=sys.stderr)
-        source = fp32_path
-    source, linear = _linear_matmuls(source, out_dir)
-
-    class Photos(CalibrationDataReader):
-        """Calibration batches, decoded one batch at a time as ONNX Runtime asks for them."""
-
-        def __init__(self) -> None:
-            self.batches = [
-                calibration[i : i + CALIBRATION_BATCH] for i in range(0, len(calibration), CALIBRATION_BATCH)
-            ]
-            self.progress = manual_bar(len(calibration), "calibrating int8", unit="photo")
-            self.set_range(0, len(self.batches))
-
-        def __len__(self) -> int:
-            return len(self.batches)
-
-        def set_range(self, start_index: int, end_index: int) -> None:
-            self.pending = iter(self.batches[start_index:end_index])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            paths = next(self.pending, None)
-            if paths is None:
-                return None
-            self.progress.update(len(paths))
-            return {INPUT_NAME: np.stack([load_and_preprocess(p, spec) for p in paths])}
-
-    path = out_dir / "model_int8_static.onnx"
-    reader = Photos()
-    quantize_static(
-        str(source),
-        str(path),
-        reader,
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul"],
-        nodes_to_quantize=linear,
-        per_channel=True,
-        # uint8 activations with int8 weights (U8S8) is what ONNX Runtime's x86 int8 GEMMs run;
-        # int8 activations left half the MatMuls unfused (float MatMul behind DequantizeLinear).
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        # MinMax agreed best with fp32 on 300 Oxford cats (top-1 99.7 %): Percentile (99.999)
-        # clips the few huge activations ViTs rely on (99.0 %), Entropy was no better (99.3 %)
-        # and took twice as long.
-        calibrate_method=CalibrationMethod.MinMax,
-        extra_options={
-            # A MatMul's output rounded to int8 would only add error before the float bias Add.
-            "OpTypesToExcludeOutputQuantization": ["MatMul"],
-            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # weights are (in, out): a scale per output
-            # Ranges are merged batch by batch; by default every batch's activations of every
-            # layer are held at once (gigabytes for a few hundred photos).
-            "CalibStridedMinMax": 1,
-        },
-    )
-    reader.progress.close()
-
-    logits, _ = onnx_outputs(path, check_pixels, "checking int8")
-    return path, {
-        "quantisation": (
-            f"static QDQ: QInt8 per-channel weights, QUInt8 activations calibrated by MinMax on "
-            f"{len(calibration)} photos, {len(linear)} MatMuls"
-        ),
-        "scheme": "static QDQ",
-        "weights": "QInt8, symmetric, per output channel",
-        "activations": "QUInt8, per tensor, constant scales",
-        "quantised_nodes": {"MatMul": len(linear)},
-        "calibration": {
-            "method": "MinMax",
-            "photos": len(calibration),
-            "split": "train",
-            "seed": calibration_seed,
-        },
-        "top1_agreement_vs_fp32_check_photos": float(np.mean(logits.argmax(1) == fp32_logits.argmax(1))),
-        "max_abs_logit_diff_vs_fp32": float(np.abs(logits - fp32_logits).max()),
-        "max_abs_logit_diff_alone_vs_batched": _batch_dependence(path, check_pixels, logits),
-    }
-
-
-def _linear_matmuls(path: Path, out_dir: Path) -> tuple[Path, list[str]]:
-    """The model to quantise and the names of its MatMuls whose second input is a constant: the
-    linear layers.
-
-    A MatMul reading a graph output is left out: quantize_static would make that output the
-    rounded copy of its QuantizeLinear -> DequantizeLinear pair, and the embedding the OOD
-    detector reads must stay float. quantize_static picks nodes by name, so when some node has
-    none, a copy with every node named is written to `out_dir` and quantised instead.
-    """
-    import onnx
-
-    model = onnx.load(str(path))
-    constants = {tensor.name for tensor in model.graph.initializer}
-    taken = {node.name for node in model.graph.node if node.name}
-    renamed = False
-    for index, node in enumerate(model.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{index}"
-            while name in taken:
-                name += "_"
-            node.name = name
-            taken.add(name)
-            renamed = True
-    if renamed:
-        path = out_dir / "model_fp32_named.onnx"
-        onnx.save(model, str(path))
-    outputs = {output.name for output in model.graph.output}
-    return path, [
-        node.name
-        for node in model.graph.node
-        if node.op_type == "MatMul" and node.input[1] in constants and node.input[0] not in outputs
-    ]
-
-
-def _batch_dependence(path: Path, pixels: np.ndarray, batched_logits: np.ndarray) -> float:
-    """Largest |logit difference| between each photo run alone and run in batches of `CHECK_BATCH`."""
-    session = onnx_session(path)
-    alone = np.concatenate(
-        [session.run([LOGITS_NAME], {INPUT_NAME: pixels[i : i + 1]})[0] for i in range(len(pixels))]
-    )
-    return float(np.abs(alone - batched_logits).max())
 
 
 # ------------------------------------------------------------------------------------- provenance
@@ -452,9 +256,7 @@ def _runner(model_path: Path, spec: Preprocessing, chunk: int = 256) -> Outputs:
     photo list is run once: the int8 check, the not-a-cat threshold and the shipped figures all
     read the same validation and test outputs.
     """
-    from catbreed_desktop.core.settings import Settings
-
-    batch = Settings().batch_size
+    batch = DEFAULT_BATCH_SIZE
     session = onnx_session(model_path)
     done: dict[tuple[Path, ...], tuple[np.ndarray, np.ndarray]] = {}
 

@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,8 +76,7 @@ def build_model(
             num_hidden_layers=2,
             num_attention_heads=2,
             intermediate_size=64,
-            num_labels=len(labels),
-            id2label=id2label,
+            id2label=id2label,  # sets num_labels too
             label2id=label2id,
         )
         return ViTForImageClassification(config)
@@ -105,12 +105,13 @@ def encoder_parts(model: nn.Module) -> tuple[nn.Module, Sequence[nn.Module]]:
     transformers 5: `layers` on the model itself), so the known places are tried in turn.
     """
     base = model.base_model
+    embeddings = getattr(base, "embeddings", None)
     for path in ("encoder.layer", "encoder.layers", "layers", "layer"):
-        owner = base
+        owner: object = base
         for name in path.split("."):
             owner = getattr(owner, name, None)
-        if isinstance(owner, nn.ModuleList) and hasattr(base, "embeddings"):
-            return base.embeddings, list(owner)
+        if isinstance(owner, nn.ModuleList) and isinstance(embeddings, nn.Module):
+            return embeddings, list(owner)
     raise ModelError(f"{type(model).__name__} has no embeddings and encoder layers to freeze")
 
 
@@ -167,9 +168,14 @@ class PatchDropout:
         )
 
 
+def hf_config(model: nn.Module) -> Any:
+    """The transformers config of `model`; each architecture has fields of its own, hence `Any`."""
+    return model.config
+
+
 def forward_options(model: nn.Module, image_size: int) -> dict:
     """Extra forward arguments: ViT needs `interpolate_pos_encoding` at a size it was not trained at."""
-    config = model.config
+    config = hf_config(model)
     if config.model_type == "vit" and config.image_size != image_size:
         return {"interpolate_pos_encoding": True}
     return {}
@@ -185,7 +191,10 @@ class LogitsAndEmbedding(nn.Module):
     def __init__(self, model: nn.Module, image_size: int) -> None:
         super().__init__()
         self.body = copy.deepcopy(model)
-        self.head = self.body.classifier
+        head = self.body.classifier
+        if not isinstance(head, nn.Module):
+            raise ModelError(f"{type(model).__name__} has no classifier head to split off")
+        self.head = head
         self.body.classifier = nn.Identity()
         self._options = forward_options(model, image_size)
 
@@ -198,7 +207,7 @@ def mean_patch_span(model: nn.Module) -> tuple[int, int] | None:
     """Where the mean patch token sits in the embedding, or None where there is none: DINOv2's
     head sees [CLS, mean of the patch tokens], a ViT's the CLS token alone."""
     config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) != "dinov2":
+    if config is None or getattr(config, "model_type", None) != "dinov2":
         return None
     hidden = int(config.hidden_size)
     return hidden, 2 * hidden
@@ -209,13 +218,14 @@ def save_checkpoint(
 ) -> None:
     """`save_pretrained` plus the preprocessing and origin the evaluator and exporter need."""
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    pretrained: Any = model  # a transformers model; nn.Module does not declare save_pretrained
+    pretrained.save_pretrained(folder)
     (folder / PREPROCESSING_FILE).write_text(json.dumps(preprocessing.to_dict(), indent=2) + "\n")
     origin = {
         "base_model": base_model,
         "preset": preset,
         "architecture": type(model).__name__,
-        "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
+        "labels": checkpoint_labels(model),
     }
     (folder / TRAINER_FILE).write_text(json.dumps(origin, indent=2) + "\n")
 
@@ -235,7 +245,8 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, Preprocessing, dict]
 
 
 def checkpoint_labels(model: nn.Module) -> list[str]:
-    return [model.config.id2label[i] for i in range(model.config.num_labels)]
+    config = hf_config(model)
+    return [config.id2label[i] for i in range(config.num_labels)]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -286,5 +297,5 @@ def run_on_photos(
             logits.append(batch_logits.float().cpu().numpy())
             embeddings.append(batch_embeddings.float().cpu().numpy())
     if not logits:
-        return np.zeros((0, model.config.num_labels), np.float32), np.zeros((0, 0), np.float32)
+        return np.zeros((0, hf_config(model).num_labels), np.float32), np.zeros((0, 0), np.float32)
     return np.concatenate(logits), np.concatenate(embeddings)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from catbreed_desktop.core.bundle import load_bundle
 from catbreed_desktop.core.classify import Classifier, Prediction
-from catbreed_desktop.core.engines.names import CPU
+from catbreed_desktop.core.engines.names import CPU, DEFAULT_BATCH_SIZE
 from catbreed_desktop.core.imaging import iter_photo_paths
 
 
@@ -42,7 +42,7 @@ def measure_not_a_cat(
 ) -> dict:
     """Sorting outcomes for each negatives group and for the cats (with accuracy of those filed)."""
     bundle = load_bundle(bundle_dir)
-    classifier = Classifier(bundle, engine=CPU, batch_size=8)
+    classifier = Classifier(bundle, engine=CPU, batch_size=DEFAULT_BATCH_SIZE)
     try:
         groups = {}
         for folder in sorted(p for p in negatives_dir.iterdir() if p.is_dir()):

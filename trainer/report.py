@@ -32,8 +32,9 @@ from trainer.card_results import (
 from trainer.dataset import SUMMARY_FILE, read_manifest, split_samples
 from trainer.errors import TrainerError
 from trainer.evaluate import EVAL_DIR
-from trainer.export import EXPORT_DIR, load_pixels, onnx_outputs, onnx_session, torch_outputs
+from trainer.export import EXPORT_DIR, load_pixels, torch_outputs
 from trainer.modeling import LogitsAndEmbedding, load_checkpoint
+from trainer.onnx_run import onnx_outputs, onnx_session
 from trainer.portable import portable_path
 
 SPEED_BATCH = 8

@@ -165,7 +165,8 @@ def parameter_groups(model: nn.Module, lr: float, head_lr: float | None) -> list
     The head starts from random weights while the backbone starts pretrained, so a larger head
     rate reaches a good head within a few epochs without disturbing the backbone.
     """
-    head, body = [], []
+    head: list[torch.nn.Parameter] = []
+    body: list[torch.nn.Parameter] = []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             (head if name.startswith("classifier.") else body).append(parameter)

@@ -35,18 +35,18 @@ from catbreed_desktop.cli.common import (
     open_classifier,
     resolve_min_confidence,
 )
-from catbreed_desktop.cli.program import SOME_FAILED, positive_int
 from catbreed_desktop.core.classify import Failure, Prediction
 from catbreed_desktop.core.errors import CatBreedError, UsageError
 from catbreed_desktop.core.imaging import iter_photo_paths
 from catbreed_desktop.core.printable import printable
+from catbreed_desktop.core.program import SOME_FAILED, positive_int
 
 NOT_A_CAT = "not a cat"
 UNSURE = "unsure"
 WIDEST_PATH_COLUMN = 60
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "classify",
         help="print the most likely breeds of photos",
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _make_writer(
-    args: argparse.Namespace, out: TextIO, top_k: int, photos: list, min_confidence: float
+    args: argparse.Namespace, out: TextIO, top_k: int, photos: list[Path], min_confidence: float
 ) -> _Writer:
     if args.json:
         return JsonLinesWriter(out, min_confidence)

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from catbreed_desktop.cli.program import positive_int
 from catbreed_desktop.core import paths
 from catbreed_desktop.core.bundle import (
     BUNDLE_FILE,
@@ -23,9 +22,10 @@ from catbreed_desktop.core.bundle import (
 )
 from catbreed_desktop.core.classify import Classifier
 from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
-from catbreed_desktop.core.engines.names import AUTO, TRITON
+from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, TRITON, Preference, as_preference
 from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.printable import printable
+from catbreed_desktop.core.program import positive_int
 
 PROGRAM = "catbreed"
 
@@ -55,7 +55,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "`catbreed serve` prints it",
     )
     group.add_argument(
-        "--batch-size", type=positive_int, default=8, metavar="N", help="photos per batch (default: 8)"
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"photos per batch (default: {DEFAULT_BATCH_SIZE})",
     )
     group.add_argument(
         "--gpu-precision",
@@ -130,7 +134,7 @@ def uses_fp16(args: argparse.Namespace) -> bool:
 
 def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
     """The classifier the model options ask for; raises `BundleError` or `EngineUnavailable` saying why not."""
-    preference = getattr(args, "engine", AUTO)
+    preference = as_preference(getattr(args, "engine", AUTO))
     server = getattr(args, "server", None)
     if preference == TRITON and not server:
         raise UsageError("--engine triton needs --server URL (the address `catbreed serve` prints)")
@@ -139,11 +143,11 @@ def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
     bundle = open_bundle(args)
     try:
         # The Triton engine needs its server, which the classifier cannot know: it is made here.
-        engine: str | Engine = create_engine(bundle, TRITON, server=server) if server else preference
+        engine: Preference | Engine = create_engine(bundle, TRITON, server=server) if server else preference
         classifier = Classifier(
             bundle,
             engine=engine,
-            batch_size=getattr(args, "batch_size", 8),
+            batch_size=getattr(args, "batch_size", DEFAULT_BATCH_SIZE),
             top_k=top_k,
             fp16=uses_fp16(args),
         )

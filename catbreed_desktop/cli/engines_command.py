@@ -23,7 +23,7 @@ from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.printable import printable
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "engines",
         help="list the inference engines: available or why not, graph, precision, providers",

@@ -2,7 +2,7 @@
 
 Each subcommand module offers `register(subparsers)` and sets `handler=` (a function taking the
 parsed arguments and returning an exit status). `main` always returns an int: 0 success, 1 some
-files failed, 2 usage or model errors, 130 interrupted; `cli.program.run_program`, which the
+files failed, 2 usage or model errors, 130 interrupted; `core.program.run_program`, which the
 trainer's command line shares, turns expected errors into one line on stderr.
 """
 
@@ -15,7 +15,7 @@ import sys
 from catbreed_desktop import __version__
 from catbreed_desktop.cli import classify_command, engines_command, serve_command, sort_command
 from catbreed_desktop.cli.common import PROGRAM
-from catbreed_desktop.cli.program import run_program
+from catbreed_desktop.core.program import run_program
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from catbreed_desktop.cli.common import PROGRAM, open_bundle
-from catbreed_desktop.cli.program import positive_int
 from catbreed_desktop.core import serving
 from catbreed_desktop.core.engines import create_engine
 from catbreed_desktop.core.engines.names import AUTO, ENGINE_NAMES
 from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.paths import MODEL_ENV, default_model_dir
+from catbreed_desktop.core.program import positive_int
 
 MAX_BATCH_LIMIT = 1024
 
@@ -33,7 +33,7 @@ def port(text: str) -> int:
     return value
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="serve the model on Triton Inference Server, for `--engine triton` on other machines",

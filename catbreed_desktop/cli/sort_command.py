@@ -26,11 +26,11 @@ from catbreed_desktop.cli.common import (
     open_classifier,
     resolve_min_confidence,
 )
-from catbreed_desktop.cli.program import SOME_FAILED
 from catbreed_desktop.core.classify import Classifier, Failure
 from catbreed_desktop.core.errors import CatBreedError, UsageError, error_line
 from catbreed_desktop.core.imaging import iter_photo_paths
 from catbreed_desktop.core.printable import plural, printable
+from catbreed_desktop.core.program import SOME_FAILED
 from catbreed_desktop.core.sorting import (
     COPY,
     MOVE,
@@ -52,7 +52,7 @@ from catbreed_desktop.core.sorting.plan import DUPLICATE
 from catbreed_desktop.core.sorting.sources import leave_out_sorted
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sort = subparsers.add_parser(
         "sort",
         help="sort photos into one folder per breed (undo with `catbreed undo`)",

@@ -33,6 +33,7 @@ from catbreed_desktop.core.decode_pool import (
 )
 from catbreed_desktop.core.engines import Engine, create_engine, softmax
 from catbreed_desktop.core.engines.base import ModelOutputError, check_outputs
+from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, Preference
 from catbreed_desktop.core.imaging import PhotoError, load_and_preprocess, preprocess, stack_batch
 from catbreed_desktop.core.ood import OodConfigError, OodDetector
 
@@ -80,8 +81,8 @@ class Classifier:
     def __init__(
         self,
         bundle: ModelBundle,
-        engine: str | Engine = "auto",
-        batch_size: int = 8,
+        engine: Preference | Engine = AUTO,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         top_k: int = 3,
         *,
         fp16: bool = True,

@@ -68,7 +68,7 @@ REDUCING_GAP = 3
 # instead of 42 (138 in full), holding a quarter of the pixels. Over the 2,371 Oxford cat photos
 # upscaled to 12 MP the shipped model's top-1 matched full decoding on 99.75 % of them at 2
 # (99.70 % at 3, 99.54 % at 1), each photo classified alone; batching the fully decoded photos
-# by 32 changes more (99.41 %). `bench/bench_engines.py --draft-check` measures it.
+# by 32 changes more (99.41 %). `bench/bench_draft_decoding.py` measures it.
 JPEG_DRAFT_GAP = 2
 
 # Pixels converted at a time when a photo is converted band by band.

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from catbreed_desktop.core.engines.names import AUTO, PREFERENCES
+from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, PREFERENCES, Preference
 from catbreed_desktop.core.errors import CatBreedError
 from catbreed_desktop.core.files import atomic_write_text
 from catbreed_desktop.core.paths import config_dir
 from catbreed_desktop.core.printable import printable
-from catbreed_desktop.core.sorting.plan import COPY, MODES, MOVE
+from catbreed_desktop.core.sorting.plan import COPY, MODES, MOVE, SortMode
 
 SETTINGS_FILE = "settings.json"
 # Settings take a few kilobytes; a larger file is damaged, and is not read into memory.
@@ -79,9 +79,9 @@ class Settings:
     """Everything the window remembers between runs."""
 
     model_path: str = ""  # empty: the default bundle (`paths.default_model_dir()`)
-    engine: str = AUTO
+    engine: Preference = AUTO
     triton_server: str = ""  # the Triton server's URL, used when `engine` is "triton"
-    batch_size: int = 8
+    batch_size: int = DEFAULT_BATCH_SIZE
     thumbnail_size: int = 160
     include_subfolders: bool = True
     # Photos below it are unsure. None: the loaded bundle's recommendation (`ModelBundle.default_min_confidence`).
@@ -90,9 +90,9 @@ class Settings:
     watched_folders: list[str] = field(default_factory=list)
     sort_target: str = ""
     # What the Sort dialog proposes: Copy for a first sort (nothing leaves its folder), then the last choice.
-    sort_mode: str = COPY
+    sort_mode: SortMode = COPY
     auto_sort: bool = False
-    auto_sort_mode: str = MOVE  # what auto-sort of watched folders does
+    auto_sort_mode: SortMode = MOVE  # what auto-sort of watched folders does
     schema_version: int = SCHEMA_VERSION
 
     def add_recent_folder(self, folder: str | Path) -> None:

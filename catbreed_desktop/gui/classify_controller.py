@@ -7,21 +7,23 @@ get to it: photos of a cancelled run, a failed run or a window without a model s
 classified, and adding them again or *Classify again* queues them once more.
 
 `open_classifier` is a parameter, so tests drive the controller with a fake classifier and an
-inline task runner: no model, no threads.
+inline task runner: no model, no threads. `PhotoClassifier` is what the controller (and the
+window) need of a classifier; the real `Classifier` and the tests' fake both satisfy it.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from PySide6.QtCore import QObject, Signal
 
-from catbreed_desktop.core.bundle import DEFAULT_MIN_CONFIDENCE
+from catbreed_desktop.core.bundle import DEFAULT_MIN_CONFIDENCE, ModelBundle
+from catbreed_desktop.core.engines.names import Preference
 from catbreed_desktop.core.errors import CatBreedError, error_line
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.gui.photo_model import PhotoListModel
@@ -36,6 +38,38 @@ BATCH_SECONDS = 0.15
 LOAD_LANE, SCAN_LANE, CLASSIFY_LANE = "model", "scan", "classification"
 
 Problems = list[tuple[Path | None, str]]
+
+
+class ClassifierBundle(Protocol):
+    """What the window reads of a classifier's model bundle."""
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def num_labels(self) -> int: ...
+
+
+class PhotoClassifier(Protocol):
+    """What the window needs of a classifier: `core.classify.Classifier`, or a test's stand-in."""
+
+    @property
+    def bundle(self) -> ClassifierBundle: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def fallback_notes(self) -> list[str]: ...
+
+    def classify(
+        self, paths: Iterable[Path], *, should_stop: Callable[[], bool] | None = None
+    ) -> Iterator[Prediction | Failure]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -56,7 +90,7 @@ class _LoadFailure:
     message: str
 
 
-def open_classifier(model_path: Path, engine: str, batch_size: int, server: str = "") -> Classifier:
+def open_classifier(model_path: Path, engine: Preference, batch_size: int, server: str = "") -> Classifier:
     """The bundle at `model_path` on `engine`, leaving one core free so the window keeps drawing.
 
     `server` is the Triton server's URL, for the "triton" engine.
@@ -78,15 +112,15 @@ def open_classifier(model_path: Path, engine: str, batch_size: int, server: str 
     )
 
 
-def _unsure_rule(bundle: Any) -> tuple[float, str]:
+def _unsure_rule(bundle: ClassifierBundle) -> tuple[float, str]:
     """The bundle's recommended unsure threshold and its source in words."""
-    if not hasattr(bundle, "min_confidence_source"):
+    if not isinstance(bundle, ModelBundle):
         # A stand-in classifier's bundle (tests, scripts) has no rule: it gets a real bundle's without one.
         return DEFAULT_MIN_CONFIDENCE, "the default: this model bundle recommends no threshold"
-    return float(bundle.default_min_confidence), str(bundle.min_confidence_source())
+    return bundle.default_min_confidence, bundle.min_confidence_source()
 
 
-def classify_in_batches(classifier: Any, paths: Sequence[Path], context: TaskContext) -> bool:
+def classify_in_batches(classifier: PhotoClassifier, paths: Sequence[Path], context: TaskContext) -> bool:
     """Classify `paths`, handing results over in lists; True when the run was stopped early."""
     pending: list[Prediction | Failure] = []
     last_handed = time.monotonic()
@@ -136,21 +170,21 @@ class ClassifyController(QObject):
         self,
         photos: PhotoListModel,
         runner: TaskRunner,
-        open_classifier: Callable[[Path, str, int, str], Any] = open_classifier,
+        open_classifier: Callable[[Path, Preference, int, str], PhotoClassifier] = open_classifier,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self.photos = photos
         self.runner = runner
         self._open_classifier = open_classifier
-        self.classifier: Any = None
+        self.classifier: PhotoClassifier | None = None
         self.model_error: str | None = None
         self.sources: list[Path] = []  # what the person added: folders and files, absolute
         self._queue: list[Path] = []
         self._run_paths: list[Path] = []
         self._run_started = 0.0
         self._load_generation = 0
-        self._wanted_load: tuple[Path, str, int, str] | None = None  # model, engine, batch, server
+        self._wanted_load: tuple[Path, Preference, int, str] | None = None  # model, engine, batch, server
         self._scans: list[tuple[list[Path], bool]] = []
         self._closed = False
 
@@ -160,7 +194,7 @@ class ClassifyController(QObject):
     def labels(self) -> tuple[str, ...]:
         return tuple(self.classifier.bundle.labels) if self.classifier is not None else ()
 
-    def load_model(self, model_path: Path, engine: str, batch_size: int, server: str = "") -> None:
+    def load_model(self, model_path: Path, engine: Preference, batch_size: int, server: str = "") -> None:
         """(Re)load the model in the background; the photos shown are classified again with it."""
         if self._closed:
             return
@@ -186,7 +220,7 @@ class ClassifyController(QObject):
         generation = self._load_generation
         self._wanted_load = None
 
-        def load(context: TaskContext) -> Any:
+        def load(context: TaskContext) -> PhotoClassifier | _LoadFailure | None:
             try:
                 classifier = self._open_classifier(model_path, engine, batch_size, server)
             except (CatBreedError, OSError) as error:  # a missing or unusable model: told in the banner
@@ -206,7 +240,7 @@ class ClassifyController(QObject):
             )
         )
 
-    def _loaded(self, result: Any, generation: int) -> None:
+    def _loaded(self, result: PhotoClassifier | _LoadFailure | None, generation: int) -> None:
         if generation != self._load_generation or self._closed:
             if result is not None and not isinstance(result, _LoadFailure):
                 result.close()  # a newer load was asked for meanwhile
@@ -339,7 +373,7 @@ class ClassifyController(QObject):
             )
         )
 
-    def _results(self, outcomes: list[Any]) -> None:
+    def _results(self, outcomes: list[Prediction | Failure]) -> None:
         from catbreed_desktop.core.classify import Failure
 
         failures = [o for o in outcomes if isinstance(o, Failure)]

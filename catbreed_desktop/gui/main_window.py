@@ -29,9 +29,10 @@ from catbreed_desktop.core.paths import default_model_dir
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.settings import Settings, SettingsError, read_settings, save_settings
 from catbreed_desktop.core.sorting import SortPlan, UndoPreview
+from catbreed_desktop.core.sorting.plan import SortMode
 from catbreed_desktop.gui import APP_TITLE
 from catbreed_desktop.gui.actions import ActionSlots, build_actions, build_menus, build_toolbar
-from catbreed_desktop.gui.classify_controller import ClassifyController, ModelInfo
+from catbreed_desktop.gui.classify_controller import ClassifyController, ModelInfo, PhotoClassifier
 from catbreed_desktop.gui.error_log import log_path
 from catbreed_desktop.gui.layout import WindowWidgets, build_widgets
 from catbreed_desktop.gui.photo_model import (
@@ -44,7 +45,7 @@ from catbreed_desktop.gui.photo_model import (
     show_breed,
 )
 from catbreed_desktop.gui.review import ReviewController
-from catbreed_desktop.gui.sort_controller import SortController, preview_sort, sort_items
+from catbreed_desktop.gui.sort_controller import SortController, SortPreview, preview_sort, sort_items
 from catbreed_desktop.gui.sort_dialog import SortDialog
 from catbreed_desktop.gui.status_bar import StatusWidgets
 from catbreed_desktop.gui.tasks import TaskRunner
@@ -218,7 +219,7 @@ class MainWindow(QMainWindow):
     # --- what the controllers report ---------------------------------------------------------------
 
     @property
-    def classifier(self) -> Any:
+    def classifier(self) -> PhotoClassifier | None:
         """The classifier in use, or None while there is none (for scripts and benchmarks)."""
         return self.classify.classifier
 
@@ -437,7 +438,7 @@ class MainWindow(QMainWindow):
         items = sort_items(self.photos.records)
         sources, labels = list(self.classify.sources), self.classify.labels
 
-        def planner(target: Path, mode: str, threshold: float) -> Any:
+        def planner(target: Path, mode: SortMode, threshold: float) -> SortPreview:
             return preview_sort(items, sources, target, mode, threshold, labels)
 
         return SortDialog(

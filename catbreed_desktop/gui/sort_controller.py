@@ -22,7 +22,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.settings import Settings
-from catbreed_desktop.core.sorting.plan import MOVE
+from catbreed_desktop.core.sorting.plan import MOVE, SortMode
 from catbreed_desktop.gui.photo_model import PhotoListModel, PhotoRecord
 from catbreed_desktop.gui.tasks import Task, TaskContext, TaskRunner
 
@@ -94,7 +94,7 @@ def preview_sort(
     items: Sequence[SortItem],
     sources: Sequence[Path],
     target: Path,
-    mode: str,
+    mode: SortMode,
     threshold: float,
     labels: Sequence[str],
 ) -> SortPreview:

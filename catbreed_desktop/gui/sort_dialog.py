@@ -49,6 +49,7 @@ from PySide6.QtWidgets import (
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.sorting import COPY, MOVE, PlannedOperation, SortPlan
 from catbreed_desktop.core.sorting.names import SPECIAL_FOLDERS
+from catbreed_desktop.core.sorting.plan import SortMode
 from catbreed_desktop.gui.breed_box import CountDelegate, alphabetical
 from catbreed_desktop.gui.sort_controller import SortPreview
 from catbreed_desktop.gui.threshold import threshold_spin_box
@@ -57,7 +58,7 @@ COLUMNS = ("Photo", "Folder", "New path", "Action")
 # The cells are short; their tooltips say it all (the new path in full, say).
 DUPLICATE_TEXT = "already there"
 DUPLICATE_TIP = "already there with the same bytes: left in place"
-Planner = Callable[[Path, str, float], SortPreview]
+Planner = Callable[[Path, SortMode, float], SortPreview]
 # Keys of the folder list's rows that are not folders; a folder's key is its name.
 ALL_FOLDERS = ("all",)
 NOT_SORTED = ("not sorted",)
@@ -187,7 +188,7 @@ class SortDialog(QDialog):
         photo_count: int,
         planner: Planner,
         target: str,
-        mode: str,
+        mode: SortMode,
         threshold: float,
         parent: QWidget | None = None,
         threshold_note: str = "",
@@ -271,7 +272,7 @@ class SortDialog(QDialog):
         return self.target_edit.text().strip()
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> SortMode:
         return COPY if self.copy_button.isChecked() else MOVE
 
     @property

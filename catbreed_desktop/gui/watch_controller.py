@@ -17,7 +17,7 @@ from PySide6.QtCore import QObject, Signal
 
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.settings import Settings
-from catbreed_desktop.core.sorting.plan import MODES, MOVE
+from catbreed_desktop.core.sorting.plan import MODES, MOVE, SortMode
 from catbreed_desktop.core.watching import FolderWatcher
 
 WatcherFactory = Callable[[Callable[[list[Path]], None]], FolderWatcher]
@@ -30,7 +30,7 @@ class WatchState:
     folders: tuple[str, ...]
     auto_sort: bool
     target: str
-    mode: str  # "move" or "copy": what auto-sort does
+    mode: SortMode  # what auto-sort does
 
 
 def recursive_watcher(on_ready: Callable[[list[Path]], None]) -> FolderWatcher:

@@ -19,6 +19,7 @@ from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, softma
 from catbreed_desktop.core.engines.names import (
     AUTO,
     CPU_ENGINES,
+    DEFAULT_BATCH_SIZE,
     ENGINE_NAMES,
     ENGINE_TITLES,
     GPU_ENGINES,
@@ -27,6 +28,8 @@ from catbreed_desktop.core.engines.names import (
     TENSORRT,
     TENSORRT_RTX,
     TRITON,
+    EngineName,
+    Preference,
 )
 from catbreed_desktop.core.engines.onnx_runtime import GRAPHS, OnnxRuntimeEngine, graph_for
 from catbreed_desktop.core.engines.tensorrt import TensorRTEngine, build_tensorrt_engine
@@ -50,8 +53,8 @@ __all__ = [
 
 def create_engine(
     bundle: ModelBundle,
-    preference: str = AUTO,
-    batch_size: int = 8,
+    preference: Preference = AUTO,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     fp16: bool = True,
     *,
     threads: int | None = None,
@@ -78,7 +81,7 @@ def create_engine(
 
         return TritonEngine(bundle, server)
 
-    def start(name: str) -> Engine:
+    def start(name: EngineName) -> Engine:
         if name == TENSORRT:
             return TensorRTEngine(bundle, batch_size=batch_size, fp16=fp16)
         if name == TENSORRT_RTX:

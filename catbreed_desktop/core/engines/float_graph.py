@@ -1,6 +1,6 @@
 """Float graphs for the GPU engines, derived from a bundle's int8 model and cached on disk.
 
-Two int8 forms exist. Bundles exported since issue 9 are statically quantized in QDQ form
+Two int8 forms exist. Bundles exported now are statically quantized in QDQ form
 (onnxruntime's `quantize_static`): int8 weights behind DequantizeLinear, and activations rounded
 by QuantizeLinear -> DequantizeLinear pairs with calibrated, constant scales. Older bundles are
 dynamically quantized (`quantize_dynamic`): every linear layer is DynamicQuantizeLinear ->

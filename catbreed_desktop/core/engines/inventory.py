@@ -34,6 +34,7 @@ from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
 from catbreed_desktop.core.engines.names import (
     CPU,
     CUDA,
+    DEFAULT_BATCH_SIZE,
     ENGINE_NAMES,
     ENGINE_TITLES,
     OPENVINO,
@@ -99,7 +100,7 @@ def list_engines(
     bundle: ModelBundle,
     *,
     fp16: bool = True,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     check: Collection[str] = (),
     server: str | None = None,
 ) -> list[EngineInfo]:

@@ -3,8 +3,8 @@
 The CPU engine runs the bundle's own model (the shipped one is int8, which ONNX Runtime's CPU
 kernels run fastest). The CUDA engine runs the fp16 float graph `float_graph.float_graph_path`
 derives from it: the int8 model's DynamicQuantizeLinear/MatMulInteger/ConvInteger have no CUDA
-kernels, so ONNX Runtime would run them on the CPU between memory copies (issue 10: 117 photos/s
-against 4,219 for fp16). `graph=` picks another graph for either device (parity tests, benchmarks).
+kernels, so ONNX Runtime would run them on the CPU between memory copies (117 photos/s
+against 4,219 for fp16, `bench/bench_engines.py`). `graph=` picks another graph for either device (parity tests, benchmarks).
 
 ONNX Runtime quietly drops a requested provider it cannot start (no GPU, missing CUDA or cuDNN
 libraries, or the CPU-only package) and runs on CPU. After the session starts we read

@@ -32,7 +32,7 @@ import numpy as np
 from catbreed_desktop.core import paths
 from catbreed_desktop.core.bundle import INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch
-from catbreed_desktop.core.engines.names import ENGINE_TITLES, TENSORRT
+from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE, ENGINE_TITLES, TENSORRT
 from catbreed_desktop.core.files import atomic_write_bytes, atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def build_serialized_engine(
 def build_tensorrt_engine(
     bundle: ModelBundle,
     fp16: bool = False,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     *,
     max_batch: int = DEFAULT_MAX_BATCH,
     force: bool = False,
@@ -292,7 +292,7 @@ class TensorRTEngine(Engine):
     def __init__(
         self,
         bundle: ModelBundle,
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         fp16: bool = False,
         max_batch: int = DEFAULT_MAX_BATCH,
         toolkit: TensorRTToolkit | None = None,

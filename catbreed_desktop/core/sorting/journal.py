@@ -16,13 +16,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from catbreed_desktop.core import paths
 from catbreed_desktop.core.errors import CatBreedError
 from catbreed_desktop.core.files import fsync_dir
 from catbreed_desktop.core.sorting.fileops import Fingerprint
-from catbreed_desktop.core.sorting.plan import ACTIONS, MODES, PlannedOperation, SortPlan
+from catbreed_desktop.core.sorting.plan import ACTIONS, MODES, PlannedOperation, SortMode, SortPlan
 
 FORMAT_VERSION = 1
 JOURNAL_GLOB = "sort-*.jsonl"
@@ -264,7 +264,7 @@ def _write_all(fd: int, data: bytes) -> None:
 class Intent:
     """What an operation was about to do: the exact destination and the bytes it carries."""
 
-    action: str
+    action: SortMode
     source: Path
     destination: Path
     temp: Path
@@ -408,6 +408,7 @@ def read_journal(path: Path) -> JournalState:
 
 # What reading a record with missing or mistyped fields raises.
 _MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+Choice = TypeVar("Choice", bound=str)
 
 
 def _damaged(path: Path, number: int, error: Exception) -> JournalError:
@@ -426,11 +427,12 @@ def _path(record: dict[str, Any], key: str) -> Path:
     return Path(_text(record, key))
 
 
-def _choice(record: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+def _choice(record: dict[str, Any], key: str, allowed: tuple[Choice, ...]) -> Choice:
     value = record[key]
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{key!r} is {value!r}")
-    return value
+    for choice in allowed:
+        if value == choice:
+            return choice
+    raise ValueError(f"{key!r} is {value!r}")
 
 
 def _size(record: dict[str, Any]) -> int | None:

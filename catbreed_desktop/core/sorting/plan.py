@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final, Literal
 
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.sorting.fileops import fingerprint
@@ -26,11 +27,14 @@ from catbreed_desktop.core.sorting.names import (
 )
 
 # The sort modes, which are also the actions on a file; a "duplicate" is already there and stays put.
-MOVE = "move"
-COPY = "copy"
-DUPLICATE = "duplicate"
-MODES = (MOVE, COPY)
-ACTIONS = (*MODES, DUPLICATE)
+# How a sort treats the photos, and what it does with each one (a duplicate stays where it is).
+SortMode = Literal["move", "copy"]
+Action = Literal["move", "copy", "duplicate"]
+MOVE: Final = "move"
+COPY: Final = "copy"
+DUPLICATE: Final = "duplicate"
+MODES: tuple[SortMode, ...] = (MOVE, COPY)
+ACTIONS: tuple[Action, ...] = (*MODES, DUPLICATE)
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class PlannedOperation:
 
     source: Path
     destination: Path
-    action: str
+    action: Action
     folder: str
 
 
@@ -62,7 +66,7 @@ class SortPlan:
     """Every planned operation of one sort, ready to preview or execute."""
 
     target: Path
-    mode: str
+    mode: SortMode
     min_confidence: float
     operations: list[PlannedOperation] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (photo, why it cannot be sorted)
@@ -109,7 +113,7 @@ def check_mode(mode: str, min_confidence: float) -> None:
 
 
 def plan_sort(
-    items: Iterable[SortItem], target: Path, mode: str = MOVE, min_confidence: float = 0.5
+    items: Iterable[SortItem], target: Path, mode: SortMode = MOVE, min_confidence: float = 0.5
 ) -> SortPlan:
     """Plan where each photo goes inside `target`, without touching anything.
 

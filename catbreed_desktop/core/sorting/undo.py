@@ -34,7 +34,7 @@ from catbreed_desktop.core.sorting.journal import (
     read_journal,
     read_journals_newest_first,
 )
-from catbreed_desktop.core.sorting.plan import COPY, MOVE
+from catbreed_desktop.core.sorting.plan import COPY, MOVE, SortMode
 
 
 class NothingToUndo(CatBreedError):
@@ -94,7 +94,7 @@ class UndoPreview:
 
     journal: Path
     created: str
-    mode: str
+    mode: SortMode
     target: Path
     to_move_back: int = 0
     copies_to_remove: int = 0

@@ -1,15 +1,15 @@
-"""The trainer's smaller subcommands: Triton repository layout and the held-out non-cat photos."""
+"""`python -m trainer triton-repo` writes model, labels and config where Triton looks, and refuses a broken bundle.
+
+Unlike test_triton_repo.py, these need no tritonclient.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from factories import make_ood_colour_bundle
-from PIL import Image
 
-from catbreed_desktop.core.imaging import load_photo
 from trainer.cli import main as trainer_main
-from trainer.negatives import write_negatives
 from trainer.triton import write_triton_repository
 
 
@@ -35,16 +35,3 @@ def test_triton_repo_command_refuses_a_broken_bundle(tmp_path: Path, capsys) -> 
     # One line on stderr, as every other trainer error (it was "error: ..." on stdout).
     assert err == f"python -m trainer: model bundle {tmp_path / 'empty'} has no bundle.json\n"
     assert not (tmp_path / "repo").exists()
-
-
-def test_negatives_are_decodable_non_cat_photos(tmp_path: Path) -> None:
-    counts = write_negatives(tmp_path, faces=5, synthetic=6)
-
-    assert counts["faces"] == 5 and counts["synthetic"] == 6
-    assert counts["photos"] >= 10  # scikit-image, scikit-learn and matplotlib sample photos
-    names = {path.name for path in (tmp_path / "photos").iterdir()}
-    assert not any("chelsea" in name for name in names)  # scikit-image's sample cat is no negative
-    for path in sorted(tmp_path.rglob("*.png")):
-        assert load_photo(path).mode == "RGB"
-    with Image.open(tmp_path / "synthetic" / "synthetic-000.png") as image:
-        assert image.size == (256, 256)
