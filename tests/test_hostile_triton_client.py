@@ -37,6 +37,9 @@ pytestmark = pytest.mark.timeout(60)
 
 DEADLINE_S = 0.5
 GiB = 1024**3
+# How many 64 KiB pieces the huge replies stream before giving up: 256 MiB here;
+# bench/hostile_triton_server.py raises it to the audit's 8 GiB.
+HUGE_CHUNKS = 4096
 
 Behaviour = Callable[[socket.socket], None]
 
@@ -70,7 +73,7 @@ def announce_huge(sock: socket.socket) -> None:
     """8 GiB announced, then zeros for as long as the client reads."""
     sock.sendall(http_reply(200, b"", length=8 * GiB))
     with _closed_quietly():
-        for _ in range(4096):
+        for _ in range(HUGE_CHUNKS):
             sock.sendall(b"\0" * 65536)
 
 
@@ -79,7 +82,7 @@ def stream_huge(sock: socket.socket) -> None:
     sock.sendall(b"HTTP/1.1 200 X\r\nTransfer-Encoding: chunked\r\n\r\n")
     chunk = b"10000\r\n" + b"\0" * 0x10000 + b"\r\n"
     with _closed_quietly():
-        for _ in range(4096):
+        for _ in range(HUGE_CHUNKS):
             sock.sendall(chunk)
 
 
@@ -225,10 +228,8 @@ def test_a_length_that_lies_is_a_deadline_or_a_cut_short_reply(hostile) -> None:
 
 
 def test_garbage_and_nested_json_are_errors_not_crashes(hostile) -> None:
-    import http.client
-
     hostile.hostile["config"] = garbage
-    with pytest.raises((KServeError, http.client.HTTPException, OSError)):
+    with pytest.raises(KServeError, match="not HTTP"):
         client(hostile).get_model_config(MODEL_NAME)
     hostile.hostile["config"] = nested_json
     with pytest.raises(KServeError, match="not JSON"):

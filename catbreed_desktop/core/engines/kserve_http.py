@@ -197,8 +197,13 @@ class KServeHttpClient:
             response = self._connection.getresponse()
             data = _read_body(response, limit)
             response.close()  # read to its end: the connection may carry the next request
-        except (OSError, http.client.HTTPException, KServeError):
+        except (OSError, http.client.HTTPException, KServeError) as error:
             self.close()
+            if isinstance(error, http.client.HTTPException) and not isinstance(error, ConnectionError):
+                # Bytes that are not HTTP: said in words, with only a short, quoted sample of them.
+                raise KServeError(
+                    f"the server's answer is not HTTP ({type(error).__name__}: {str(error)[:40]!r})"
+                ) from None
             raise
         if response.will_close:
             self.close()
