@@ -377,3 +377,22 @@ def test_a_late_grpc_reply_misses_its_deadline(grpc_server, colour_bundle) -> No
         pytest.raises(TritonServerLost, match="stopped answering"),
     ):
         engine.run(np.zeros((1, 3, 32, 32), np.float32))
+
+
+def test_engines_lists_a_slow_server_as_unavailable_within_the_deadline(
+    hostile, colour_bundle, capsys, monkeypatch
+) -> None:
+    from catbreed_desktop.core.engines import triton_client
+
+    deadlines: list[float] = []
+
+    class Recording(triton_client.TritonEngine):
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            deadlines.append(kwargs.get("timeout_s", triton_client.DEFAULT_TIMEOUT_S))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(triton_client, "TritonEngine", Recording)
+    hostile.hostile["config"] = slow_drip
+    main(["engines", "--model", str(colour_bundle.path), "--server", hostile.url, "--server-timeout", "0.5"])
+    assert deadlines == [0.5]
+    assert "did not answer in time" in capsys.readouterr().out
