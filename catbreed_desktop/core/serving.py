@@ -40,6 +40,7 @@ import numpy as np
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
+from catbreed_desktop.core.errors import CatBreedError
 from catbreed_desktop.core.imaging import Preprocessing
 from catbreed_desktop.core.ood import OodDetector
 
@@ -107,7 +108,7 @@ class ServeOptions:
     http_threads: int = HTTP_THREADS
 
 
-class InvalidPixels(ValueError):
+class InvalidPixels(CatBreedError, ValueError):
     """A request's pixels that no photo preprocessed for this bundle can have; the message says which."""
 
 
