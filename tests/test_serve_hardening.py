@@ -89,6 +89,9 @@ def test_error_replies_are_one_line_without_the_servers_internals(colour_bundle,
 
     reply = module.answer(bug)
     assert reply == "the server failed on this request; its log says why"
+    # pytriton 0.7 formats the error it passes on with format_exception: the same one line.
+    error = ValueError("the pixels hold NaN")
+    assert module.traceback.format_exception(None, error, None) == ["bad request: the pixels hold NaN"]
     assert "Traceback" in caplog.text and "/opt/secret/path" in caplog.text  # kept in the server's log
     assert module.traceback.format_list is traceback.format_list  # the rest of the module is the real one
 

@@ -114,7 +114,7 @@ class Watchdog:
         ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
         return bool(ready) and os.read(self.process.stdout.fileno(), 1) == b"."
 
-    def close(self, wait_s: float = 5.0) -> None:
+    def close(self, wait_s: float = 30.0) -> None:
         if self.process is None:
             return
         if self.process.stdin is not None:

@@ -170,11 +170,7 @@ def make_infer_function(engine: Engine) -> Callable[..., dict[str, np.ndarray]]:
 def client_error_text() -> str:
     """What a client is told of the exception being handled: a ValueError's message (a bad
     request), else that the server failed, with the traceback going to the server's log only."""
-    error = sys.exc_info()[1]
-    if isinstance(error, ValueError):
-        return f"bad request: {' '.join(str(error).split())}"
-    log.error("the model failed on a request", exc_info=error)
-    return "the server failed on this request; its log says why"
+    return _OneLineTracebacks.format_exception(sys.exc_info()[1])[0]
 
 
 class _OneLineTracebacks(types.SimpleNamespace):
@@ -187,6 +183,16 @@ class _OneLineTracebacks(types.SimpleNamespace):
     @staticmethod
     def format_exc(*args: Any, **kwargs: Any) -> str:
         return client_error_text()
+
+    @staticmethod
+    def format_exception(
+        kind: Any, error: BaseException | None = None, *args: Any, **kwargs: Any
+    ) -> list[str]:
+        error = error if isinstance(error, BaseException) else kind
+        if isinstance(error, ValueError):
+            return [f"bad request: {' '.join(str(error).split())}"]
+        log.error("the model failed on a request", exc_info=error)
+        return ["the server failed on this request; its log says why"]
 
 
 def hide_tracebacks_from_clients(module: Any) -> bool:
