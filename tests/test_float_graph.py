@@ -500,6 +500,87 @@ def test_a_damaged_cached_graph_or_record_is_rebuilt(int8_bundle: ModelBundle, t
     assert float_graph_path(int8_bundle, "fp32", cache_dir=cache).read_bytes() == good
 
 
+@pytest.fixture
+def fresh_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The process's stand-in folder for an unwritable cache starts unmade, under this test's folder."""
+    import tempfile
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(fg, "_fallback", None, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    return temporary
+
+
+def test_a_nested_or_huge_numbered_record_is_rebuilt_not_raised(
+    int8_bundle: ModelBundle, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    graph = float_graph_path(int8_bundle, "fp32", cache_dir=cache)
+    record = graph.with_suffix(".json")
+    for damage in ("[" * 100_000 + "]" * 100_000, '{"graph_bytes": ' + "9" * 5000 + "}", "\udcff"):
+        record.write_bytes(damage.encode("utf-8", "surrogatepass"))
+        assert float_graph_path(int8_bundle, "fp32", cache_dir=cache) == graph
+        assert json.loads(record.read_text(encoding="utf-8"))["graph_sha256"] == sha256_file(graph)
+
+
+def test_a_folder_where_the_graph_belongs_gets_the_graph_built_elsewhere(
+    int8_bundle: ModelBundle, tmp_path: Path, fresh_fallback: Path
+) -> None:
+    cache = tmp_path / "cache"
+    in_the_way = fg.cache_files(int8_bundle, "fp16", cache)[0]
+    (in_the_way / "someone's").mkdir(parents=True)
+
+    graph = float_graph_path(int8_bundle, "fp16", cache_dir=cache)
+
+    assert graph.parent.parent == fresh_fallback and graph.is_file()
+    assert (in_the_way / "someone's").is_dir()  # what was in the way is left alone
+    record = json.loads(graph.with_suffix(".json").read_text(encoding="utf-8"))
+    assert record["source_sha256"] == int8_bundle.model_sha256 and record["graph_sha256"] == sha256_file(
+        graph
+    )
+    stamp = graph.stat().st_mtime_ns
+    assert float_graph_path(int8_bundle, "fp16", cache_dir=cache) == graph  # reused within the run
+    assert graph.stat().st_mtime_ns == stamp
+    graph.write_bytes(b"damaged")  # checked on every load, in the stand-in folder too
+    assert float_graph_path(int8_bundle, "fp16", cache_dir=cache) == graph
+    assert sha256_file(graph) == record["graph_sha256"]
+
+
+def test_a_read_only_cache_gets_the_graph_built_elsewhere_or_one_line(
+    int8_bundle: ModelBundle, tmp_path: Path, fresh_fallback: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from catbreed_desktop.core.engines import OnnxRuntimeEngine
+    from catbreed_desktop.core.errors import CatBreedError
+
+    cache = tmp_path / "cache"
+    real_write = fg.atomic_write_bytes
+
+    def read_only_under(folder: Path):  # type: ignore[no-untyped-def]
+        def write(path, data):  # type: ignore[no-untyped-def]
+            if Path(path).is_relative_to(folder):
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+            real_write(path, data)
+
+        return write
+
+    monkeypatch.setattr(fg, "atomic_write_bytes", read_only_under(cache))
+    graph = float_graph_path(int8_bundle, "fp32", cache_dir=cache)
+    assert graph.is_relative_to(fresh_fallback) and graph.is_file()
+
+    monkeypatch.setattr(fg, "_fallback", None, raising=False)
+    monkeypatch.setattr(fg, "atomic_write_bytes", read_only_under(Path("/")))
+    monkeypatch.setattr(paths, "cache_dir", lambda: cache)
+    with pytest.raises(
+        CatBreedError, match="cannot store the derived fp16 graph.*Read-only file system"
+    ) as refused:
+        OnnxRuntimeEngine(int8_bundle, device="cpu", graph="fp16")
+    assert isinstance(refused.value, OSError)  # so that engine "auto" passes over a GPU engine that hits it
+    assert "\n" not in str(refused.value)
+
+
 def test_each_bundle_and_derivation_version_gets_its_own_file(
     int8_bundle: ModelBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

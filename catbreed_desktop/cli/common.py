@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import shutil
 import sys
@@ -23,6 +24,7 @@ from catbreed_desktop.core.bundle import (
 from catbreed_desktop.core.classify import Classifier
 from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
 from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, TRITON, Preference, as_preference
+from catbreed_desktop.core.engines.triton_client import DEFAULT_TIMEOUT_S as DEFAULT_SERVER_TIMEOUT_S
 from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.program import positive_int
@@ -55,6 +57,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "`catbreed serve` prints it",
     )
     group.add_argument(
+        "--server-timeout",
+        type=positive_seconds,
+        default=DEFAULT_SERVER_TIMEOUT_S,
+        metavar="SECONDS",
+        help="deadline of each request to the --server, from connecting to the last byte of its answer; "
+        "a server that misses it ends the run as a server that stopped answering does, with nothing "
+        f"moved (default: {DEFAULT_SERVER_TIMEOUT_S:g})",
+    )
+    group.add_argument(
         "--batch-size",
         type=positive_int,
         default=DEFAULT_BATCH_SIZE,
@@ -72,6 +83,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--fp16", dest="gpu_precision", action="store_const", const="fp16", help=argparse.SUPPRESS
     )
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
+    return value
 
 
 def confidence(text: str) -> float:
@@ -143,7 +165,11 @@ def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
     bundle = open_bundle(args)
     try:
         # The Triton engine needs its server, which the classifier cannot know: it is made here.
-        engine: Preference | Engine = create_engine(bundle, TRITON, server=server) if server else preference
+        engine: Preference | Engine = (
+            create_engine(bundle, TRITON, server=server, server_timeout=getattr(args, "server_timeout", None))
+            if server
+            else preference
+        )
         classifier = Classifier(
             bundle,
             engine=engine,

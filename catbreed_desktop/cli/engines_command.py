@@ -53,7 +53,14 @@ def run(args: argparse.Namespace) -> int:
     bundle = open_bundle(args)
     names = (*ENGINE_NAMES, TRITON) if server else ENGINE_NAMES
     check = (names if engine == AUTO else (engine,)) if args.check else ()
-    infos = list_engines(bundle, fp16=uses_fp16(args), batch_size=args.batch_size, check=check, server=server)
+    infos = list_engines(
+        bundle,
+        fp16=uses_fp16(args),
+        batch_size=args.batch_size,
+        check=check,
+        server=server,
+        server_timeout=getattr(args, "server_timeout", None),
+    )
     if args.json:
         json.dump(listing_json(bundle, infos), sys.stdout, indent=2)
         sys.stdout.write("\n")

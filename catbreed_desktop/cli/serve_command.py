@@ -1,7 +1,8 @@
 """`catbreed serve`: serve a model bundle on Triton Inference Server (nvidia-pytriton) until stopped.
 
 Binds to loopback unless `--host` says otherwise; Triton has no authentication of its own, so any
-other address gets a warning. Ctrl+C or SIGTERM stop the server cleanly (status 0). Needs the
+other address gets a warning. Triton's HTTP server caps neither open nor idle connections: behind
+a proxy that does, when many clients can reach it. Ctrl+C or SIGTERM stop the server cleanly (status 0). Needs the
 `serve` extra, in an environment of its own since pytriton requires numpy < 2.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from catbreed_desktop.cli.common import PROGRAM, open_bundle
-from catbreed_desktop.core import serving
+from catbreed_desktop.core import serve_watchdog, serving
 from catbreed_desktop.core.engines import create_engine
 from catbreed_desktop.core.engines.names import AUTO, ENGINE_NAMES
 from catbreed_desktop.core.errors import UsageError
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     bundle = open_bundle(args)
+    for folder in serve_watchdog.remove_stale_model_folders():
+        print(f"{PROGRAM}: removed {folder}, left by a catbreed server that was killed", file=sys.stderr)
     engine = create_engine(bundle, args.engine, batch_size=args.max_batch)
     print(f"{PROGRAM}: serving with {engine.provider}, model {bundle.path}", file=sys.stderr)
     options = serving.ServeOptions(
@@ -98,9 +101,12 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def ready(endpoints: Mapping[str, Any]) -> None:
+        watchdog.refresh()  # Triton and the model's processes are running now
         # One line on stdout, flushed: scripts and tests wait for it.
         print(f"ready: {endpoints['http']} {endpoints['grpc']} model {endpoints['model']}", flush=True)
 
+    # Ends Triton and its model processes should this process be killed before it can stop them.
+    watchdog = serve_watchdog.start_watchdog()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         serving.serve(bundle, engine, options, on_ready=ready)
@@ -109,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         engine.close()
+        watchdog.close()
     print(f"{PROGRAM}: server stopped", file=sys.stderr)
     return 0
 

@@ -12,6 +12,15 @@ parameters, so `TritonEngine` checks either kind of server the same way.
 
 pytriton needs numpy < 2 (the `serve` extra pins it), so it lives in an environment of its own;
 only this module imports it, and only inside `serve`.
+
+What a client sends is checked before the model sees it: pixels must be finite and within what the
+bundle's preprocessing can produce (`pixel_bounds`), else the client gets one line saying so, never
+a traceback of the server's internals (`hide_tracebacks_from_clients`). Triton's HTTP server has
+no cap on open connections nor a timeout for idle ones (each costs a file descriptor); `serve`
+sets its HTTP thread count, and a server open to many clients belongs behind a proxy that caps
+connections. The processes Triton starts are ended with `serve` even when it is killed
+(`serve_watchdog`), and model folders such a kill left in the temporary folder are removed at the
+next start.
 """
 
 from __future__ import annotations
@@ -19,7 +28,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import sysconfig
+import traceback
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +40,8 @@ import numpy as np
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
+from catbreed_desktop.core.errors import CatBreedError
+from catbreed_desktop.core.imaging import Preprocessing
 from catbreed_desktop.core.ood import OodDetector
 
 log = logging.getLogger(__name__)
@@ -47,6 +61,13 @@ PARAM_INPUT_SIZE = "catbreed_input_size"
 PARAM_SHA256 = "catbreed_model_sha256"
 PARAM_EMBEDDING = "catbreed_embedding_size"
 METADATA_VERSION = "1"
+# Triton's HTTP worker threads; each open connection costs a file descriptor, not a thread.
+HTTP_THREADS = 8
+# How long Triton waits for the model to unload when stopped, before it exits anyway.
+EXIT_TIMEOUT_S = 10
+# Room beyond the exact range of normalised pixels, as a share of that range: a client resizing in
+# float (bicubic overshoots a little at sharp edges) is still served.
+PIXEL_MARGIN = 0.1
 SERVE_INSTALL_HINT = (
     "install the serving extra in an environment of its own (it needs numpy < 2): "
     "python -m venv serve-env && serve-env/bin/pip install 'catbreed-desktop[cpu,serve]'"
@@ -84,6 +105,34 @@ class ServeOptions:
     max_batch: int = DEFAULT_MAX_BATCH
     model_name: str = MODEL_NAME
     log_verbose: int = 0
+    http_threads: int = HTTP_THREADS
+
+
+class InvalidPixels(CatBreedError, ValueError):
+    """A request's pixels that no photo preprocessed for this bundle can have; the message says which."""
+
+
+def pixel_bounds(preprocessing: Preprocessing, margin: float = PIXEL_MARGIN) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the lowest and highest value a photo normalised by `preprocessing` can take, widened
+    by `margin` of that range: (0 - mean) / std to (1 - mean) / std, shaped (1, 3, 1, 1)."""
+    mean = np.asarray(preprocessing.mean, np.float64)
+    std = np.asarray(preprocessing.std, np.float64)
+    low, high = (0.0 - mean) / std, (1.0 - mean) / std
+    room = margin * (high - low)
+    return (low - room).reshape(1, 3, 1, 1), (high + room).reshape(1, 3, 1, 1)
+
+
+def check_pixels(batch: np.ndarray, bounds: tuple[np.ndarray, np.ndarray]) -> None:
+    """Raise `InvalidPixels` when `batch` holds NaN, infinities or values outside `bounds`."""
+    if not np.isfinite(batch).all():
+        raise InvalidPixels("the pixels hold NaN or infinite values")
+    low, high = bounds
+    if batch.ndim == 4 and batch.shape[1] == 3 and ((batch < low) | (batch > high)).any():
+        floor, ceiling = float(low.min()), float(high.max())
+        raise InvalidPixels(
+            f"pixel values from {float(batch.min()):.4g} to {float(batch.max()):.4g} are outside what this "
+            f"model's preprocessing produces (about {floor:.3g} to {ceiling:.3g})"
+        )
 
 
 def python_library_path() -> str:
@@ -102,19 +151,76 @@ def make_infer_function(engine: Engine) -> Callable[..., dict[str, np.ndarray]]:
     """The batched function Triton calls: one stacked (N, 3, S, S) batch in, the engine's outputs out.
 
     Triton has already checked the name, dtype and per-photo shape against the config and the
-    batch against max_batch_size; the engine checks again and gives a ValueError, which pytriton
-    returns as an error reply, so a bad request never stops the server.
+    batch against max_batch_size; here the pixels are checked (`check_pixels`) and the engine
+    checks the shape again. Either gives a ValueError, which pytriton returns as an error reply
+    (one line, `hide_tracebacks_from_clients`), so a bad request never stops the server.
     """
     outputs = [LOGITS_NAME] + ([EMBEDDING_NAME] if embedding_size(engine.bundle) is not None else [])
+    bounds = pixel_bounds(engine.bundle.preprocessing)
 
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         batch = inputs[INPUT_NAME]
-        if not np.isfinite(batch).all():
-            raise ValueError("the batch holds NaN or infinite values")
+        check_pixels(batch, bounds)
         result = engine.run(batch)
         return {name: np.ascontiguousarray(result[name], dtype=np.float32) for name in outputs}
 
     return infer
+
+
+def client_error_text() -> str:
+    """What a client is told of the exception being handled: a ValueError's message (a bad
+    request), else that the server failed, with the traceback going to the server's log only."""
+    return _OneLineTracebacks.format_exception(sys.exc_info()[1])[0]
+
+
+class _OneLineTracebacks(types.SimpleNamespace):
+    """The `traceback` module as pytriton's inference handler sees it, but `format_exc`, whose text
+    goes back to the client, gives `client_error_text` instead of the server's stack."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(traceback, name)
+
+    @staticmethod
+    def format_exc(*args: Any, **kwargs: Any) -> str:
+        return client_error_text()
+
+    @staticmethod
+    def format_exception(
+        kind: Any, error: BaseException | None = None, *args: Any, **kwargs: Any
+    ) -> list[str]:
+        error = error if isinstance(error, BaseException) else kind
+        if isinstance(error, ValueError):
+            return [f"bad request: {' '.join(str(error).split())}"]
+        log.error("the model failed on a request", exc_info=error)
+        return ["the server failed on this request; its log says why"]
+
+
+def hide_tracebacks_from_clients(module: Any) -> bool:
+    """Make `module` (pytriton's inference handler) tell clients `client_error_text`, not tracebacks.
+
+    pytriton sends `traceback.format_exc()` of a failed call back as the error reply: file paths,
+    source lines and library versions, to anyone who sends NaN. Returns whether `module` was one
+    that does so; the real-server tests check the replies themselves.
+    """
+    if getattr(module, "traceback", None) is not traceback:
+        return False
+    module.traceback = _OneLineTracebacks()
+    return True
+
+
+def triton_settings(options: ServeOptions) -> dict[str, Any]:
+    """The TritonConfig fields `serve` sets."""
+    return {
+        "http_address": options.host,
+        "http_port": options.http_port,
+        "http_thread_count": options.http_threads,
+        "grpc_address": options.host,
+        "grpc_port": options.grpc_port,
+        "allow_metrics": False,  # its port would be one more listener, and nothing here reads it
+        "log_verbose": options.log_verbose,
+        "exit_on_error": True,
+        "exit_timeout_secs": EXIT_TIMEOUT_S,
+    }
 
 
 def serve(
@@ -142,15 +248,19 @@ def serve(
     width = embedding_size(bundle)
     if width is not None:
         outputs.append(Tensor(name=EMBEDDING_NAME, dtype=np.float32, shape=(width,)))
-    config = TritonConfig(
-        http_address=options.host,
-        http_port=options.http_port,
-        grpc_address=options.host,
-        grpc_port=options.grpc_port,
-        allow_metrics=False,  # its port would be one more listener, and nothing here reads it
-        log_verbose=options.log_verbose,
-        exit_on_error=True,
-    )
+    import importlib
+
+    hidden = False
+    for name in ("pytriton.proxy.inference_handler", "pytriton.proxy.inference"):
+        try:
+            hidden |= hide_tracebacks_from_clients(importlib.import_module(name))
+        except ImportError:
+            continue
+    if not hidden:
+        log.warning(
+            "this pytriton's error replies could not be reduced to one line; they may hold tracebacks"
+        )
+    config = TritonConfig(**triton_settings(options))
     triton = Triton(config=config)
     try:
         triton.bind(

@@ -60,13 +60,15 @@ def create_engine(
     threads: int | None = None,
     graph: str | None = None,
     server: str | None = None,
+    server_timeout: float | None = None,
 ) -> Engine:
     """The engine for `bundle` that `preference` (auto, a name in `ENGINE_NAMES`, or triton) asks for.
 
     `threads` caps the CPU engines' threads (None lets them use every core). `graph` ("bundle",
     "fp32" or "fp16") overrides which graph the ONNX Runtime and OpenVINO engines run (default: fp16
     on CUDA, the bundle's own model on CPU); TensorRT's graph follows `fp16`. `server` is the Triton
-    server's URL, needed by "triton" and ignored by the others.
+    server's URL, needed by "triton" and ignored by the others; `server_timeout` the deadline in
+    seconds of each of its requests (default `triton_client.DEFAULT_TIMEOUT_S`).
     """
     if preference not in PREFERENCES:
         raise ValueError(f"unknown engine {preference!r}; choose one of {', '.join(PREFERENCES)}")
@@ -79,7 +81,9 @@ def create_engine(
             raise EngineUnavailable("the Triton engine needs the server's URL (--server http://HOST:PORT)")
         from catbreed_desktop.core.engines.triton_client import TritonEngine
 
-        return TritonEngine(bundle, server)
+        if server_timeout is None:
+            return TritonEngine(bundle, server)
+        return TritonEngine(bundle, server, timeout_s=server_timeout)
 
     def start(name: EngineName) -> Engine:
         if name == TENSORRT:

@@ -26,9 +26,13 @@ Deriving instead of shipping keeps `models/` small: the fp32 graph alone is abou
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import json
 import logging
+import shutil
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -709,23 +713,40 @@ def cache_files(bundle: ModelBundle, precision: str, cache_dir: Path | None = No
     return folder / f"{stem}.onnx", folder / f"{stem}.json"
 
 
+class FloatGraphCacheError(CatBreedError, OSError):
+    """The derived graph could be stored neither in the cache nor in a fresh temporary folder.
+
+    An OSError too, so that `create_engine("auto")` passes over the GPU engine as one that failed
+    to start; alone on a command line it is one line, not a traceback.
+    """
+
+
 def float_graph_path(bundle: ModelBundle, precision: str = "fp16", cache_dir: Path | None = None) -> Path:
     """The bundle's model as a float graph of `precision` ("fp16" or "fp32"), derived once and cached.
 
     The file lives in `cache_dir` (default `paths.cache_dir()/float-graphs`), named by the
     bundle's model checksum, the precision and `DERIVATION_VERSION`, beside a JSON sidecar holding
-    the sha256 of the source model and of the derived file; a file whose checksums do not match is
-    rebuilt. A bundle whose model has no quantized ops is its own fp32 graph. Raises `BundleError`
-    when the model file no longer matches the bundle's checksum, `UnsupportedQuantization` when
-    its quantized ops cannot be turned back into float compute.
+    the sha256 of the source model and of the derived file; both are checked on every call, and a
+    file that does not match is rebuilt. A cache that cannot be written (read-only, a folder where
+    the file should be, a full disk) gets the graph derived into a temporary folder of this process
+    instead, removed at exit. A bundle whose model has no quantized ops is its own fp32 graph.
+    Raises `BundleError` when the model file no longer matches the bundle's checksum,
+    `UnsupportedQuantization` when its quantized ops cannot be turned back into float compute,
+    `FloatGraphCacheError` when the graph can be stored nowhere.
     """
     graph_file, record_file = cache_files(bundle, precision, cache_dir)
-    folder = graph_file.parent
     reasons = _stale_reasons(graph_file, record_file, bundle, precision)
     if not reasons:
         return graph_file
+    if _fallback is not None:  # an earlier call of this process found the cache unwritable
+        fallback_graph, fallback_record = cache_files(bundle, precision, _fallback)
+        if not _stale_reasons(fallback_graph, fallback_record, bundle, precision):
+            return fallback_graph
 
-    source_bytes = bundle.model_path.read_bytes()
+    try:
+        source_bytes = bundle.model_path.read_bytes()
+    except OSError as error:
+        raise BundleError(f"cannot read {bundle.model_path}: {error.strerror or error}") from None
     if _sha256(source_bytes) != bundle.model_sha256:
         raise BundleError(
             f"{bundle.model_path} no longer matches the checksum in its bundle.json; reload the bundle"
@@ -752,8 +773,6 @@ def float_graph_path(bundle: ModelBundle, precision: str = "fp16", cache_dir: Pa
         },
     )
     data = model.SerializeToString()
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(graph_file, data)
     record = {
         "derivation_version": DERIVATION_VERSION,
         "precision": precision,
@@ -762,13 +781,51 @@ def float_graph_path(bundle: ModelBundle, precision: str = "fp16", cache_dir: Pa
         "graph_bytes": len(data),
         "onnx": onnx.__version__,
     }
-    # The record is written last, so an interrupted derivation never looks like a valid cache entry.
-    atomic_write_text(record_file, json.dumps(record, indent=2) + "\n")
-    _remove_other_versions(folder, bundle.model_sha256[:16], precision, keep=graph_file.stem)
+    try:
+        _store(graph_file, record_file, data, record)
+    except OSError as error:
+        cache_problem = error.strerror or str(error)
+        try:
+            fallback = _fallback_folder()
+            graph_file, record_file = cache_files(bundle, precision, fallback)
+            _store(graph_file, record_file, data, record)
+        except OSError as second:
+            raise FloatGraphCacheError(
+                f"cannot store the derived {precision} graph: not in {graph_file.parent} ({cache_problem}), "
+                f"nor in a temporary folder ({second.strerror or second})"
+            ) from None
+        log.warning(
+            "cannot write the float graph cache in %s (%s); the %s graph is kept in %s for this run",
+            cache_files(bundle, precision, cache_dir)[0].parent,
+            cache_problem,
+            precision,
+            fallback,
+        )
+    with contextlib.suppress(OSError):  # tidying only: a cache that cannot be tidied still works
+        _remove_other_versions(graph_file.parent, bundle.model_sha256[:16], precision, keep=graph_file.stem)
     log.info(
         "derived %s (%.1f MB) in %.1f s", graph_file.name, len(data) / 1e6, time.perf_counter() - started
     )
     return graph_file
+
+
+def _store(graph_file: Path, record_file: Path, data: bytes, record: dict[str, Any]) -> None:
+    graph_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(graph_file, data)
+    # The record is written last, so an interrupted derivation never looks like a valid cache entry.
+    atomic_write_text(record_file, json.dumps(record, indent=2) + "\n")
+
+
+# This process's stand-in for a cache it could not write, made on first need and removed at exit.
+_fallback: Path | None = None
+
+
+def _fallback_folder() -> Path:
+    global _fallback
+    if _fallback is None:
+        _fallback = Path(tempfile.mkdtemp(prefix="catbreed-float-graphs-"))
+        atexit.register(shutil.rmtree, _fallback, ignore_errors=True)
+    return _fallback
 
 
 def _stale_reasons(graph_file: Path, record_file: Path, bundle: ModelBundle, precision: str) -> list[str]:
@@ -777,7 +834,7 @@ def _stale_reasons(graph_file: Path, record_file: Path, bundle: ModelBundle, pre
         return ["no cached graph"]
     try:
         record = json.loads(record_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # a folder, damage, nesting
         return ["the cached graph's record is missing or unreadable"]
     if not isinstance(record, dict):
         return ["the cached graph's record is not a JSON object"]
@@ -791,9 +848,14 @@ def _stale_reasons(graph_file: Path, record_file: Path, bundle: ModelBundle, pre
         for key, value in expected.items()
         if record.get(key) != value
     ]
-    if not reasons and sha256_file(graph_file) != record.get("graph_sha256"):
-        reasons.append("the cached graph does not match its recorded checksum")
-    return reasons
+    if reasons:
+        return reasons
+    try:
+        if sha256_file(graph_file) != record.get("graph_sha256"):
+            return ["the cached graph does not match its recorded checksum"]
+    except OSError:
+        return ["the cached graph cannot be read"]
+    return []
 
 
 def _remove_other_versions(folder: Path, prefix: str, precision: str, keep: str) -> None:

@@ -103,11 +103,13 @@ def list_engines(
     batch_size: int = DEFAULT_BATCH_SIZE,
     check: Collection[str] = (),
     server: str | None = None,
+    server_timeout: float | None = None,
 ) -> list[EngineInfo]:
     """One `EngineInfo` per engine in `ENGINE_NAMES` order; `check` names the engines to start and try.
 
     `fp16` and `batch_size` are the settings TensorRT would be built with (they pick its graph and
-    its cached engine). `server`, a Triton server's URL, adds its row at the end. Never raises for
+    its cached engine). `server`, a Triton server's URL, adds its row at the end (each request to it
+    under `server_timeout` seconds, by default the engine's own deadline). Never raises for
     an engine that cannot run: that is what `reason` is for.
     """
     known = (*ENGINE_NAMES, TRITON) if server else ENGINE_NAMES
@@ -134,7 +136,7 @@ def list_engines(
     infos = [replace(info, gpu=gpu) if info.name == CUDA and info.available else info for info in infos]
     infos = [_checked(info, bundle, fp16, batch_size) if info.name in check else info for info in infos]
     if server:
-        infos.append(_triton_info(bundle, server, TRITON in check))
+        infos.append(_triton_info(bundle, server, TRITON in check, server_timeout))
     return infos
 
 
@@ -143,14 +145,14 @@ def first_available(infos: list[EngineInfo]) -> EngineInfo | None:
     return next((info for info in infos if info.available and info.name in ENGINE_NAMES), None)
 
 
-def _triton_info(bundle: ModelBundle, server: str, check: bool) -> EngineInfo:
+def _triton_info(bundle: ModelBundle, server: str, check: bool, timeout_s: float | None = None) -> EngineInfo:
     """The Triton row: the server reached and its model checked; with `check`, one batch run through it."""
-    from catbreed_desktop.core.engines.triton_client import TritonEngine
+    from catbreed_desktop.core.engines.triton_client import DEFAULT_TIMEOUT_S, TritonEngine
 
     info = EngineInfo(TRITON, ENGINE_TITLES[TRITON], False, "", bundle.model_path, "server's", True)
     started = time.perf_counter()
     try:
-        engine = TritonEngine(bundle, server)
+        engine = TritonEngine(bundle, server, timeout_s=timeout_s or DEFAULT_TIMEOUT_S)
     except EngineUnavailable as error:
         return replace(info, reason=str(error), checked="failed to start" if check else "")
     with engine:

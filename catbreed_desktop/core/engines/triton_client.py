@@ -13,6 +13,12 @@ in its parameters (`core.serving.model_parameters`), written by `catbreed serve`
 `EngineUnavailable` naming the URL; one that stops answering mid-run raises `TritonServerLost`,
 which ends the run: the photos classified before keep their results.
 
+The server is trusted neither with sizes nor with time. Every request has one deadline
+(`timeout_s`, `--server-timeout` on the command line) for all of it, and a missed one is a server
+lost; every reply is bounded (a few MB for the config, for inference what `request_size` photos'
+outputs can take: `reply_limit`), over HTTP by `kserve_http` and over gRPC by the channel's
+`grpc.max_receive_message_length`.
+
 HTTP goes through the standard library (`kserve_http`: tritonclient's HTTP client runs on gevent,
 which crashes a Qt app when a thread that used it ends); gRPC through tritonclient, imported only
 when such an engine starts (`pip install 'catbreed-desktop[triton]'`).
@@ -33,7 +39,7 @@ import numpy as np
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch, check_outputs
-from catbreed_desktop.core.engines.kserve_http import KServeHttpClient
+from catbreed_desktop.core.engines.kserve_http import JSON_REPLY_LIMIT, KServeHttpClient
 from catbreed_desktop.core.engines.names import ENGINE_TITLES, TRITON
 from catbreed_desktop.core.errors import CatBreedError
 from catbreed_desktop.core.serving import (
@@ -51,8 +57,18 @@ INSTALL_HINT = "pip install 'catbreed-desktop[triton]'"
 DEFAULT_PORTS = {"http": 8000, "https": 8000, "grpc": 8001, "grpcs": 8001}
 DEFAULT_REQUEST_SIZE = 8
 DEFAULT_IN_FLIGHT = 4
-# Long enough for a busy CPU server to work through its queue; a dead server answers at once.
-DEFAULT_TIMEOUT_S = 60.0
+# Each request's deadline, from connecting to the reply's last byte: long enough for a busy CPU
+# server to work through its queue of requests; a dead server answers at once.
+DEFAULT_TIMEOUT_S = 30.0
+# An inference reply's room beyond its values: the JSON header that names the outputs.
+REPLY_HEADER_ALLOWANCE = 64 * 1024
+# Bytes a reply may spend on one output value: 4 as FP32, 8 as FP64, up to ~25 as a JSON number.
+REPLY_BYTES_PER_VALUE = 32
+
+
+def reply_limit(photos: int, values_per_photo: int) -> int:
+    """The most bytes an inference reply for `photos` photos of `values_per_photo` output values may take."""
+    return REPLY_HEADER_ALLOWANCE + photos * values_per_photo * REPLY_BYTES_PER_VALUE
 
 
 class TritonServerLost(CatBreedError, RuntimeError):
@@ -132,10 +148,15 @@ class TritonEngine(Engine):
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
         self.provider = f"{ENGINE_TITLES[TRITON]} at {self.address.url}"
-        self._outputs = (LOGITS_NAME,) + ((EMBEDDING_NAME,) if embedding_size(bundle) is not None else ())
+        width = embedding_size(bundle)
+        self._outputs = (LOGITS_NAME,) + ((EMBEDDING_NAME,) if width is not None else ())
+        self._values_per_photo = bundle.num_labels + (width or 0)
+        # Clients are made before the server's batch limit is known: bounded by the requested size.
+        self._reply_limit = reply_limit(request_size, self._values_per_photo)
         config = self._read_config()
         self.server_max_batch = _config_max_batch(config)
         self.request_size = max(1, min(request_size, self.server_max_batch or request_size))
+        self._reply_limit = reply_limit(self.request_size, self._values_per_photo)
         self._pool = ThreadPoolExecutor(in_flight, thread_name_prefix="catbreed-triton")
         self.in_flight = in_flight
 
@@ -191,7 +212,12 @@ class TritonEngine(Engine):
 
     def _infer(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
         try:
-            reply = self._client().infer(self.model_name, {INPUT_NAME: chunk}, self._outputs)
+            reply = self._client().infer(
+                self.model_name,
+                {INPUT_NAME: chunk},
+                self._outputs,
+                reply_limit=reply_limit(len(chunk), self._values_per_photo),
+            )
             outputs = {name: reply.get(name) for name in self._outputs}
         except Exception as error:  # a dead server, a timeout, an error reply: the run cannot go on
             raise TritonServerLost(
@@ -208,7 +234,9 @@ class TritonEngine(Engine):
         client = getattr(self._local, "client", None)
         if client is None:
             if self._grpc is not None:
-                client = _GrpcClient(self._grpc, self.address, self.timeout_s)
+                client = _GrpcClient(
+                    self._grpc, self.address, self.timeout_s, max(JSON_REPLY_LIMIT, self._reply_limit)
+                )
             else:
                 client = KServeHttpClient(
                     self.address.location,
@@ -236,24 +264,35 @@ class _GrpcClient:
     """tritonclient's gRPC client behind the calls `KServeHttpClient` offers, so the engine runs
     one path whichever protocol it speaks."""
 
-    def __init__(self, module: Any, address: ServerAddress, timeout_s: float) -> None:
+    def __init__(self, module: Any, address: ServerAddress, timeout_s: float, receive_limit: int) -> None:
         self._module = module
-        self._client = module.InferenceServerClient(address.location, ssl=address.ssl)
+        self._client = module.InferenceServerClient(
+            address.location, ssl=address.ssl, channel_args=grpc_channel_args(module, receive_limit)
+        )
         self._timeout_s = timeout_s
 
     def is_server_live(self) -> bool:
-        return bool(self._client.is_server_live())
+        return bool(self._client.is_server_live(client_timeout=self._timeout_s))
 
     def is_model_ready(self, model: str) -> bool:
-        return bool(self._client.is_model_ready(model))
+        return bool(self._client.is_model_ready(model, client_timeout=self._timeout_s))
 
     def get_model_config(self, model: str) -> dict[str, Any]:
-        return dict(self._client.get_model_config(model, as_json=True).get("config", {}))
+        reply = self._client.get_model_config(model, as_json=True, client_timeout=self._timeout_s)
+        return dict(reply.get("config", {}))
 
     def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+        *,
+        reply_limit: int = JSON_REPLY_LIMIT,
     ) -> dict[str, np.ndarray | None]:
-        """Run `model` on float32 `inputs` (name -> array); an output the reply lacks comes back None."""
+        """Run `model` on float32 `inputs` (name -> array); an output the reply lacks comes back None.
+
+        `reply_limit` is enforced for the whole channel when it is made (`grpc_channel_args`).
+        """
         requests = []
         for name, array in inputs.items():
             request = self._module.InferInput(name, list(array.shape), "FP32")
@@ -265,6 +304,20 @@ class _GrpcClient:
 
     def close(self) -> None:
         self._client.close()
+
+
+def grpc_channel_args(module: Any, receive_limit: int) -> list[tuple[str, int]]:
+    """tritonclient's own channel options (keep-alive as it sets them), with replies bounded to
+    `receive_limit` bytes instead of its 2 GB; requests stay unbounded, they are ours."""
+    keepalive = module.KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", -1),
+        ("grpc.max_receive_message_length", int(receive_limit)),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+    ]
 
 
 def model_mismatches(config: dict[str, Any], bundle: ModelBundle) -> list[str]:
