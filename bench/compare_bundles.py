@@ -8,13 +8,16 @@ bundle: macro F1 over the source's breeds that the bundle knows and over all the
 (a breed the bundle lacks counts as a miss), accuracy, the share of answers naming a breed the
 source does not have, and sorting at the bundle's own threshold: the share filed into a breed
 folder and the share of those filed right. Labels are compared by name, so bundles with
-different breed lists are comparable. Not a timed benchmark: the figures do not depend on load.
+different breed lists are comparable. It also prints each bundle's photos per second as
+`catbreed classify` reported it, and the ratio to the first bundle: the bundles run one after the
+other in the same run, so compare them only on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -26,9 +29,11 @@ from trainer.dataset import read_manifest, split_samples  # noqa: E402
 from trainer.metrics import subset_scores  # noqa: E402
 
 
-def classify(bundle: Path, paths: list[Path]) -> dict[Path, dict]:
-    """{path: the JSON record `catbreed classify --json` prints} for every photo."""
+def classify(bundle: Path, paths: list[Path]) -> tuple[dict[Path, dict], float]:
+    """{path: the JSON record `catbreed classify --json` prints} for every photo, and the photos
+    per second the command reported over all of them (decoding included)."""
     results: dict[Path, dict] = {}
+    seconds = 0.0
     for start in range(0, len(paths), 500):
         chunk = [str(p) for p in paths[start : start + 500]]
         done = subprocess.run(
@@ -38,7 +43,9 @@ def classify(bundle: Path, paths: list[Path]) -> dict[Path, dict]:
         for line in done.stdout.splitlines():
             record = json.loads(line)
             results[Path(record["path"]).resolve()] = record
-    return results
+        timing = re.search(r"photos in ([0-9.]+) s", done.stderr)
+        seconds += float(timing.group(1)) if timing else float("nan")
+    return results, len(paths) / seconds
 
 
 def figures(records: list[dict], truth: list[str], known: set[str]) -> dict:
@@ -82,10 +89,14 @@ def main() -> int:
     for name, folder in bundles.items():
         known = set(json.loads((Path(folder) / "bundle.json").read_text())["labels"])
         everything = [s.path.resolve() for samples in by_source.values() for s in samples]
-        results = classify(Path(folder), everything)
+        results, rate = classify(Path(folder), everything)
+        report.setdefault("photos_per_second", {})[name] = rate
         for source, samples in sorted(by_source.items()):
             records = [results.get(s.path.resolve(), {"ok": False}) for s in samples]
             report.setdefault(source, {})[name] = figures(records, [s.label for s in samples], known)
+    rates = report.pop("photos_per_second")
+    first = next(iter(rates.values()))
+    print(", ".join(f"{name} {rate:.1f} photos/s ({rate / first:.2f}x)" for name, rate in rates.items()))
     for source, rows in report.items():
         print(f"\n{source} ({next(iter(rows.values()))['photos']} {args.split} photos)")
         print(
@@ -97,7 +108,7 @@ def main() -> int:
                 f"{row['accuracy']:6.3f} {row['answers_outside_source']:8.1%} {row['filed']:6.1%} {row['filed_right']:6.1%}"
             )
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        args.out.write_text(json.dumps(report | {"photos_per_second": rates}, indent=2) + "\n")
     return 0
 
 
