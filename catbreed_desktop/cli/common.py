@@ -25,7 +25,8 @@ from catbreed_desktop.core.classify import Classifier
 from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
 from catbreed_desktop.core.engines.names import AUTO, TRITON
 from catbreed_desktop.core.errors import UsageError
-from catbreed_desktop.core.printable import printable
+from catbreed_desktop.core.personal import PersonalLayer, PersonalStore
+from catbreed_desktop.core.printable import plural, printable
 
 PROGRAM = "catbreed"
 
@@ -160,6 +161,32 @@ def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
         file=sys.stderr,
     )
     return classifier
+
+
+def add_personal_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-personal",
+        action="store_true",
+        help="ignore the corrections kept with `catbreed correct` or the window (used by default when there are any)",
+    )
+
+
+def open_personal_layer(args: argparse.Namespace, bundle: ModelBundle) -> PersonalLayer | None:
+    """The layer of the person's corrections for this bundle, unless --no-personal or there are none."""
+    if getattr(args, "no_personal", False):
+        return None
+    store = PersonalStore(bundle.model_sha256)
+    if store.warning:
+        print(f"{PROGRAM}: warning: {printable(store.warning)}", file=sys.stderr)
+    if not len(store):
+        return None
+    layer = PersonalLayer.for_bundle(store, bundle)
+    print(
+        f"{PROGRAM}: adapted to {plural(len(layer), 'of your corrections', 'of your corrections')} "
+        "(--no-personal ignores them)",
+        file=sys.stderr,
+    )
+    return layer
 
 
 def gpu_present() -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catbreed_desktop.core.bundle import ModelBundle
 from catbreed_desktop.core.classify import Prediction
 from catbreed_desktop.core.personal.store import PersonalStore
 
@@ -95,6 +96,11 @@ class PersonalLayer:
         settings: LayerSettings | None = None,
     ) -> PersonalLayer:
         return cls(labels, store.embeddings, store.labels, store.photo_paths, centre, settings)
+
+    @classmethod
+    def for_bundle(cls, store: PersonalStore, bundle: ModelBundle) -> PersonalLayer:
+        """The layer of a store's corrections for the bundle they were made with, with the default settings."""
+        return cls.from_store(store, bundle.labels, centre=None)
 
     def __len__(self) -> int:
         return len(self.classes)
