@@ -83,6 +83,7 @@ class Settings:
     sort_mode: str = MOVE  # what the Sort dialog proposes
     auto_sort: bool = False
     auto_sort_mode: str = MOVE  # what auto-sort of watched folders does
+    learn_from_corrections: bool = True  # the personal layer adjusts the answers to the person's corrections
     schema_version: int = SCHEMA_VERSION
 
     def add_recent_folder(self, folder: str | Path) -> None:

@@ -41,6 +41,22 @@ class LayerSettings:
     weight: float = 0.9
     duplicate: float = 0.9
     duplicate_weight: float = 0.97
+    # The part of the embedding compared, [start, stop); None: all of it.
+    features: tuple[int, int] | None = None
+
+
+def settings_for(bundle: ModelBundle) -> LayerSettings:
+    """The default settings, comparing the part of the embedding that tells breeds apart.
+
+    A not-a-cat detector that measures a later span of the embedding (DINOv2 bundles: the mean
+    patch token, which keeps what the pretrained backbone saw) leaves the part before it, the
+    CLS token fine-tuned for breeds; bench/bench_personal.py found that part better for telling
+    the person's cats apart. Other bundles compare the whole embedding.
+    """
+    features = (bundle.ood or {}).get("features")
+    if isinstance(features, (list, tuple)) and len(features) == 2 and int(features[0]) > 0:
+        return LayerSettings(features=(0, int(features[0])))
+    return LayerSettings()
 
 
 def unit_rows(embeddings: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
@@ -81,7 +97,9 @@ class PersonalLayer:
         # A label the bundle does not know cannot be predicted; such entries wait for a model that does.
         known = [i for i, label in enumerate(entry_labels) if label in index]
         rows = np.asarray(embeddings, dtype=np.float32)
-        self.entries = unit_rows(rows[known], centre) if known else np.zeros((0, 0), dtype=np.float32)
+        self.entries = (
+            unit_rows(self._span(rows[known]), centre) if known else np.zeros((0, 0), dtype=np.float32)
+        )
         self.classes = np.array([index[entry_labels[i]] for i in known], dtype=np.int64)
         paths = list(entry_paths) or [""] * len(entry_labels)
         self.paths = [paths[i] for i in known]
@@ -100,7 +118,11 @@ class PersonalLayer:
     @classmethod
     def for_bundle(cls, store: PersonalStore, bundle: ModelBundle) -> PersonalLayer:
         """The layer of a store's corrections for the bundle they were made with, with the default settings."""
-        return cls.from_store(store, bundle.labels, centre=None)
+        return cls.from_store(store, bundle.labels, settings=settings_for(bundle))
+
+    def _span(self, rows: np.ndarray) -> np.ndarray:
+        span = self.settings.features
+        return rows if span is None else rows[:, span[0] : span[1]]
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -114,7 +136,7 @@ class PersonalLayer:
 
     def similarities(self, embeddings: np.ndarray) -> np.ndarray:
         """Cosine similarity (N, entries) of photos to every correction."""
-        result: np.ndarray = unit_rows(embeddings, self.centre) @ self.entries.T
+        result: np.ndarray = unit_rows(self._span(np.asarray(embeddings)), self.centre) @ self.entries.T
         return result
 
     def combine(self, probabilities: np.ndarray, embeddings: np.ndarray) -> Combined:
@@ -154,7 +176,9 @@ class PersonalLayer:
 
     def _class_mean_vote(self, embeddings: np.ndarray) -> np.ndarray:
         s = self.settings
-        scores = unit_rows(embeddings, self.centre).astype(np.float64) @ self._means.T.astype(np.float64)
+        scores = unit_rows(self._span(embeddings), self.centre).astype(np.float64) @ self._means.T.astype(
+            np.float64
+        )
         scores = np.exp((scores - scores.max(axis=1, keepdims=True)) / s.temperature)
         q = np.zeros((scores.shape[0], len(self.labels)))
         q[:, self._mean_classes] = scores / scores.sum(axis=1, keepdims=True)
@@ -209,7 +233,8 @@ class PersonalLayer:
         """(row, similarity) of the `limit` rows of `embeddings` most like `reference`, best first."""
         if not len(embeddings):
             return []
-        sims = unit_rows(np.asarray(embeddings), self.centre) @ unit_rows(reference[None, :], self.centre)[0]
+        photos = unit_rows(self._span(np.asarray(embeddings)), self.centre)
+        sims = photos @ unit_rows(self._span(reference[None, :]), self.centre)[0]
         floor = self.settings.low if minimum is None else minimum
         order = [int(i) for i in np.argsort(-sims, kind="stable") if sims[i] >= floor]
         return [(i, float(sims[i])) for i in order[:limit]]
