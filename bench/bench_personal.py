@@ -36,9 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from personal_cache import bundle_outputs, test_split, web_sample  # noqa: E402
 
+from catbreed_desktop.cli.common import adapted_in_batches  # noqa: E402
 from catbreed_desktop.core.bundle import ModelBundle, load_bundle  # noqa: E402
 from catbreed_desktop.core.classify import Classifier, Prediction  # noqa: E402
-from catbreed_desktop.core.personal.combine import LayerSettings, PersonalLayer, settings_for  # noqa: E402
+from catbreed_desktop.core.personal.combine import LayerSettings, Metric, PersonalLayer, layer_setup  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -114,7 +115,12 @@ def choose(truth: np.ndarray, predicted: np.ndarray, k: int, seed: int, wrong_fi
 
 
 def simulate(
-    data: dict, labels: Sequence[str], settings: LayerSettings, k: int, wrong_first: bool, threshold: float
+    data: dict,
+    labels: Sequence[str],
+    setup: tuple[Metric, LayerSettings],
+    k: int,
+    wrong_first: bool,
+    threshold: float,
 ) -> dict:
     probs, emb, truth, is_cat = data["probabilities"], data["embeddings"], data["labels"], data["is_cat"]
     breeds = np.unique(truth)
@@ -124,7 +130,7 @@ def simulate(
         corrected = choose(truth, base_predicted, k, seed, wrong_first)
         rest = np.setdiff1d(np.arange(len(truth)), corrected)
         layer = PersonalLayer(
-            labels, emb[corrected], [labels[i] for i in truth[corrected]], settings=settings
+            labels, emb[corrected], [labels[i] for i in truth[corrected]], metric=setup[0], settings=setup[1]
         )
         adapted = layer.combine(probs[rest], emb[rest]).probabilities
         if k == 0:
@@ -175,13 +181,15 @@ def series_outputs(classifier: Classifier, paths: Sequence[Path], cache: Path) -
 
 
 def same_cat(
-    data: dict, series: dict, rows: np.ndarray, labels: Sequence[str], settings: LayerSettings
+    data: dict, series: dict, rows: np.ndarray, labels: Sequence[str], setup: tuple[Metric, LayerSettings]
 ) -> dict:
     """Correct each original photo alone; count the wrong answers on its series fixed, right ones broken."""
     wrong = fixed = right = broken = 0
     for i, row in enumerate(rows):
         truth = int(data["labels"][row])
-        layer = PersonalLayer(labels, data["embeddings"][row : row + 1], [labels[truth]], settings=settings)
+        layer = PersonalLayer(
+            labels, data["embeddings"][row : row + 1], [labels[truth]], metric=setup[0], settings=setup[1]
+        )
         base = series["probabilities"][i].argmax(axis=1)
         adapted = layer.combine(series["probabilities"][i], series["embeddings"][i]).probabilities.argmax(
             axis=1
@@ -193,7 +201,7 @@ def same_cat(
     return {"wrong": wrong, "fixed": fixed, "right": right, "broken": broken}
 
 
-def duplicate_groups(data: dict, labels: Sequence[str], settings: LayerSettings) -> dict:
+def duplicate_groups(data: dict, labels: Sequence[str], setup: tuple[Metric, LayerSettings]) -> dict:
     groups = data["groups"]
     wrong = fixed = 0
     for group in np.unique(groups[groups >= 0]):
@@ -201,7 +209,11 @@ def duplicate_groups(data: dict, labels: Sequence[str], settings: LayerSettings)
         for corrected in members if len(members) > 1 else ():
             truth = int(data["labels"][corrected])
             layer = PersonalLayer(
-                labels, data["embeddings"][corrected : corrected + 1], [labels[truth]], settings=settings
+                labels,
+                data["embeddings"][corrected : corrected + 1],
+                [labels[truth]],
+                metric=setup[0],
+                settings=setup[1],
             )
             others = members[members != corrected]
             base = data["probabilities"][others].argmax(axis=1)
@@ -225,7 +237,8 @@ def cost(bundle: ModelBundle, photos: Sequence[Path], pool: np.ndarray, threads:
     )
     labels = [bundle.labels[i] for i in rng.integers(0, bundle.num_labels, 10_000)]
     tracemalloc.start()
-    layer = PersonalLayer(bundle.labels, stored, labels, settings=settings_for(bundle))
+    metric, settings = layer_setup(bundle)
+    layer = PersonalLayer(bundle.labels, stored, labels, metric=metric, settings=settings)
     layer_bytes = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     times: dict[str, list[float]] = {"without": [], "with": []}
@@ -234,17 +247,17 @@ def cost(bundle: ModelBundle, photos: Sequence[Path], pool: np.ndarray, threads:
         for _ in range(2):
             for name in ("without", "with"):
                 started = time.perf_counter()
-                for result in classifier.classify(photos):
-                    if name == "with" and isinstance(result, Prediction):
-                        layer.adapt([result])
+                results = classifier.classify(photos)
+                for _ in results if name == "without" else adapted_in_batches(layer, results, 8):
+                    pass
                 times[name].append(time.perf_counter() - started)
     without, with_layer = min(times["without"]), min(times["with"])
     # The layer's own time, measured alone: the classify ratio above is within the run-to-run noise.
-    predictions = [r for r in Classifier(bundle, "cpu", batch_size=8, threads=threads).classify(photos[:8])]
+    with Classifier(bundle, "cpu", batch_size=8, threads=threads) as classifier:
+        predictions = list(classifier.classify(photos[:8]))
     started = time.perf_counter()
     for _ in range(20):
-        for prediction in predictions:
-            layer.adapt([prediction])  # type: ignore[list-item]
+        layer.adapt(predictions)  # type: ignore[arg-type]
     per_photo = (time.perf_counter() - started) / (20 * len(predictions))
     return {
         "without": without,
@@ -264,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bundle = load_bundle(args.model)
     threshold = bundle.default_min_confidence
     labels = bundle.labels
-    settings = settings_for(bundle)
+    setup = layer_setup(bundle)
+    metric, settings = setup
     sources: list[tuple[str, list]] = [
         ("oxford-pet-cats", test_split(args.manifest, "oxford-pet-cats")),
         ("petfinder-gano-cats", test_split(args.manifest, "petfinder-gano-cats")),
@@ -275,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"web photos not found at {args.web}: skipped")
     print(
         f"CPU: {platform.processor() or platform.machine()}; bundle {bundle.path} ({bundle.num_labels} breeds), "
-        f"threshold {threshold}; layer {settings}"
+        f"threshold {threshold}; layer {settings}, span {metric.features}, whitened {metric.whiten is not None}"
     )
     outputs = {
         name: bundle_outputs(bundle, photos, args.cache / f"{name}.npz", args.threads)
@@ -286,9 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, data in outputs.items():
         cells = []
         for method in ("knn", "ncm"):
-            result = simulate(
-                data, labels, LayerSettings(**{**settings.__dict__, "method": method}), 5, False, threshold
-            )
+            variant = (metric, LayerSettings(**{**settings.__dict__, "method": method}))
+            result = simulate(data, labels, variant, 5, False, threshold)
             cells.append(f"{method} {result['base_f1']:.3f} -> {result['f1']:.3f}")
         print(f"{name}: " + "; ".join(cells))
 
@@ -301,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for name, data in outputs.items():
             for k in KS:
-                r = simulate(data, labels, settings, k, wrong_first, threshold)
+                r = simulate(data, labels, setup, k, wrong_first, threshold)
                 print(
                     f"{name} | {k} | {r['base_f1']:.3f} | {r['f1']:.3f} | {r['base_acc']:.3f} | {r['acc']:.3f} | "
                     f"{100 * r['filed']:.0f} | {r['base_precision']:.3f} | {r['precision']:.3f} | "
@@ -315,8 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             series = series_outputs(
                 classifier, [Path(data["paths"][r]) for r in rows], args.cache / f"{name}-series.npz"
             )
-            s = same_cat(data, series, rows, labels, settings)
-            d = duplicate_groups(data, labels, settings)
+            s = same_cat(data, series, rows, labels, setup)
+            d = duplicate_groups(data, labels, setup)
             print(
                 f"{name}: series of {len(rows)} photos x 5: {s['fixed']} of {s['wrong']} wrong answers fixed by "
                 f"correcting the original, {s['broken']} of {s['right']} right ones broken; "

@@ -30,6 +30,7 @@ from typing import Any, Protocol, TextIO
 from catbreed_desktop.cli.common import (
     PROGRAM,
     ProgressReporter,
+    adapted_in_batches,
     add_min_confidence_option,
     add_model_options,
     add_personal_option,
@@ -89,12 +90,11 @@ def run(args: argparse.Namespace) -> int:
     progress = ProgressReporter()
     failures = 0
     written = 0
+    results = classifier.classify(photos, on_progress=progress.update)
     try:
-        for result in classifier.classify(photos, on_progress=progress.update):
+        for result in results if layer is None else adapted_in_batches(layer, results, classifier.batch_size):
             if isinstance(result, Failure):
                 failures += 1
-            elif layer is not None:
-                result = layer.adapt([result])[0]
             progress.clear()
             writer.write(result)
             sys.stdout.flush()

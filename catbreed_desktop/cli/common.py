@@ -7,7 +7,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -21,7 +21,7 @@ from catbreed_desktop.core.bundle import (
     ModelBundle,
     load_bundle,
 )
-from catbreed_desktop.core.classify import Classifier
+from catbreed_desktop.core.classify import Classifier, Failure, Prediction
 from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
 from catbreed_desktop.core.engines.names import AUTO, TRITON
 from catbreed_desktop.core.errors import UsageError
@@ -187,6 +187,25 @@ def open_personal_layer(args: argparse.Namespace, bundle: ModelBundle) -> Person
         file=sys.stderr,
     )
     return layer
+
+
+def adapted_in_batches(
+    layer: PersonalLayer, results: Iterable[Prediction | Failure], batch_size: int
+) -> Iterator[Prediction | Failure]:
+    """The results in order, predictions adjusted by the layer a batch at a time (one pass over the corrections each)."""
+    batch: list[Prediction | Failure] = []
+    for result in results:
+        batch.append(result)
+        if len(batch) >= batch_size:
+            yield from _adapt_batch(layer, batch)
+            batch = []
+    yield from _adapt_batch(layer, batch)
+
+
+def _adapt_batch(layer: PersonalLayer, batch: list[Prediction | Failure]) -> list[Prediction | Failure]:
+    predictions = [r for r in batch if isinstance(r, Prediction)]
+    adjusted = iter(layer.adapt(predictions))
+    return [next(adjusted) if isinstance(r, Prediction) else r for r in batch]
 
 
 def gpu_present() -> bool:

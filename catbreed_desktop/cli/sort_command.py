@@ -21,6 +21,7 @@ from pathlib import Path
 from catbreed_desktop.cli.common import (
     PROGRAM,
     ProgressReporter,
+    adapted_in_batches,
     add_min_confidence_option,
     add_model_options,
     add_personal_option,
@@ -220,14 +221,13 @@ def _classify(
     unreadable: list[tuple[Path, str]] = []
     personal: dict[Path, str] = {}
     try:
-        for result in classifier.classify(photos, on_progress=progress.update):
+        results = classifier.classify(photos, on_progress=progress.update)
+        for result in results if layer is None else adapted_in_batches(layer, results, classifier.batch_size):
             if isinstance(result, Failure):
                 unreadable.append((result.path, result.reason))
             else:
-                if layer is not None:
-                    result = layer.adapt([result])[0]
-                    if result.moved_by is not None:
-                        personal[Path(os.path.abspath(result.path))] = result.moved_by
+                if result.moved_by is not None:
+                    personal[Path(os.path.abspath(result.path))] = result.moved_by
                 items.append(SortItem(result.path, result.label, result.confidence, result.is_cat))
     except CatBreedError as error:
         # Classification failed for good (a Triton server gone): nothing is planned, so nothing moves.

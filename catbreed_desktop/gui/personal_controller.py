@@ -22,7 +22,7 @@ from PySide6.QtCore import QObject, Signal
 
 from catbreed_desktop.core.classify import Prediction
 from catbreed_desktop.core.personal import LayerSettings, PersonalLayer, PersonalStore
-from catbreed_desktop.core.personal.combine import settings_for
+from catbreed_desktop.core.personal.combine import Metric, layer_setup
 from catbreed_desktop.core.printable import plural
 from catbreed_desktop.gui.photo_model import PhotoListModel, PhotoRecord
 from catbreed_desktop.gui.tasks import Task, TaskContext, TaskRunner
@@ -57,7 +57,7 @@ class PersonalController(QObject):
         self.store: PersonalStore | None = None
         self.layer: PersonalLayer | None = None
         self._labels: tuple[str, ...] = ()
-        self._settings = LayerSettings()
+        self._setup: tuple[Metric, LayerSettings] = (Metric(), LayerSettings())
         self._base: dict[Path, Prediction] = {}
         self._again = False  # a refresh was asked for while one ran
         self._again_save = False
@@ -82,8 +82,8 @@ class PersonalController(QObject):
         self.store = PersonalStore(bundle.model_sha256, self.store_folder)
         if self.store.warning:
             self.warning.emit(self.store.warning)
-        self._settings = settings_for(bundle)
-        self.layer = PersonalLayer.from_store(self.store, self._labels, settings=self._settings)
+        self._setup = layer_setup(bundle)
+        self.layer = PersonalLayer.from_store(self.store, self._labels, *self._setup)
         self.changed.emit(self.status_text())
 
     def set_enabled(self, enabled: bool) -> None:
@@ -177,13 +177,13 @@ class PersonalController(QObject):
             list(store.photo_paths),
             list(store.keys),
         )
-        labels, enabled, settings = self._labels, self.enabled, self._settings
+        labels, enabled, setup = self._labels, self.enabled, self._setup
         bases = [b for path, b in self._base.items() if not self._reviewed(path)]
 
         def work(context: TaskContext) -> tuple[PersonalLayer, list[Prediction]] | None:
             if save:
                 store.save()
-            layer = PersonalLayer.from_store(store, labels if enabled else (), settings=settings)
+            layer = PersonalLayer.from_store(store, labels if enabled else (), *setup)
             adjusted: list[Prediction] = []
             for start in range(0, len(bases), CHUNK):
                 if context.should_stop():

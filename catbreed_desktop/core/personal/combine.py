@@ -1,7 +1,8 @@
 """Combining the bundle's answer with the person's corrections: calibrated probabilities, nudged.
 
-Embeddings are centred and scaled to unit length, then compared by cosine similarity with every
-kept correction. The few-shot answer `q` is a vote of the nearest corrections (kNN, weighted by
+Photos are compared by the cosine similarity of their embeddings (`Metric`; for a bundle with a
+not-a-cat detector, the detector's span of the embedding, centred and whitened with the statistics
+of its training photos, `layer_setup`) with every kept correction. The few-shot answer `q` is a vote of the nearest corrections (kNN, weighted by
 exp(similarity / temperature)) or, with `method="ncm"`, a softmax over the similarity to each
 corrected breed's mean. It is mixed into the bundle's probabilities `p` as
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from catbreed_desktop.core.bundle import ModelBundle
 from catbreed_desktop.core.classify import Prediction
+from catbreed_desktop.core.ood import OodConfigError, OodDetector
 from catbreed_desktop.core.personal.store import PersonalStore
 
 KNN = "knn"
@@ -41,29 +43,55 @@ class LayerSettings:
     weight: float = 0.9
     duplicate: float = 0.9
     duplicate_weight: float = 0.97
-    # The part of the embedding compared, [start, stop); None: all of it.
-    features: tuple[int, int] | None = None
 
 
-def settings_for(bundle: ModelBundle) -> LayerSettings:
-    """The default settings, comparing the part of the embedding that tells breeds apart.
+@dataclass(frozen=True)
+class Metric:
+    """How photos are compared: a span of the embedding, centred, optionally whitened, at unit length."""
 
-    A not-a-cat detector that measures a later span of the embedding (DINOv2 bundles: the mean
-    patch token, which keeps what the pretrained backbone saw) leaves the part before it, the
-    CLS token fine-tuned for breeds; bench/bench_personal.py found that part better for telling
-    the person's cats apart. Other bundles compare the whole embedding.
+    features: tuple[int, int] | None = None  # [start, stop) of the embedding; None: all of it
+    centre: np.ndarray | None = None
+    whiten: np.ndarray | None = None  # (span, span): rows @ whiten; cosine then is Mahalanobis-like
+
+    def vectors(self, embeddings: np.ndarray) -> np.ndarray:
+        rows = np.asarray(embeddings, dtype=np.float32)
+        if self.features is not None:
+            rows = rows[:, self.features[0] : self.features[1]]
+        if self.centre is not None:
+            rows = rows - self.centre.astype(np.float32)
+        if self.whiten is not None:
+            rows = rows @ self.whiten
+        return unit_rows(rows)
+
+
+# With the bundle's whitening, different cats are rarely above 0.26 (99.9th percentile over
+# Oxford and Petfinder-Gano test pairs) and crops, mirror images and exposure changes of one
+# photo lie between 0.56 and 0.92: bench/bench_personal.py.
+WHITENED = LayerSettings(low=0.3, high=0.55, duplicate=0.7)
+
+
+def layer_setup(bundle: ModelBundle) -> tuple[Metric, LayerSettings]:
+    """How the layer compares photos for this bundle, and its settings.
+
+    A bundle with a not-a-cat detector carries the breeds' mean embeddings and their shared
+    precision matrix, measured on its training photos: photos are compared in that whitened
+    space, where the same cat in another shot stands far above different cats of one breed,
+    from the first correction on. Other bundles compare the whole embedding as it is.
     """
-    features = (bundle.ood or {}).get("features")
-    if isinstance(features, (list, tuple)) and len(features) == 2 and int(features[0]) > 0:
-        return LayerSettings(features=(0, int(features[0])))
-    return LayerSettings()
+    if bundle.ood is not None:
+        try:
+            detector = OodDetector.from_config(bundle.ood, bundle.num_labels)
+            whiten = np.linalg.cholesky(detector.precision).astype(np.float32)
+        except (OodConfigError, np.linalg.LinAlgError):
+            return Metric(), LayerSettings()
+        centre = detector.means.mean(axis=0).astype(np.float32)
+        return Metric(detector.features, centre, whiten), WHITENED
+    return Metric(), LayerSettings()
 
 
-def unit_rows(embeddings: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
-    """Rows centred (when a centre is given) and scaled to length 1; zero rows stay zero."""
+def unit_rows(embeddings: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1; zero rows stay zero."""
     rows = np.asarray(embeddings, dtype=np.float32)
-    if centre is not None:
-        rows = rows - centre.astype(np.float32)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     result: np.ndarray = rows / np.maximum(norms, 1e-12)
     return result
@@ -76,6 +104,7 @@ class Combined:
     probabilities: np.ndarray
     nearest: np.ndarray
     similarity: np.ndarray
+    similarities: np.ndarray  # (N, corrections)
 
 
 class PersonalLayer:
@@ -87,19 +116,17 @@ class PersonalLayer:
         embeddings: np.ndarray,
         entry_labels: Sequence[str],
         entry_paths: Sequence[str] = (),
-        centre: np.ndarray | None = None,
+        metric: Metric | None = None,
         settings: LayerSettings | None = None,
     ) -> None:
         self.labels = tuple(labels)
         self.settings = settings or LayerSettings()
-        self.centre = centre
+        self.metric = metric or Metric()
         index = {label: i for i, label in enumerate(self.labels)}
         # A label the bundle does not know cannot be predicted; such entries wait for a model that does.
         known = [i for i, label in enumerate(entry_labels) if label in index]
         rows = np.asarray(embeddings, dtype=np.float32)
-        self.entries = (
-            unit_rows(self._span(rows[known]), centre) if known else np.zeros((0, 0), dtype=np.float32)
-        )
+        self.entries = self.metric.vectors(rows[known]) if known else np.zeros((0, 0), dtype=np.float32)
         self.classes = np.array([index[entry_labels[i]] for i in known], dtype=np.int64)
         paths = list(entry_paths) or [""] * len(entry_labels)
         self.paths = [paths[i] for i in known]
@@ -110,19 +137,16 @@ class PersonalLayer:
         cls,
         store: PersonalStore,
         labels: Sequence[str],
-        centre: np.ndarray | None = None,
+        metric: Metric | None = None,
         settings: LayerSettings | None = None,
     ) -> PersonalLayer:
-        return cls(labels, store.embeddings, store.labels, store.photo_paths, centre, settings)
+        return cls(labels, store.embeddings, store.labels, store.photo_paths, metric, settings)
 
     @classmethod
     def for_bundle(cls, store: PersonalStore, bundle: ModelBundle) -> PersonalLayer:
         """The layer of a store's corrections for the bundle they were made with, with the default settings."""
-        return cls.from_store(store, bundle.labels, settings=settings_for(bundle))
-
-    def _span(self, rows: np.ndarray) -> np.ndarray:
-        span = self.settings.features
-        return rows if span is None else rows[:, span[0] : span[1]]
+        metric, settings = layer_setup(bundle)
+        return cls.from_store(store, bundle.labels, metric, settings)
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -136,14 +160,14 @@ class PersonalLayer:
 
     def similarities(self, embeddings: np.ndarray) -> np.ndarray:
         """Cosine similarity (N, entries) of photos to every correction."""
-        result: np.ndarray = unit_rows(self._span(np.asarray(embeddings)), self.centre) @ self.entries.T
+        result: np.ndarray = self.metric.vectors(embeddings) @ self.entries.T
         return result
 
     def combine(self, probabilities: np.ndarray, embeddings: np.ndarray) -> Combined:
         p = np.asarray(probabilities, dtype=np.float64)
         count = p.shape[0]
         if not len(self) or count == 0:
-            return Combined(p, np.full(count, -1, dtype=np.int64), np.zeros(count))
+            return Combined(p, np.full(count, -1, dtype=np.int64), np.zeros(count), np.zeros((count, 0)))
         s = self.settings
         x = np.asarray(embeddings, dtype=np.float32)
         usable: np.ndarray = np.asarray(np.isfinite(x).all(axis=1))
@@ -161,7 +185,7 @@ class PersonalLayer:
         mixed = (1.0 - gate[:, None]) * p + gate[:, None] * q
         mixed = np.where((gate > 0)[:, None], mixed, p)
         moved = np.where(gate > 0, nearest, -1)
-        return Combined(mixed, moved, best)
+        return Combined(mixed, moved, best, sims)
 
     def _kneighbours(self, sims: np.ndarray) -> np.ndarray:
         s = self.settings
@@ -176,9 +200,7 @@ class PersonalLayer:
 
     def _class_mean_vote(self, embeddings: np.ndarray) -> np.ndarray:
         s = self.settings
-        scores = unit_rows(self._span(embeddings), self.centre).astype(np.float64) @ self._means.T.astype(
-            np.float64
-        )
+        scores = self.metric.vectors(embeddings).astype(np.float64) @ self._means.T.astype(np.float64)
         scores = np.exp((scores - scores.max(axis=1, keepdims=True)) / s.temperature)
         q = np.zeros((scores.shape[0], len(self.labels)))
         q[:, self._mean_classes] = scores / scores.sum(axis=1, keepdims=True)
@@ -208,17 +230,16 @@ class PersonalLayer:
             top = tuple((self.labels[j], float(probs[j])) for j in best)
             moved_by = None
             if top[0][0] != prediction.label:
-                moved_by = self.describe(self._supporter(int(best[0]), prediction.embedding))  # type: ignore[arg-type]
+                moved_by = self.describe(self._supporter(int(best[0]), combined.similarities[row]))
             result[i] = replace(prediction, top=top, probabilities=probs, moved_by=moved_by)
         return result
 
-    def _supporter(self, label_index: int, embedding: np.ndarray) -> int:
-        """The correction to `label_index` nearest to a photo: the one that moved it."""
+    def _supporter(self, label_index: int, similarities: np.ndarray) -> int:
+        """The correction to `label_index` nearest to a photo (its similarities to all): the one that moved it."""
         candidates = np.flatnonzero(self.classes == label_index)
         if not len(candidates):
             return -1
-        sims = self.similarities(embedding[None, :])[0, candidates]
-        return int(candidates[int(sims.argmax())])
+        return int(candidates[int(similarities[candidates].argmax())])
 
     def describe(self, entry: int) -> str:
         """`photo.jpg → Breed`, naming a correction."""
@@ -233,8 +254,7 @@ class PersonalLayer:
         """(row, similarity) of the `limit` rows of `embeddings` most like `reference`, best first."""
         if not len(embeddings):
             return []
-        photos = unit_rows(self._span(np.asarray(embeddings)), self.centre)
-        sims = photos @ unit_rows(self._span(reference[None, :]), self.centre)[0]
+        sims = self.metric.vectors(embeddings) @ self.metric.vectors(reference[None, :])[0]
         floor = self.settings.low if minimum is None else minimum
         order = [int(i) for i in np.argsort(-sims, kind="stable") if sims[i] >= floor]
         return [(i, float(sims[i])) for i in order[:limit]]
