@@ -168,3 +168,24 @@ def test_nearest_photos_are_ranked_by_similarity() -> None:
     layer = PersonalLayer(LABELS, unit(1, 0, 0)[None, :], ["A"])
     candidates = np.stack([unit(0, 0, 1), unit(1, 0.1, 0), unit(1, 0.5, 0)])
     assert [row for row, _ in layer.nearest_photos(unit(1, 0, 0), candidates, limit=5)] == [1, 2]
+
+
+def test_a_bundle_with_a_not_a_cat_detector_compares_photos_in_its_whitened_space(tmp_path: Path) -> None:
+    from factories import COLOUR_LABELS, make_ood_colour_bundle
+
+    from catbreed_desktop.core.personal.combine import WHITENED, layer_setup
+
+    bundle = make_ood_colour_bundle(tmp_path / "bundle")
+    metric, settings = layer_setup(bundle)
+    assert settings == WHITENED and metric.whiten is not None and metric.features == (0, 3)
+    store = PersonalStore(bundle.model_sha256, tmp_path / "store")
+    store.add([tmp_path / "purple.png"], ["Green Cat"], np.array([[1.0, -1.5, 1.7]]))
+    layer = PersonalLayer.for_bundle(store, bundle)
+    probabilities = [0.1, 0.1, 0.8]
+    photo = Prediction(
+        Path("purple2.png"),
+        tuple((COLOUR_LABELS[i], probabilities[i]) for i in (2, 0, 1)),
+        np.array(probabilities),
+        embedding=np.array([1.02, -1.48, 1.69], dtype=np.float32),
+    )
+    assert layer.adapt([photo])[0].label == "Green Cat"
