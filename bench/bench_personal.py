@@ -59,6 +59,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--series", type=int, default=30, help="photos per source made into series")
     parser.add_argument("--cost-photos", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cost-only", action="store_true", help="measure only the cost (on a quiet machine)")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="timed passes of each kind in the cost, the best kept"
+    )
     return parser.parse_args(argv)
 
 
@@ -229,7 +233,7 @@ def duplicate_groups(data: dict, labels: Sequence[str], setup: tuple[Metric, Lay
 # ----------------------------------------------------------------------------------------- cost
 
 
-def cost(bundle: ModelBundle, photos: Sequence[Path], pool: np.ndarray, threads: int) -> dict:
+def cost(bundle: ModelBundle, photos: Sequence[Path], pool: np.ndarray, threads: int, repeat: int) -> dict:
     """Seconds to classify `photos` without and with a layer of 10,000 corrections, alternating runs."""
     rng = np.random.default_rng(0)
     stored = pool[rng.integers(0, len(pool), 10_000)] + rng.normal(0, 0.05, (10_000, pool.shape[1])).astype(
@@ -244,7 +248,7 @@ def cost(bundle: ModelBundle, photos: Sequence[Path], pool: np.ndarray, threads:
     times: dict[str, list[float]] = {"without": [], "with": []}
     with Classifier(bundle, "cpu", batch_size=8, threads=threads) as classifier:
         list(classifier.classify(photos[:8]))  # warm-up
-        for _ in range(2):
+        for _ in range(repeat):
             for name in ("without", "with"):
                 started = time.perf_counter()
                 results = classifier.classify(photos)
@@ -272,30 +276,20 @@ def cost(bundle: ModelBundle, photos: Sequence[Path], pool: np.ndarray, threads:
 # ----------------------------------------------------------------------------------------- main
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    bundle = load_bundle(args.model)
-    threshold = bundle.default_min_confidence
-    labels = bundle.labels
-    setup = layer_setup(bundle)
-    metric, settings = setup
-    sources: list[tuple[str, list]] = [
-        ("oxford-pet-cats", test_split(args.manifest, "oxford-pet-cats")),
-        ("petfinder-gano-cats", test_split(args.manifest, "petfinder-gano-cats")),
-    ]
-    if args.web.is_dir():
-        sources.append(("web-cat-breeds", web_sample(args.web, labels, args.web_per_breed)))
-    else:
-        print(f"web photos not found at {args.web}: skipped")
-    print(
-        f"CPU: {platform.processor() or platform.machine()}; bundle {bundle.path} ({bundle.num_labels} breeds), "
-        f"threshold {threshold}; layer {settings}, span {metric.features}, whitened {metric.whiten is not None}"
-    )
-    outputs = {
-        name: bundle_outputs(bundle, photos, args.cache / f"{name}.npz", args.threads)
-        for name, photos in sources
-    }
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
+
+def accuracy(
+    outputs: dict, labels: Sequence[str], setup: tuple[Metric, LayerSettings], threshold: float
+) -> None:
+    metric, settings = setup
     print("\n## Method, k = 5 at random (macro F1; base -> with layer)")
     for name, data in outputs.items():
         cells = []
@@ -321,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{r['base_ece']:.3f} | {r['ece']:.3f}"
                 )
 
+
+def same_cat_checks(
+    args: argparse.Namespace, bundle: ModelBundle, outputs: dict, setup: tuple[Metric, LayerSettings]
+) -> None:
+    labels = bundle.labels
     print("\n## Same cat")
     with Classifier(bundle, "cpu", batch_size=8, threads=args.threads) as classifier:
         for name, data in outputs.items():
@@ -336,10 +335,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"near-duplicate groups: {d['groups']}, {d['fixed']} of {d['wrong']} wrong answers fixed"
             )
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    bundle = load_bundle(args.model)
+    threshold = bundle.default_min_confidence
+    labels = bundle.labels
+    setup = layer_setup(bundle)
+    metric, settings = setup
+    sources: list[tuple[str, list]] = [
+        ("oxford-pet-cats", test_split(args.manifest, "oxford-pet-cats")),
+        ("petfinder-gano-cats", test_split(args.manifest, "petfinder-gano-cats")),
+    ]
+    if args.web.is_dir():
+        sources.append(("web-cat-breeds", web_sample(args.web, labels, args.web_per_breed)))
+    else:
+        print(f"web photos not found at {args.web}: skipped")
+    print(
+        f"CPU: {cpu_name()}; bundle {bundle.path} ({bundle.num_labels} breeds), "
+        f"threshold {threshold}; layer {settings}, span {metric.features}, whitened {metric.whiten is not None}"
+    )
+    outputs = {
+        name: bundle_outputs(bundle, photos, args.cache / f"{name}.npz", args.threads)
+        for name, photos in sources
+    }
+
+    if not args.cost_only:
+        accuracy(outputs, labels, setup, threshold)
+        same_cat_checks(args, bundle, outputs, setup)
     print("\n## Cost at 10,000 corrections")
     first = outputs[sources[0][0]]
     photos = [Path(p) for p in first["paths"][: args.cost_photos]]
-    c = cost(bundle, photos, first["embeddings"], args.threads)
+    c = cost(bundle, photos, first["embeddings"], args.threads, args.repeat)
     print(
         f"classify {len(photos)} photos: {c['without']:.2f} s without the layer, {c['with']:.2f} s with it "
         f"(ratio {c['ratio']:.3f}); the layer alone: {c['layer_ms_per_photo']:.2f} ms per photo against "
