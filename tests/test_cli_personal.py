@@ -9,7 +9,7 @@ import pytest
 from factories import COLOURS, make_photo
 
 from catbreed_desktop.cli.main import main
-from catbreed_desktop.core.corrections import Correction, export_corrections_csv
+from catbreed_desktop.core.corrections import Correction, export_corrections_csv, read_corrections_csv
 
 # The colour model calls purple photos "Blue Cat"; the person says they are green cats.
 PURPLE = (180, 30, 200)
@@ -86,6 +86,14 @@ def test_corrections_from_the_window_export_csv(capsys, colour_bundle, photos, t
     status, out, _ = run(capsys, "correct", "--from", str(csv_path), "--model", str(colour_bundle.path))
     assert status == 0 and "kept 1 correction" in out
     assert classify_json(capsys, colour_bundle, photos)["purple2.png"]["label"] == "Green Cat"
+
+
+def test_kept_corrections_export_as_the_window_csv(capsys, colour_bundle, photos, tmp_path):
+    model = ("--model", str(colour_bundle.path))
+    run(capsys, "correct", str(photos / "purple1.png"), "--breed", "Green Cat", *model)
+    status, out, _ = run(capsys, "correct", "--export", str(tmp_path / "kept.csv"), *model)
+    assert status == 0 and "wrote 1 correction" in out
+    assert read_corrections_csv(tmp_path / "kept.csv") == [Correction(photos / "purple1.png", "Green Cat")]
 
 
 def test_unknown_breed_and_missing_breed_are_usage_errors(capsys, colour_bundle, photos):

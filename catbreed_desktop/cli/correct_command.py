@@ -3,7 +3,8 @@
 `catbreed correct PHOTO... --breed NAME` runs the model on the photos for their embeddings and keeps
 them with the breed, in the store of the bundle in use (user data folder; no pixels are kept).
 `--from FILE.csv` reads the `path,label` file the window's *Export corrections* writes. `--list`
-prints what is kept, `--forget` forgets it (all of it, or only the photos named). After that,
+prints what is kept, `--export FILE.csv` writes it in that same form (for `python -m trainer
+prepare`), `--forget` forgets it (all of it, or only the photos named). After that,
 `catbreed classify` and `catbreed sort` take the corrections into account (unless `--no-personal`).
 Nothing here changes a photo.
 """
@@ -21,7 +22,7 @@ import numpy as np
 from catbreed_desktop.cli.common import PROGRAM, add_model_options, open_bundle, open_classifier
 from catbreed_desktop.cli.program import SOME_FAILED
 from catbreed_desktop.core.classify import Failure, Prediction
-from catbreed_desktop.core.corrections import read_corrections_csv
+from catbreed_desktop.core.corrections import Correction, export_corrections_csv, read_corrections_csv
 from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.imaging import iter_photo_paths
 from catbreed_desktop.core.personal import PersonalStore
@@ -50,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true", help="list the corrections kept for this model")
     action.add_argument(
+        "--export",
+        type=Path,
+        metavar="FILE.csv",
+        help="write the corrections kept as 'path,label' rows, as the window exports them, for "
+        "`python -m trainer prepare --data FILE.csv`",
+    )
+    action.add_argument(
         "--forget",
         action="store_true",
         help="forget the photos named, or every correction when none is named",
@@ -59,10 +67,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.list or args.forget:
+    if args.list or args.forget or args.export:
         if args.breed or args.from_csv:
-            raise UsageError("--list and --forget take no --breed or --from")
+            raise UsageError("--list, --export and --forget take no --breed or --from")
         store = PersonalStore(open_bundle(args).model_sha256)
+        if args.export:
+            count = export_corrections_csv(
+                [Correction(Path(e.path), e.label) for e in store.entries], args.export
+            )
+            print(f"wrote {plural(count, 'correction')} to {printable(args.export)}")
+            return 0
         return _list(store) if args.list else _forget(store, args.paths)
     corrections = _requested(args)
     classifier = open_classifier(args, top_k=1)
