@@ -74,6 +74,8 @@ def test_taking_a_correction_back_restores_the_model_answer(qtbot, loaded: MainW
     window.review.clear_correction()
     qtbot.waitUntil(lambda: record(window, "purple1.png").label == "Blue Cat", timeout=2_000)
     assert window.personal_label.text() == ""
+    qtbot.waitUntil(lambda: not window.runner.is_busy(PERSONAL_LANE), timeout=2_000)
+    assert len(PersonalStore(window.classifier.bundle.model_sha256)) == 0
 
 
 def test_forget_everything_asks_and_restores_the_model_answers(

@@ -126,8 +126,8 @@ class PersonalController(QObject):
                     keep.append((record.path, record.label, base.embedding))
             else:
                 forget.append(record.path)
-        if forget:
-            self.store.forget(forget)  # saves; a photo taken back is no longer a correction
+        if forget:  # a photo taken back is no longer a correction
+            self.store.forget(forget, save=False)
         if keep:
             self.store.add(
                 [p for p, _, _ in keep],
@@ -136,7 +136,7 @@ class PersonalController(QObject):
                 save=False,
             )
         if keep or forget:
-            self.refresh(save=bool(keep))
+            self.refresh(save=True)  # written in the background
         if len(keep) == 1 and self.enabled:
             path, label, embedding = keep[0]
             similar = self.similar(embedding, label, exclude=path)

@@ -110,17 +110,16 @@ class PersonalStore:
         if save:
             self.save()
 
-    def forget(self, photos: Sequence[str | Path] | None = None) -> int:
+    def forget(self, photos: Sequence[str | Path] | None = None, save: bool = True) -> int:
         """Forget the given photos, or everything when None; return how many entries went."""
         before = len(self)
         if photos is None:
             self._drop(set(self.keys))
-        else:
-            self._drop({photo_key(p) for p in photos})
-        if photos is None:
             self.path.unlink(missing_ok=True)
         else:
-            self.save()
+            self._drop({photo_key(p) for p in photos})
+            if save:
+                self.save()
         return before - len(self)
 
     def save(self) -> None:
