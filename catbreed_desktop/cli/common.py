@@ -24,8 +24,8 @@ from catbreed_desktop.core.bundle import (
 from catbreed_desktop.core.classify import Classifier, Failure, Prediction
 from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
 from catbreed_desktop.core.engines.names import AUTO, TRITON
-from catbreed_desktop.core.errors import UsageError
-from catbreed_desktop.core.personal import PersonalLayer, PersonalStore
+from catbreed_desktop.core.errors import UsageError, error_line
+from catbreed_desktop.core.personal import PersonalLayer, PersonalStore, PersonalStoreError
 from catbreed_desktop.core.printable import plural, printable
 
 PROGRAM = "catbreed"
@@ -175,7 +175,11 @@ def open_personal_layer(args: argparse.Namespace, bundle: ModelBundle) -> Person
     """The layer of the person's corrections for this bundle, unless --no-personal or there are none."""
     if getattr(args, "no_personal", False):
         return None
-    store = PersonalStore(bundle.model_sha256)
+    try:
+        store = PersonalStore(bundle.model_sha256)
+    except PersonalStoreError as error:  # the run goes on with the model alone
+        print(f"{PROGRAM}: warning: {error_line(error)}", file=sys.stderr)
+        return None
     if store.warning:
         print(f"{PROGRAM}: warning: {printable(store.warning)}", file=sys.stderr)
     if not len(store):

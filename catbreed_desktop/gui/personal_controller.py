@@ -21,7 +21,8 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from catbreed_desktop.core.classify import Prediction
-from catbreed_desktop.core.personal import LayerSettings, PersonalLayer, PersonalStore
+from catbreed_desktop.core.errors import error_line
+from catbreed_desktop.core.personal import LayerSettings, PersonalLayer, PersonalStore, PersonalStoreError
 from catbreed_desktop.core.personal.combine import Metric, layer_setup
 from catbreed_desktop.core.printable import plural
 from catbreed_desktop.gui.photo_model import PhotoListModel, PhotoRecord
@@ -79,7 +80,12 @@ class PersonalController(QObject):
         """A new model: its own store of corrections; its results will come as new base predictions."""
         self._labels = tuple(bundle.labels)
         self._base.clear()
-        self.store = PersonalStore(bundle.model_sha256, self.store_folder)
+        try:
+            self.store = PersonalStore(bundle.model_sha256, self.store_folder)
+        except PersonalStoreError as error:
+            self.store, self.layer = None, None
+            self.warning.emit(error_line(error))
+            return
         if self.store.warning:
             self.warning.emit(self.store.warning)
         self._setup = layer_setup(bundle)

@@ -33,7 +33,7 @@ FOLDER = "personal"
 
 
 class PersonalStoreError(CatBreedError):
-    """A correction that cannot be kept: no embedding, or one of another width than the store's."""
+    """Corrections that cannot be kept: no usable embedding, another width than the store's, no data folder."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,12 @@ class PersonalStore:
 
     def __init__(self, model_sha256: str, folder: Path | None = None, max_entries: int = MAX_ENTRIES) -> None:
         self.model_sha256 = model_sha256
-        self.path = store_path(model_sha256, folder)
+        try:
+            self.path = store_path(model_sha256, folder)
+        except OSError as error:
+            raise PersonalStoreError(
+                f"the corrections cannot be kept: the data folder cannot be used ({error.strerror or error})"
+            ) from None
         self.max_entries = max_entries
         self.warning: str | None = None  # set when a damaged file was set aside on loading
         self.embeddings = np.zeros((0, 0), dtype=np.float32)
