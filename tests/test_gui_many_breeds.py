@@ -137,7 +137,10 @@ def test_the_correction_box_offers_all_33_breeds_sorted_and_finds_them_by_any_pa
 def test_the_breed_filter_is_sorted_counted_searchable_and_keeps_the_special_groups_apart(
     qtbot, breeds_bundle, photos: Path
 ) -> None:
-    window = open_window(qtbot, breeds_bundle.path)
+    # The counts follow the person's own labels here: with learning from corrections on, the red
+    # photos like the one corrected below would follow it (tests/test_gui_personal.py).
+    settings = Settings(engine="cpu", batch_size=4, learn_from_corrections=False)
+    window = open_window(qtbot, breeds_bundle.path, settings)
     records = classified(qtbot, window, photos)
     box, proxy = window.ui.breed_filter, window.proxy
 

@@ -30,9 +30,12 @@ from typing import Any, Protocol, TextIO
 from catbreed_desktop.cli.common import (
     PROGRAM,
     ProgressReporter,
+    adapted_in_batches,
     add_min_confidence_option,
     add_model_options,
+    add_personal_option,
     open_classifier,
+    open_personal_layer,
     resolve_min_confidence,
 )
 from catbreed_desktop.core.classify import Failure, Prediction
@@ -70,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     output.add_argument("--csv", action="store_true", help="CSV with a header row")
     add_min_confidence_option(parser, "is marked unsure (where `catbreed sort` would put it)")
+    add_personal_option(parser)
     add_model_options(parser)
     parser.set_defaults(handler=run)
 
@@ -81,12 +85,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no photos found in {', '.join(printable(p) for p in args.paths)}{hint}")
     classifier = open_classifier(args, top_k=args.top_k)
     min_confidence = resolve_min_confidence(args, classifier.bundle)
+    layer = open_personal_layer(args, classifier.bundle)
     writer = _make_writer(args, sys.stdout, classifier.top_k, photos, min_confidence)
     progress = ProgressReporter()
     failures = 0
     written = 0
+    results = classifier.classify(photos, on_progress=progress.update)
     try:
-        for result in classifier.classify(photos, on_progress=progress.update):
+        for result in results if layer is None else adapted_in_batches(layer, results, classifier.batch_size):
             if isinstance(result, Failure):
                 failures += 1
             progress.clear()
@@ -139,6 +145,8 @@ class TableWriter:
             print(f"{PROGRAM}: error: {printable(result.path)}: {printable(result.reason)}", file=sys.stderr)
             return
         breeds = "  ".join(f"{printable(label)} {probability:.1%}" for label, probability in result.top)
+        if result.moved_by is not None:
+            breeds = f"{breeds}  [from your correction {printable(result.moved_by)}]"
         if not result.is_cat:
             breeds = f"[{NOT_A_CAT}]  {breeds}"
         elif is_unsure(result, self.min_confidence):
@@ -158,6 +166,7 @@ def result_record(result: Prediction | Failure, min_confidence: float = 0.0) -> 
         "is_cat": result.is_cat,
         "unsure": is_unsure(result, min_confidence),
         "ood_score": None if result.ood_score is None else round(result.ood_score, 6),
+        "personal": result.personal,
         "top": [{"label": _unicode(label), "probability": round(p, 6)} for label, p in result.top],
     }
 

@@ -8,7 +8,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -21,12 +21,13 @@ from catbreed_desktop.core.bundle import (
     ModelBundle,
     load_bundle,
 )
-from catbreed_desktop.core.classify import Classifier
+from catbreed_desktop.core.classify import Classifier, Failure, Prediction
 from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
 from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, TRITON, Preference, as_preference
 from catbreed_desktop.core.engines.triton_client import DEFAULT_TIMEOUT_S as DEFAULT_SERVER_TIMEOUT_S
-from catbreed_desktop.core.errors import UsageError
-from catbreed_desktop.core.printable import printable
+from catbreed_desktop.core.errors import UsageError, error_line
+from catbreed_desktop.core.personal import PersonalLayer, PersonalStore, PersonalStoreError
+from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.program import positive_int
 
 PROGRAM = "catbreed"
@@ -190,6 +191,55 @@ def open_classifier(args: argparse.Namespace, top_k: int = 3) -> Classifier:
         file=sys.stderr,
     )
     return classifier
+
+
+def add_personal_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-personal",
+        action="store_true",
+        help="ignore the corrections kept with `catbreed correct` or the window (used by default when there are any)",
+    )
+
+
+def open_personal_layer(args: argparse.Namespace, bundle: ModelBundle) -> PersonalLayer | None:
+    """The layer of the person's corrections for this bundle, unless --no-personal or there are none."""
+    if getattr(args, "no_personal", False):
+        return None
+    try:
+        store = PersonalStore(bundle.model_sha256)
+    except PersonalStoreError as error:  # the run goes on with the model alone
+        print(f"{PROGRAM}: warning: {error_line(error)}", file=sys.stderr)
+        return None
+    if store.warning:
+        print(f"{PROGRAM}: warning: {printable(store.warning)}", file=sys.stderr)
+    if not len(store):
+        return None
+    layer = PersonalLayer.for_bundle(store, bundle)
+    print(
+        f"{PROGRAM}: adapted to {plural(len(layer), 'of your corrections', 'of your corrections')} "
+        "(--no-personal ignores them)",
+        file=sys.stderr,
+    )
+    return layer
+
+
+def adapted_in_batches(
+    layer: PersonalLayer, results: Iterable[Prediction | Failure], batch_size: int
+) -> Iterator[Prediction | Failure]:
+    """The results in order, predictions adjusted by the layer a batch at a time (one pass over the corrections each)."""
+    batch: list[Prediction | Failure] = []
+    for result in results:
+        batch.append(result)
+        if len(batch) >= batch_size:
+            yield from _adapt_batch(layer, batch)
+            batch = []
+    yield from _adapt_batch(layer, batch)
+
+
+def _adapt_batch(layer: PersonalLayer, batch: list[Prediction | Failure]) -> list[Prediction | Failure]:
+    predictions = [r for r in batch if isinstance(r, Prediction)]
+    adjusted = iter(layer.adapt(predictions))
+    return [next(adjusted) if isinstance(r, Prediction) else r for r in batch]
 
 
 def gpu_present() -> bool:

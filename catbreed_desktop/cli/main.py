@@ -13,7 +13,13 @@ import logging
 import sys
 
 from catbreed_desktop import __version__
-from catbreed_desktop.cli import classify_command, engines_command, serve_command, sort_command
+from catbreed_desktop.cli import (
+    classify_command,
+    correct_command,
+    engines_command,
+    serve_command,
+    sort_command,
+)
 from catbreed_desktop.cli.common import PROGRAM
 from catbreed_desktop.core.program import run_program
 
@@ -28,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     classify_command.register(subparsers)
     sort_command.register(subparsers)
+    correct_command.register(subparsers)
     engines_command.register(subparsers)
     serve_command.register(subparsers)
     return parser

@@ -21,14 +21,18 @@ from pathlib import Path
 from catbreed_desktop.cli.common import (
     PROGRAM,
     ProgressReporter,
+    adapted_in_batches,
     add_min_confidence_option,
     add_model_options,
+    add_personal_option,
     open_classifier,
+    open_personal_layer,
     resolve_min_confidence,
 )
 from catbreed_desktop.core.classify import Classifier, Failure
 from catbreed_desktop.core.errors import CatBreedError, UsageError, error_line
 from catbreed_desktop.core.imaging import iter_photo_paths
+from catbreed_desktop.core.personal import PersonalLayer
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.program import SOME_FAILED
 from catbreed_desktop.core.sorting import (
@@ -77,6 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--dry-run", action="store_true", help="show what would happen to each file and change nothing"
     )
     sort.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders too")
+    add_personal_option(sort)
     add_model_options(sort)
     sort.set_defaults(handler=run_sort, mode=MOVE)
 
@@ -130,7 +135,8 @@ def run_sort(args: argparse.Namespace) -> int:
         classifier.close()
         print("nothing to sort")
         return SOME_FAILED if unreadable else 0
-    items, unreadable_photos = _classify(classifier, photos)
+    layer = open_personal_layer(args, classifier.bundle)
+    items, unreadable_photos, personal = _classify(classifier, photos, layer)
     unreadable += unreadable_photos
     for path, reason in unreadable_photos:
         print(f"{PROGRAM}: skipped, left untouched: {printable(path)}: {reason}", file=sys.stderr)
@@ -139,6 +145,7 @@ def run_sort(args: argparse.Namespace) -> int:
         print(f"{PROGRAM}: skipped, left untouched: {printable(path)}: {reason}", file=sys.stderr)
     problems = len(unreadable) + len(plan.skipped)
     _print_plan(plan, each_file=args.dry_run or getattr(args, "verbose", False))
+    _print_personal(plan, personal)
     if args.dry_run:
         print(f"dry run: nothing was changed ({plural(problems, 'file')} skipped)")
         return SOME_FAILED if problems else 0
@@ -205,15 +212,22 @@ def _warn_if_interrupted() -> None:
         )
 
 
-def _classify(classifier: Classifier, photos: list[Path]) -> tuple[list[SortItem], list[tuple[Path, str]]]:
+def _classify(
+    classifier: Classifier, photos: list[Path], layer: PersonalLayer | None
+) -> tuple[list[SortItem], list[tuple[Path, str]], dict[Path, str]]:
+    """Sort items, unreadable photos, and the photos whose breed came from a correction (with which)."""
     progress = ProgressReporter()
     items: list[SortItem] = []
     unreadable: list[tuple[Path, str]] = []
+    personal: dict[Path, str] = {}
     try:
-        for result in classifier.classify(photos, on_progress=progress.update):
+        results = classifier.classify(photos, on_progress=progress.update)
+        for result in results if layer is None else adapted_in_batches(layer, results, classifier.batch_size):
             if isinstance(result, Failure):
                 unreadable.append((result.path, result.reason))
             else:
+                if result.moved_by is not None:
+                    personal[Path(os.path.abspath(result.path))] = result.moved_by
                 items.append(SortItem(result.path, result.label, result.confidence, result.is_cat))
     except CatBreedError as error:
         # Classification failed for good (a Triton server gone): nothing is planned, so nothing moves.
@@ -227,7 +241,21 @@ def _classify(classifier: Classifier, photos: list[Path]) -> tuple[list[SortItem
     finally:
         classifier.close()
     progress.finish()
-    return items, unreadable
+    return items, unreadable, personal
+
+
+def _print_personal(plan: SortPlan, personal: dict[Path, str]) -> None:
+    """Name every planned photo whose breed folder the person's corrections chose, not the model alone."""
+    moved = [(op, personal[op.source]) for op in plan.operations if op.source in personal]
+    if not moved:
+        return
+    print(
+        f"{plural(len(moved), 'photo')} filed by the breed your corrections gave (--no-personal ignores them):"
+    )
+    for operation, moved_by in moved:
+        print(
+            f"  {printable(operation.source)} -> {printable(operation.folder)} (like {printable(moved_by)})"
+        )
 
 
 def _print_plan(plan: SortPlan, each_file: bool) -> None:

@@ -57,6 +57,16 @@ class Prediction:
     probabilities: np.ndarray = field(compare=False, repr=False)
     ood_score: float | None = None
     is_cat: bool = True
+    # The model's embedding of the photo (float32), where the model has one: the personal layer
+    # compares photos with it.
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # Set by the personal layer where it changed the model's answer: the correction that moved it.
+    moved_by: str | None = field(default=None, compare=False)
+
+    @property
+    def personal(self) -> bool:
+        """Whether the person's own corrections, not the model alone, gave this answer."""
+        return self.moved_by is not None
 
     @property
     def label(self) -> str:
@@ -258,7 +268,9 @@ class Classifier:
             # Checked here as well as in the engine, so that every engine (TensorRT too) is held to
             # the bundle: a logits row wider than the labels would index past them.
             outputs = check_outputs(self.engine.run(stack_batch(arrays)), self.bundle, len(arrays))
-            embeddings = None if self._ood is None else self._checked_embeddings(outputs)
+            embeddings = self._checked_embeddings(outputs) if self._ood is not None else None
+            if embeddings is None and EMBEDDING_NAME in outputs:
+                embeddings = _embedding_rows(outputs[EMBEDDING_NAME], len(arrays))
         except ModelOutputError as error:
             # The model, not the photos, is at fault; each photo says why and the run goes on.
             return [Failure(path, str(error)) for path in paths]
@@ -293,8 +305,16 @@ class Classifier:
             top = tuple((labels[i], float(probs[i])) for i in best)
             score = None if scores is None else float(scores[row])
             is_cat = True if scores is None else bool(scores[row] <= self._ood.threshold)  # type: ignore[union-attr]
+            embedding = None if embeddings is None else embeddings[row].astype(np.float32)
             outcomes.append(
-                Prediction(path=path, top=top, probabilities=probs, ood_score=score, is_cat=is_cat)
+                Prediction(
+                    path=path,
+                    top=top,
+                    probabilities=probs,
+                    ood_score=score,
+                    is_cat=is_cat,
+                    embedding=embedding,
+                )
             )
         return outcomes
 
@@ -315,6 +335,14 @@ class Classifier:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _embedding_rows(embeddings: np.ndarray, rows: int) -> np.ndarray | None:
+    """A model's embeddings as float64 rows, or None when they are not one finite row per photo."""
+    array = np.asarray(embeddings, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] != rows:
+        return None
+    return array
 
 
 def _finished(

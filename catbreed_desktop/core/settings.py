@@ -93,6 +93,7 @@ class Settings:
     sort_mode: SortMode = COPY
     auto_sort: bool = False
     auto_sort_mode: SortMode = MOVE  # what auto-sort of watched folders does
+    learn_from_corrections: bool = True  # the personal layer adjusts the answers to the person's corrections
     schema_version: int = SCHEMA_VERSION
 
     def add_recent_folder(self, folder: str | Path) -> None:

@@ -188,6 +188,14 @@ def _row(rank: int, name: QLabel, bar: QProgressBar) -> QWidget:
 
 
 def _status_text(record: PhotoRecord, threshold: float) -> str:
+    moved_by = getattr(record.prediction, "moved_by", None)
+    text = _review_text(record, threshold)
+    if moved_by is not None and not record.reviewed and record.corrected_label is None:
+        return f"Changed by your correction {moved_by}. {text}"
+    return text
+
+
+def _review_text(record: PhotoRecord, threshold: float) -> str:
     if not record.classified:
         return (
             "Being classified…"

@@ -21,12 +21,12 @@ from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton
 
 from catbreed_desktop.core.errors import error_line
 from catbreed_desktop.core.imaging import PHOTO_SUFFIXES
 from catbreed_desktop.core.paths import default_model_dir
-from catbreed_desktop.core.printable import printable
+from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.settings import Settings, SettingsError, read_settings, save_settings
 from catbreed_desktop.core.sorting import SortPlan, UndoPreview
 from catbreed_desktop.core.sorting.plan import SortMode
@@ -35,6 +35,7 @@ from catbreed_desktop.gui.actions import ActionSlots, build_actions, build_menus
 from catbreed_desktop.gui.classify_controller import ClassifyController, ModelInfo, PhotoClassifier
 from catbreed_desktop.gui.error_log import log_path
 from catbreed_desktop.gui.layout import WindowWidgets, build_widgets
+from catbreed_desktop.gui.personal_controller import PersonalController
 from catbreed_desktop.gui.photo_model import (
     SHOW_ALL,
     SHOW_UNSURE,
@@ -121,6 +122,16 @@ class MainWindow(QMainWindow):
             parent=self,
         )
         self.review = ReviewController(self.photos, self.proxy, self.grid, self.details, parent=self)
+        self.personal = PersonalController(
+            self.photos, self.runner, self.settings.learn_from_corrections, parent=self
+        )
+        # "Adapted to N of your corrections", and the offer to review the photos like a corrected one.
+        self.personal_label = QLabel()
+        self.similar_button = QPushButton()
+        self.similar_button.hide()
+        self._similar: list[Path] = []
+        self.statusBar().addPermanentWidget(self.similar_button)
+        self.statusBar().addPermanentWidget(self.personal_label)
         self.commands = build_actions(
             self,
             ActionSlots(
@@ -189,10 +200,19 @@ class MainWindow(QMainWindow):
         classify.model_failed.connect(self._model_failed)
         classify.running_changed.connect(self._classification_running)
         classify.progress.connect(self.status.show_progress)
+        classify.classified.connect(
+            self.personal.model_results
+        )  # first: the details show the adjusted answer
         classify.classified.connect(self._classified)
         classify.finished.connect(lambda stopped: self._work_ended())
         classify.message.connect(self.show_message)
         classify.problems.connect(self.report)
+
+        review.labels_changed.connect(self.personal.corrected)
+        self.personal.changed.connect(self._personal_changed)
+        self.personal.similar_found.connect(self._offer_similar)
+        self.personal.warning.connect(lambda text: self.report([(None, text)]))
+        self.similar_button.clicked.connect(self.select_similar)
 
         sorting.message.connect(self.show_message)
         sorting.problems.connect(self.report)
@@ -271,10 +291,43 @@ class MainWindow(QMainWindow):
             box.choose(SHOW_ALL)
             self.proxy.set_breed_filter(SHOW_ALL)
         self._update_filter_counts()
+        if self.classify.classifier is not None:
+            self.personal.set_bundle(self.classify.classifier.bundle)
         self.recommended_threshold = UnsureThreshold(info.min_confidence, info.min_confidence_source)
         self._apply_threshold_setting()
         self._update_actions()
         self._check_screenshot()
+
+    def _personal_changed(self, text: str) -> None:
+        self.personal_label.setText(text)
+        current = self.review.current_record()
+        if current is not None:
+            self.review.show_current()
+
+    def _offer_similar(self, paths: list[Path], label: str) -> None:
+        self._similar = list(paths)
+        self.similar_button.setText(f"Review {plural(len(paths), 'similar photo')} as {label}…")
+        self.similar_button.setToolTip(
+            "Select the photos most like the one you just corrected; a key or Ctrl+L labels them all"
+        )
+        self.similar_button.show()
+
+    def select_similar(self) -> None:
+        """Select the photos like the last corrected one, for the person to check and label."""
+        self.similar_button.hide()
+        self.review.select_paths([p for p in self._similar if p in self.photos])
+        self._similar = []
+
+    def forget_corrections(self) -> None:
+        answer = QMessageBox.question(
+            self,
+            "Forget your corrections",
+            "Forget every correction kept for this model? The photos get the model's own answers back. "
+            "Labels you set in this window stay.",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            gone = self.personal.forget_all()
+            self.show_message(f"Forgot {plural(gone, 'correction')}")
 
     def _model_failed(self, message: str) -> None:
         self.status.engine_label.setText("Engine: no model")
@@ -524,6 +577,7 @@ class MainWindow(QMainWindow):
         from catbreed_desktop.gui.settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.settings, self)
+        dialog.forget_corrections.connect(self.forget_corrections)
         if dialog.exec():
             self.apply_settings(dialog.settings())
 
@@ -536,6 +590,7 @@ class MainWindow(QMainWindow):
             setattr(old, spec.name, getattr(new, spec.name))
         self.grid.set_cell_size(self.ui.delegate, old.thumbnail_size)
         self._apply_threshold_setting()  # a new model brings its own recommendation when it is loaded
+        self.personal.set_enabled(old.learn_from_corrections)
         self.save_settings()
         if reload:
             self.load_model()

@@ -31,6 +31,8 @@ UNSURE_TEXT = UNSURE_FOLDER
 ALL_BREEDS = "All breeds"
 CLASSIFYING_TEXT = "Classifying…"
 NOT_CLASSIFIED_TEXT = "Not classified"
+# Before a breed the person's corrections gave, rather than the model alone.
+ADAPTED_MARK = "↻ "
 SORT_KEYS = ("Name", "Confidence (highest first)", "Confidence (lowest first)")
 
 RecordRole = Qt.ItemDataRole.UserRole + 1
@@ -100,6 +102,8 @@ class PhotoRecord:
         if not self.is_cat:
             return f"{NOT_CAT_TEXT}?", ""
         mark = "✓ " if self.reviewed or self.corrected_label is not None else ""
+        if not mark and getattr(self.prediction, "moved_by", None) is not None:
+            mark = ADAPTED_MARK
         return f"{mark}{self.label}", f"{self.confidence:.0%}"
 
 
@@ -190,7 +194,8 @@ class PhotoListModel(QAbstractListModel):
         if role == PathRole:
             return str(record.path)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return str(record.path)
+            moved_by = getattr(record.prediction, "moved_by", None)
+            return str(record.path) + (f"\nchanged by your correction {moved_by}" if moved_by else "")
         return None
 
     # --- access --------------------------------------------------------------------------------------

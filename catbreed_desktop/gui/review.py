@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QItemSelectionModel, QObject, QSortFilterProxyModel
+from PySide6.QtCore import QItemSelectionModel, QObject, QSortFilterProxyModel, Signal
 
 from catbreed_desktop.gui.details import DetailsPane
 from catbreed_desktop.gui.grid import PhotoGrid
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 class ReviewController(QObject):
     """Selection, labels and moving through the grid; see the module's docstring."""
+
+    labels_changed = Signal(
+        object
+    )  # list[int]: photo rows whose label the person set, confirmed or took back
 
     def __init__(
         self,
@@ -62,9 +66,14 @@ class ReviewController(QObject):
 
     def set_label(self, label: str, rows: Sequence[int] | None = None) -> None:
         """Record the person's breed for the selected photos (or `rows`); sorting will use it."""
-        for row in rows if rows is not None else self.selected_rows():
-            if self.photos.record(row).classified:
-                self.photos.set_label(row, label)
+        changed = [
+            row
+            for row in (rows if rows is not None else self.selected_rows())
+            if self.photos.record(row).classified
+        ]
+        for row in changed:
+            self.photos.set_label(row, label)
+        self.labels_changed.emit(changed)
         self.show_current()
 
     def choose_top_label(self, rank: int) -> None:
@@ -76,15 +85,17 @@ class ReviewController(QObject):
 
     def confirm_selection(self) -> None:
         """Enter: the shown breed is right; move on to the next photo."""
-        for row in self.selected_rows():
-            record = self.photos.record(row)
-            if record.classified:
-                self.photos.set_label(row, record.label)
+        changed = [row for row in self.selected_rows() if self.photos.record(row).classified]
+        for row in changed:
+            self.photos.set_label(row, self.photos.record(row).label)
+        self.labels_changed.emit(changed)
         self.move_current(1)
 
     def clear_correction(self) -> None:
-        for row in self.selected_rows():
+        rows = self.selected_rows()
+        for row in rows:
             self.photos.set_label(row, None, reviewed=False)
+        self.labels_changed.emit(rows)
         self.show_current()
 
     def label_typed(self, label: str) -> None:
@@ -110,6 +121,23 @@ class ReviewController(QObject):
 
     def show_current(self, *args: Any) -> None:
         self.details.show_record(self.current_record(), self.photos.threshold)
+
+    def select_paths(self, paths: Sequence[Path]) -> None:
+        """Select these photos in the grid (those the filter shows), the first one current."""
+        indexes = [
+            self.proxy.mapFromSource(self.photos.index(row))
+            for p in paths
+            if (row := self.photos.row_of(p)) is not None
+        ]
+        indexes = [index for index in indexes if index.isValid()]
+        if not indexes:
+            return
+        selection = self.grid.selectionModel()
+        self.grid.setCurrentIndex(indexes[0])
+        selection.select(indexes[0], QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        for index in indexes[1:]:
+            selection.select(index, QItemSelectionModel.SelectionFlag.Select)
+        self.show_current()
 
     def corrections(self) -> list[Correction]:
         """Every photo the person corrected or confirmed, with its label."""

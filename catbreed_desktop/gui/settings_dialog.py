@@ -120,6 +120,8 @@ class _ListingJob(QRunnable):
 
 
 class SettingsDialog(QDialog):
+    forget_corrections = Signal()  # "Forget my corrections…": the window asks and forgets
+
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
@@ -216,12 +218,21 @@ class SettingsDialog(QDialog):
         self.thumbnail_spin = _spin_box("thumbnail_size", settings.thumbnail_size)
         self.thumbnail_spin.setSuffix(" px")
 
+        self.learn_box = QCheckBox("Learn from my corrections (photos like a corrected one follow it)")
+        self.learn_box.setChecked(settings.learn_from_corrections)
+        forget = QPushButton("Forget my corrections…")
+        forget.clicked.connect(self.forget_corrections)
+        learn_row = QHBoxLayout()
+        learn_row.addWidget(self.learn_box, 1)
+        learn_row.addWidget(forget)
+
         # Two pages, so the dialog fits a 1280 x 800 screen: the model, and how it runs.
         model_page = QWidget()
         model_form = QFormLayout(model_page)
         model_form.addRow("Model bundle:", model_row)
         model_form.addRow("Breeds and metrics:", bundle_box)
         model_form.addRow("Unsure below:", threshold_box)
+        model_form.addRow("Your corrections:", learn_row)
         engine_page = QWidget()
         engine_form = QFormLayout()
         engine_form.addRow("Engine:", self.engine_box)
@@ -257,6 +268,7 @@ class SettingsDialog(QDialog):
         result.batch_size = self.batch_spin.value()
         result.thumbnail_size = self.thumbnail_spin.value()
         result.confidence_threshold = None if self.threshold_auto.isChecked() else self.threshold_spin.value()
+        result.learn_from_corrections = self.learn_box.isChecked()
         return result
 
     def show_bundle_info(self) -> None:

@@ -1,0 +1,260 @@
+"""Combining the bundle's answer with the person's corrections: calibrated probabilities, nudged.
+
+Photos are compared by the cosine similarity of their embeddings (`Metric`; for a bundle with a
+not-a-cat detector, the detector's span of the embedding, centred and whitened with the statistics
+of its training photos, `layer_setup`) with every kept correction. The few-shot answer `q` is a vote of the nearest corrections (kNN, weighted by
+exp(similarity / temperature)) or, with `method="ncm"`, a softmax over the similarity to each
+corrected breed's mean. It is mixed into the bundle's probabilities `p` as
+
+    p' = (1 - a) p + a q,   a = weight * clip((s - low) / (high - low), 0, 1)
+
+where `s` is the similarity to the nearest correction: a photo unlike every corrected one keeps
+the model's answer exactly, so a breed nobody corrected keeps the model's answer. A photo at or
+above `duplicate` similarity (the same cat in another shot, a crop) takes the nearest correction's
+label with weight `duplicate_weight`. With no corrections the output is the bundle's, unchanged.
+The defaults were chosen with bench/bench_personal.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from catbreed_desktop.core.bundle import ModelBundle
+from catbreed_desktop.core.classify import Prediction
+from catbreed_desktop.core.ood import OodConfigError, OodDetector
+from catbreed_desktop.core.personal.store import PersonalStore
+
+KNN = "knn"
+NCM = "ncm"
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    method: str = KNN
+    neighbours: int = 10
+    temperature: float = 0.05
+    low: float = 0.35
+    high: float = 0.75
+    weight: float = 0.9
+    duplicate: float = 0.9
+    duplicate_weight: float = 0.97
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How photos are compared: a span of the embedding, centred, optionally whitened, at unit length."""
+
+    features: tuple[int, int] | None = None  # [start, stop) of the embedding; None: all of it
+    centre: np.ndarray | None = None
+    whiten: np.ndarray | None = None  # (span, span): rows @ whiten; cosine then is Mahalanobis-like
+
+    def vectors(self, embeddings: np.ndarray) -> np.ndarray:
+        rows = np.asarray(embeddings, dtype=np.float32)
+        if self.features is not None:
+            rows = rows[:, self.features[0] : self.features[1]]
+        if self.centre is not None:
+            rows = rows - self.centre.astype(np.float32)
+        if self.whiten is not None:
+            rows = rows @ self.whiten
+        return unit_rows(rows)
+
+
+# With the bundle's whitening, different cats are rarely above 0.26 (99.9th percentile over
+# Oxford and Petfinder-Gano test pairs) and crops, mirror images and exposure changes of one
+# photo lie between 0.56 and 0.92: bench/bench_personal.py.
+WHITENED = LayerSettings(low=0.3, high=0.55, duplicate=0.7)
+
+
+def layer_setup(bundle: ModelBundle) -> tuple[Metric, LayerSettings]:
+    """How the layer compares photos for this bundle, and its settings.
+
+    A bundle with a not-a-cat detector carries the breeds' mean embeddings and their shared
+    precision matrix, measured on its training photos: photos are compared in that whitened
+    space, where the same cat in another shot stands far above different cats of one breed,
+    from the first correction on. Other bundles compare the whole embedding as it is.
+    """
+    if bundle.ood is not None:
+        try:
+            detector = OodDetector.from_config(bundle.ood, bundle.num_labels)
+            whiten = np.linalg.cholesky(detector.precision).astype(np.float32)
+        except (OodConfigError, np.linalg.LinAlgError):
+            return Metric(), LayerSettings()
+        centre = detector.means.mean(axis=0).astype(np.float32)
+        return Metric(detector.features, centre, whiten), WHITENED
+    return Metric(), LayerSettings()
+
+
+def unit_rows(embeddings: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1; zero rows stay zero."""
+    rows = np.asarray(embeddings, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    result: np.ndarray = rows / np.maximum(norms, 1e-12)
+    return result
+
+
+@dataclass(frozen=True)
+class Combined:
+    """The layer's answer for a batch: probabilities (N, C) and, per photo, the nearest correction (-1: none)."""
+
+    probabilities: np.ndarray
+    nearest: np.ndarray
+    similarity: np.ndarray
+    similarities: np.ndarray  # (N, corrections)
+
+
+class PersonalLayer:
+    """Corrections ready to adjust predictions: unit embeddings and label indices of the bundle's labels."""
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        embeddings: np.ndarray,
+        entry_labels: Sequence[str],
+        entry_paths: Sequence[str] = (),
+        metric: Metric | None = None,
+        settings: LayerSettings | None = None,
+    ) -> None:
+        self.labels = tuple(labels)
+        self.settings = settings or LayerSettings()
+        self.metric = metric or Metric()
+        index = {label: i for i, label in enumerate(self.labels)}
+        # A label the bundle does not know cannot be predicted; such entries wait for a model that does.
+        known = [i for i, label in enumerate(entry_labels) if label in index]
+        rows = np.asarray(embeddings, dtype=np.float32)
+        self.entries = self.metric.vectors(rows[known]) if known else np.zeros((0, 0), dtype=np.float32)
+        self.classes = np.array([index[entry_labels[i]] for i in known], dtype=np.int64)
+        paths = list(entry_paths) or [""] * len(entry_labels)
+        self.paths = [paths[i] for i in known]
+        self._means, self._mean_classes = self._class_means()
+
+    @classmethod
+    def from_store(
+        cls,
+        store: PersonalStore,
+        labels: Sequence[str],
+        metric: Metric | None = None,
+        settings: LayerSettings | None = None,
+    ) -> PersonalLayer:
+        return cls(labels, store.embeddings, store.labels, store.photo_paths, metric, settings)
+
+    @classmethod
+    def for_bundle(cls, store: PersonalStore, bundle: ModelBundle) -> PersonalLayer:
+        """The layer of a store's corrections for the bundle they were made with, with the default settings."""
+        metric, settings = layer_setup(bundle)
+        return cls.from_store(store, bundle.labels, metric, settings)
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def _class_means(self) -> tuple[np.ndarray, np.ndarray]:
+        if not len(self):
+            return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        classes = np.unique(self.classes)
+        means = np.stack([self.entries[self.classes == c].mean(axis=0) for c in classes])
+        return unit_rows(means), classes
+
+    def similarities(self, embeddings: np.ndarray) -> np.ndarray:
+        """Cosine similarity (N, entries) of photos to every correction."""
+        result: np.ndarray = self.metric.vectors(embeddings) @ self.entries.T
+        return result
+
+    def combine(self, probabilities: np.ndarray, embeddings: np.ndarray) -> Combined:
+        p = np.asarray(probabilities, dtype=np.float64)
+        count = p.shape[0]
+        if not len(self) or count == 0:
+            return Combined(p, np.full(count, -1, dtype=np.int64), np.zeros(count), np.zeros((count, 0)))
+        s = self.settings
+        x = np.asarray(embeddings, dtype=np.float32)
+        usable: np.ndarray = np.asarray(np.isfinite(x).all(axis=1))
+        sims = self.similarities(np.where(usable[:, None], x, 0.0))
+        nearest = sims.argmax(axis=1)
+        best = sims[np.arange(count), nearest].astype(np.float64)
+        best[~usable] = -1.0
+        q = self._kneighbours(sims) if s.method == KNN else self._class_mean_vote(x)
+        gate = s.weight * np.clip((best - s.low) / max(s.high - s.low, 1e-9), 0.0, 1.0)
+        duplicate = best >= s.duplicate
+        if duplicate.any():
+            q[duplicate] = 0.0
+            q[duplicate, self.classes[nearest[duplicate]]] = 1.0
+            gate[duplicate] = s.duplicate_weight
+        mixed = (1.0 - gate[:, None]) * p + gate[:, None] * q
+        mixed = np.where((gate > 0)[:, None], mixed, p)
+        moved = np.where(gate > 0, nearest, -1)
+        return Combined(mixed, moved, best, sims)
+
+    def _kneighbours(self, sims: np.ndarray) -> np.ndarray:
+        s = self.settings
+        k = min(s.neighbours, sims.shape[1])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top_sims = np.take_along_axis(sims, top, axis=1).astype(np.float64)
+        weights = np.exp((top_sims - top_sims.max(axis=1, keepdims=True)) / s.temperature)
+        q = np.zeros((sims.shape[0], len(self.labels)))
+        np.add.at(q, (np.arange(sims.shape[0])[:, None], self.classes[top]), weights)
+        result: np.ndarray = q / q.sum(axis=1, keepdims=True)
+        return result
+
+    def _class_mean_vote(self, embeddings: np.ndarray) -> np.ndarray:
+        s = self.settings
+        scores = self.metric.vectors(embeddings).astype(np.float64) @ self._means.T.astype(np.float64)
+        scores = np.exp((scores - scores.max(axis=1, keepdims=True)) / s.temperature)
+        q = np.zeros((scores.shape[0], len(self.labels)))
+        q[:, self._mean_classes] = scores / scores.sum(axis=1, keepdims=True)
+        return q
+
+    def adapt(self, predictions: Sequence[Prediction]) -> list[Prediction]:
+        """The predictions with the corrections taken into account; `moved_by` says which moved an answer.
+
+        Predictions without an embedding, and every prediction when no correction is kept, come
+        back as they are.
+        """
+        with_embedding = [i for i, p in enumerate(predictions) if p.embedding is not None]
+        result = list(predictions)
+        if not len(self) or not with_embedding:
+            return result
+        chosen = [predictions[i] for i in with_embedding]
+        combined = self.combine(
+            np.stack([p.probabilities for p in chosen]),
+            np.stack([p.embedding for p in chosen]),  # type: ignore[misc]
+        )
+        for row, (i, prediction) in enumerate(zip(with_embedding, chosen, strict=True)):
+            if combined.nearest[row] < 0:
+                continue
+            probs = combined.probabilities[row]
+            top_k = len(prediction.top)
+            best = np.argsort(-probs, kind="stable")[:top_k]
+            top = tuple((self.labels[j], float(probs[j])) for j in best)
+            moved_by = None
+            if top[0][0] != prediction.label:
+                moved_by = self.describe(self._supporter(int(best[0]), combined.similarities[row]))
+            result[i] = replace(prediction, top=top, probabilities=probs, moved_by=moved_by)
+        return result
+
+    def _supporter(self, label_index: int, similarities: np.ndarray) -> int:
+        """The correction to `label_index` nearest to a photo (its similarities to all): the one that moved it."""
+        candidates = np.flatnonzero(self.classes == label_index)
+        if not len(candidates):
+            return -1
+        return int(candidates[int(similarities[candidates].argmax())])
+
+    def describe(self, entry: int) -> str:
+        """`photo.jpg → Breed`, naming a correction."""
+        if entry < 0:
+            return "your corrections"
+        name = Path(self.paths[entry]).name if self.paths[entry] else "a corrected photo"
+        return f"{os.fsdecode(name)} → {self.labels[self.classes[entry]]}"
+
+    def nearest_photos(
+        self, reference: np.ndarray, embeddings: np.ndarray, limit: int, minimum: float | None = None
+    ) -> list[tuple[int, float]]:
+        """(row, similarity) of the `limit` rows of `embeddings` most like `reference`, best first."""
+        if not len(embeddings):
+            return []
+        sims = self.metric.vectors(embeddings) @ self.metric.vectors(reference[None, :])[0]
+        floor = self.settings.low if minimum is None else minimum
+        order = [int(i) for i in np.argsort(-sims, kind="stable") if sims[i] >= floor]
+        return [(i, float(sims[i])) for i in order[:limit]]

@@ -1,0 +1,191 @@
+"""The personal layer's core: the store of corrections and how it changes predictions."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catbreed_desktop.core.classify import Prediction
+from catbreed_desktop.core.personal import LayerSettings, PersonalLayer, PersonalStore, PersonalStoreError
+from catbreed_desktop.core.personal.store import photo_key
+
+LABELS = ("A", "B", "C")
+SHA = "ab" * 32
+
+
+def unit(*values: float) -> np.ndarray:
+    row = np.array(values, dtype=np.float32)
+    return row / np.linalg.norm(row)
+
+
+def prediction(probabilities: list[float], embedding: np.ndarray, name: str = "x.jpg") -> Prediction:
+    probs = np.array(probabilities)
+    order = np.argsort(-probs)
+    top = tuple((LABELS[i], float(probs[i])) for i in order)
+    return Prediction(Path(name), top, probs, embedding=embedding)
+
+
+# ------------------------------------------------------------------------------------------ store
+
+
+def test_store_round_trip_keeps_labels_paths_and_embeddings(tmp_path: Path) -> None:
+    store = PersonalStore(SHA, tmp_path)
+    store.add([tmp_path / "a.jpg", tmp_path / "b.jpg"], ["A", "B"], np.eye(2, 4), when=100.0)
+    again = PersonalStore(SHA, tmp_path)
+    assert again.labels == ["A", "B"]
+    assert again.photo_paths == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    np.testing.assert_array_equal(again.embeddings, np.eye(2, 4, dtype=np.float32))
+    assert [e.time for e in again.entries] == [100.0, 100.0]
+    assert again.warning is None
+    # No temporary file is left beside the store.
+    assert [p.name for p in tmp_path.iterdir()] == [f"{SHA}.npz"]
+
+
+def test_correcting_a_photo_again_replaces_its_entry(tmp_path: Path) -> None:
+    store = PersonalStore(SHA, tmp_path)
+    store.add([tmp_path / "a.jpg"], ["A"], np.ones((1, 3)))
+    store.add([tmp_path / "a.jpg"], ["B"], np.ones((1, 3)))
+    assert PersonalStore(SHA, tmp_path).labels == ["B"]
+
+
+def test_store_keeps_only_the_newest_entries(tmp_path: Path) -> None:
+    store = PersonalStore(SHA, tmp_path, max_entries=3)
+    for i in range(5):
+        store.add([tmp_path / f"{i}.jpg"], ["A"], np.full((1, 2), i), when=float(i))
+    again = PersonalStore(SHA, tmp_path, max_entries=3)
+    assert [Path(p).name for p in again.photo_paths] == ["2.jpg", "3.jpg", "4.jpg"]
+    assert len(again) == 3
+
+
+def test_a_damaged_store_is_set_aside_with_a_warning_and_starts_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    PersonalStore(SHA, tmp_path).add([tmp_path / "a.jpg"], ["A"], np.ones((1, 3)))
+    damaged = tmp_path / f"{SHA}.npz"
+    damaged.write_bytes(damaged.read_bytes()[:50])
+    with caplog.at_level(logging.WARNING):
+        store = PersonalStore(SHA, tmp_path)
+    assert len(store) == 0
+    assert store.warning is not None and "could not be read" in store.warning
+    assert "\n" not in store.warning
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    kept_aside = [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
+    assert len(kept_aside) == 1 and not damaged.exists()
+    store.add([tmp_path / "b.jpg"], ["B"], np.ones((1, 3)))
+    assert PersonalStore(SHA, tmp_path).labels == ["B"]
+
+
+def test_another_bundle_has_its_own_store(tmp_path: Path) -> None:
+    PersonalStore(SHA, tmp_path).add([tmp_path / "a.jpg"], ["A"], np.ones((1, 3)))
+    assert len(PersonalStore("cd" * 32, tmp_path)) == 0
+    assert len(PersonalStore(SHA, tmp_path)) == 1
+
+
+def test_a_store_file_of_another_model_renamed_into_place_is_not_trusted(tmp_path: Path) -> None:
+    other = "cd" * 32
+    PersonalStore(other, tmp_path).add([tmp_path / "a.jpg"], ["A"], np.ones((1, 3)))
+    os.replace(tmp_path / f"{other}.npz", tmp_path / f"{SHA}.npz")
+    store = PersonalStore(SHA, tmp_path)
+    assert len(store) == 0 and store.warning is not None
+
+
+def test_store_refuses_unusable_embeddings(tmp_path: Path) -> None:
+    store = PersonalStore(SHA, tmp_path)
+    with pytest.raises(PersonalStoreError):
+        store.add([tmp_path / "a.jpg"], ["A"], np.array([[np.nan, 1.0]]))
+    store.add([tmp_path / "a.jpg"], ["A"], np.ones((1, 3)))
+    with pytest.raises(PersonalStoreError, match="wide"):
+        store.add([tmp_path / "b.jpg"], ["A"], np.ones((1, 4)))
+
+
+def test_forget_one_photo_or_everything(tmp_path: Path) -> None:
+    store = PersonalStore(SHA, tmp_path)
+    store.add([tmp_path / "a.jpg", tmp_path / "b.jpg"], ["A", "B"], np.eye(2, 3))
+    assert store.forget([tmp_path / "a.jpg"]) == 1
+    assert PersonalStore(SHA, tmp_path).labels == ["B"]
+    assert store.forget() == 1
+    assert not (tmp_path / f"{SHA}.npz").exists()
+    assert len(PersonalStore(SHA, tmp_path)) == 0
+
+
+def test_photo_key_is_the_same_for_relative_and_absolute_paths(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert photo_key("a.jpg") == photo_key(tmp_path / "a.jpg")
+
+
+# ------------------------------------------------------------------------------------ combination
+
+
+def test_with_no_corrections_the_bundle_answer_is_unchanged() -> None:
+    layer = PersonalLayer(LABELS, np.zeros((0, 3)), [])
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    combined = layer.combine(probabilities, np.eye(2, 3))
+    np.testing.assert_array_equal(combined.probabilities, probabilities)
+    original = [prediction([0.7, 0.2, 0.1], unit(1, 0, 0))]
+    assert layer.adapt(original) == original
+    assert layer.adapt(original)[0] is original[0]
+
+
+@pytest.mark.parametrize("method", ["knn", "ncm"])
+def test_a_near_duplicate_of_a_corrected_photo_takes_its_label(method: str) -> None:
+    corrected = unit(1, 1, 0)
+    layer = PersonalLayer(
+        LABELS, corrected[None, :], ["B"], ["/photos/tom.jpg"], settings=LayerSettings(method=method)
+    )
+    near = prediction([0.8, 0.15, 0.05], unit(1, 0.98, 0.05), "tom2.jpg")
+    far = prediction([0.8, 0.15, 0.05], unit(0, 0, 1), "other.jpg")
+    adapted_near, adapted_far = layer.adapt([near, far])
+    assert adapted_near.label == "B" and adapted_near.confidence > 0.9
+    assert adapted_near.personal and adapted_near.moved_by == "tom.jpg → B"
+    assert np.isclose(adapted_near.probabilities.sum(), 1.0)
+    # A photo unlike every correction keeps the model's answer exactly.
+    assert adapted_far is far and not adapted_far.personal
+
+
+def test_a_breed_nobody_corrected_keeps_the_model_answer() -> None:
+    layer = PersonalLayer(LABELS, np.stack([unit(1, 0, 0), unit(0.9, 0.1, 0)]), ["A", "A"])
+    photo = prediction([0.1, 0.1, 0.8], unit(0, 0.2, 1))
+    assert layer.adapt([photo])[0].label == "C"
+
+
+def test_corrections_to_breeds_the_bundle_lacks_are_left_out() -> None:
+    layer = PersonalLayer(LABELS, np.stack([unit(1, 0, 0), unit(0, 1, 0)]), ["A", "Z"])
+    assert len(layer) == 1
+
+
+def test_photos_without_usable_embeddings_keep_the_model_answer() -> None:
+    layer = PersonalLayer(LABELS, unit(1, 0, 0)[None, :], ["B"])
+    probabilities = np.array([[0.8, 0.1, 0.1]])
+    combined = layer.combine(probabilities, np.array([[np.nan, 0, 0]]))
+    np.testing.assert_array_equal(combined.probabilities, probabilities)
+
+
+def test_nearest_photos_are_ranked_by_similarity() -> None:
+    layer = PersonalLayer(LABELS, unit(1, 0, 0)[None, :], ["A"])
+    candidates = np.stack([unit(0, 0, 1), unit(1, 0.1, 0), unit(1, 0.5, 0)])
+    assert [row for row, _ in layer.nearest_photos(unit(1, 0, 0), candidates, limit=5)] == [1, 2]
+
+
+def test_a_bundle_with_a_not_a_cat_detector_compares_photos_in_its_whitened_space(tmp_path: Path) -> None:
+    from factories import COLOUR_LABELS, make_ood_colour_bundle
+
+    from catbreed_desktop.core.personal.combine import WHITENED, layer_setup
+
+    bundle = make_ood_colour_bundle(tmp_path / "bundle")
+    metric, settings = layer_setup(bundle)
+    assert settings == WHITENED and metric.whiten is not None and metric.features == (0, 3)
+    store = PersonalStore(bundle.model_sha256, tmp_path / "store")
+    store.add([tmp_path / "purple.png"], ["Green Cat"], np.array([[1.0, -1.5, 1.7]]))
+    layer = PersonalLayer.for_bundle(store, bundle)
+    probabilities = [0.1, 0.1, 0.8]
+    photo = Prediction(
+        Path("purple2.png"),
+        tuple((COLOUR_LABELS[i], probabilities[i]) for i in (2, 0, 1)),
+        np.array(probabilities),
+        embedding=np.array([1.02, -1.48, 1.69], dtype=np.float32),
+    )
+    assert layer.adapt([photo])[0].label == "Green Cat"
