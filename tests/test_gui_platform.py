@@ -65,7 +65,9 @@ def test_the_check_runs_only_where_qt_will_use_xcb() -> None:
     assert ldd_calls == ([plugin] if sys.platform.startswith("linux") else [])
 
 
-LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="displays are a Linux matter here")
+LINUX_ONLY = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="displays are a Linux matter here"
+)
 
 
 @LINUX_ONLY

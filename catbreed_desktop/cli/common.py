@@ -186,7 +186,8 @@ def engine_notes(notes: list[str], verbose: bool) -> list[str]:
 
 
 # Where a note's "pip install ..." advice starts: "; pip install ...", " (install X instead: pip ...".
-_PIP_ADVICE = re.compile(r";\s*pip install |\s*\(install [^()]*?: pip install |\s*pip install ")
+# A frozen build runs outside any virtual environment, so its advice starts with a bare `pip`.
+_PIP_ADVICE = re.compile(r";\s*pip (?:un)?install |\s*\(install [^()]*?: pip (?:un)?install |\s*pip install ")
 
 
 class ProgressReporter:

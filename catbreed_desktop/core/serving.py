@@ -28,6 +28,7 @@ import numpy as np
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
+from catbreed_desktop.core.install_hints import new_environment_command
 from catbreed_desktop.core.ood import OodDetector
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,6 @@ PARAM_INPUT_SIZE = "catbreed_input_size"
 PARAM_SHA256 = "catbreed_model_sha256"
 PARAM_EMBEDDING = "catbreed_embedding_size"
 METADATA_VERSION = "1"
-SERVE_INSTALL_HINT = (
-    "install the serving extra in an environment of its own (it needs numpy < 2): "
-    "python -m venv serve-env && serve-env/bin/pip install 'catbreed-desktop[cpu,serve]'"
-)
 
 
 def embedding_size(bundle: ModelBundle) -> int | None:
@@ -133,7 +130,10 @@ def serve(
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
     except ImportError as error:
-        raise EngineUnavailable(f"nvidia-pytriton is not installed ({error}); {SERVE_INSTALL_HINT}") from None
+        raise EngineUnavailable(
+            f"nvidia-pytriton is not installed ({error}); install the serving extra in an environment of "
+            f"its own (it needs numpy < 2): {new_environment_command('serve-env', 'cpu,serve')}"
+        ) from None
 
     os.environ["LD_LIBRARY_PATH"] = python_library_path()  # inherited by tritonserver and its stubs
     size = bundle.preprocessing.size
