@@ -183,8 +183,10 @@ def _position_embedding_parts(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray
 def onnx_backbone_hidden_states(onnx_path: Path, batch: np.ndarray) -> np.ndarray:
     """Run the source ONNX model and return its backbone's last hidden state (after the layer norm)."""
     import onnx
-    import onnxruntime as ort
 
+    from catbreed_desktop.core.engines.onnx_runtime import import_onnxruntime
+
+    ort = import_onnxruntime()
     model = onnx.load(str(onnx_path))
     model.graph.output.insert(
         0, onnx.helper.make_tensor_value_info(ONNX_BACKBONE_OUTPUT, onnx.TensorProto.FLOAT, None)

@@ -157,7 +157,9 @@ def inspect_graph(path: Path, opset: int) -> dict:
 
 
 def onnx_session(path: Path):
-    import onnxruntime
+    from catbreed_desktop.core.engines.onnx_runtime import import_onnxruntime
+
+    onnxruntime = import_onnxruntime()
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from catbreed_desktop import TELEMETRY_VARIABLE
 from catbreed_desktop.core.bundle import INPUT_NAME, BundleError, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch, check_outputs
 from catbreed_desktop.core.engines.names import CPU, CUDA, ENGINE_TITLES
@@ -62,10 +64,18 @@ def cuda_install_hint() -> str:
     return f"install onnxruntime-gpu instead of onnxruntime: {replace_package_command('onnxruntime', 'gpu')}"
 
 
-def cuda_provider_installed() -> bool:
-    """True when the installed onnxruntime build offers CUDA (the onnxruntime-gpu package)."""
+def import_onnxruntime() -> Any:
+    """The onnxruntime module, with its telemetry events off (see `catbreed_desktop.TELEMETRY_VARIABLE`)."""
     import onnxruntime
 
+    if os.environ.get(TELEMETRY_VARIABLE) != "0":
+        onnxruntime.disable_telemetry_events()
+    return onnxruntime
+
+
+def cuda_provider_installed() -> bool:
+    """True when the installed onnxruntime build offers CUDA (the onnxruntime-gpu package)."""
+    onnxruntime = import_onnxruntime()
     return CUDA_PROVIDER in onnxruntime.get_available_providers()
 
 
@@ -196,7 +206,7 @@ class OnnxRuntimeEngine(Engine):
         if graph not in GRAPHS:
             raise ValueError(f"unknown graph {graph!r}; use one of {', '.join(GRAPHS)}")
         verify_placement = device == CUDA if verify_placement is None else verify_placement
-        import onnxruntime
+        onnxruntime = import_onnxruntime()
 
         if device == CUDA and (reason := cuda_unavailable_reason()):
             raise EngineUnavailable(reason)
