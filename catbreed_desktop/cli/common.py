@@ -1,13 +1,15 @@
-"""What every `catbreed` subcommand shares: model options, opening the classifier, progress on stderr."""
+"""What every `catbreed` subcommand shares: finding the photos, model options, opening the classifier,
+progress on stderr."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -25,9 +27,33 @@ from catbreed_desktop.core.classify import Classifier
 from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
 from catbreed_desktop.core.engines.names import AUTO, TRITON
 from catbreed_desktop.core.errors import UsageError
-from catbreed_desktop.core.printable import printable
+from catbreed_desktop.core.imaging import FolderErrorCallback, iter_photo_paths
+from catbreed_desktop.core.printable import plural, printable
 
 PROGRAM = "catbreed"
+
+
+def find_photos(
+    paths: Sequence[str | Path], recursive: bool, on_error: FolderErrorCallback | None = None
+) -> list[Path]:
+    """The photos `paths` name, as `iter_photo_paths` finds them, checked before any model loads.
+
+    A path that does not exist, or paths without a photo, are a `UsageError`. Without `recursive`,
+    photos in sub-folders are left out, while the window reads them by default: how many is said
+    on stderr, with the option that includes them.
+    """
+    missing = [printable(path) for path in paths if not os.path.lexists(path)]
+    if missing:
+        raise UsageError(f"{', '.join(missing)}: no such file or folder")
+    found = iter_photo_paths(paths, recursive=recursive, on_error=on_error)
+    nested = 0 if recursive else len(iter_photo_paths(paths, recursive=True)) - len(found)
+    in_subfolders = f"{plural(nested, 'photo')} in sub-folders, which --recursive includes"
+    if not found:
+        places = ", ".join(printable(path) for path in paths)
+        raise UsageError(f"no photos found in {places}" + (f" ({in_subfolders})" if nested else ""))
+    if nested:
+        print(f"{PROGRAM}: note: left out {in_subfolders}", file=sys.stderr)
+    return found
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -241,12 +267,13 @@ class ProgressReporter:
             line += f"  ETA {_clock_time((self.total - self.done) / rate)}"
         return line
 
-    def finish(self) -> None:
+    def finish(self, read: int | None = None) -> None:
+        """The summary line: how many were done (`read`: only those read, where some could not be) and how fast."""
         elapsed = self.clock() - self._started
+        count = self.done if read is None else read
+        rate = count / elapsed if elapsed > 0 else 0.0
         self.clear()
-        self.stream.write(
-            f"{PROGRAM}: {self.done} {self.noun} in {elapsed:.1f} s ({self.rate():.1f} {self.noun}/s)\n"
-        )
+        self.stream.write(f"{PROGRAM}: {count} {self.noun} in {elapsed:.1f} s ({rate:.1f} {self.noun}/s)\n")
         self.stream.flush()
 
 
