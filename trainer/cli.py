@@ -14,6 +14,7 @@ from pathlib import Path
 
 from catbreed_desktop.cli.program import positive_int, run_program
 from trainer import backbone_import, negatives, triton
+from trainer.extras import check_installed, report_missing_modules
 
 PROGRAM = "python -m trainer"
 
@@ -40,7 +41,7 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description="Train, evaluate and export CatBreed models.")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
     prepare = commands.add_parser("prepare", help="merge, clean, deduplicate and split datasets")
     prepare.add_argument(
@@ -249,6 +250,8 @@ def command_line(argv: list[str] | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     def prepare(args: argparse.Namespace) -> None:
         args.command_line = command_line(argv)
+        check_installed(args.command)
+        args.handler = report_missing_modules(args.command, args.handler)
 
     return run_program(build_parser(), argv, prepare)
 
