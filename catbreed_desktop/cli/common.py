@@ -27,7 +27,7 @@ from catbreed_desktop.core.classify import Classifier
 from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
 from catbreed_desktop.core.engines.names import AUTO, TRITON
 from catbreed_desktop.core.errors import UsageError
-from catbreed_desktop.core.imaging import FolderErrorCallback, iter_photo_paths
+from catbreed_desktop.core.imaging import FolderErrorCallback, iter_photo_paths, photos_in_subfolders
 from catbreed_desktop.core.printable import plural, printable
 
 PROGRAM = "catbreed"
@@ -46,7 +46,7 @@ def find_photos(
     if missing:
         raise UsageError(f"{', '.join(missing)}: no such file or folder")
     found = iter_photo_paths(paths, recursive=recursive, on_error=on_error)
-    nested = 0 if recursive else len(iter_photo_paths(paths, recursive=True)) - len(found)
+    nested = 0 if recursive else photos_in_subfolders(paths, found)
     in_subfolders = f"{plural(nested, 'photo')} in sub-folders, which --recursive includes"
     if not found:
         places = ", ".join(printable(path) for path in paths)
