@@ -125,7 +125,9 @@ def running_server(model: Path, log: Path, *extra: str) -> Iterator[Server]:
         str(python), "-m", "catbreed_desktop.cli.main", "serve", "--model", str(model),
         "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port), *extra,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The data folder (where Triton's log goes) beside the log, never the user's: a module's server
+    # starts before the per-test folders are set.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CATBREED_DATA_DIR": str(log.parent / "data")}
     started = time.monotonic()
     with open(log, "wb") as out:
         process = subprocess.Popen(

@@ -18,7 +18,8 @@ NOTES = [
     "TensorRT skipped: TensorRT is not installed or cannot load (No module named 'tensorrt'); "
     "pip install 'catbreed-desktop[tensorrt]' (TensorRT 10+ and cuda-python; NVIDIA GPU and driver)",
     "ONNX Runtime CUDA skipped: ONNX Runtime CUDA is not available: the installed onnxruntime has no "
-    "CUDA provider (install onnxruntime-gpu instead of onnxruntime: pip install 'catbreed-desktop[gpu]')",
+    "CUDA provider (install onnxruntime-gpu instead of onnxruntime: pip uninstall -y onnxruntime && "
+    "pip install 'catbreed-desktop[gpu]')",
 ]
 
 

@@ -27,6 +27,7 @@ from catbreed_desktop.core.engines.inventory import (
     list_engines,
 )
 from catbreed_desktop.core.engines.tensorrt import TensorRTToolkit, load_toolkit
+from catbreed_desktop.core.install_hints import install_extra_command
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models"
 CPU = "CPUExecutionProvider"
@@ -61,8 +62,8 @@ def test_without_a_gpu_only_the_cpu_engine_is_available_and_nothing_is_derived(i
     tensorrt, rtx, cuda, cpu, _ = list_engines(int8_bundle)
 
     assert [info.name for info in list_engines(int8_bundle)] == list(ENGINE_NAMES)
-    assert not rtx.available and "pip install 'catbreed-desktop[tensorrt-rtx]'" in rtx.reason
-    assert not tensorrt.available and "pip install 'catbreed-desktop[tensorrt]'" in tensorrt.reason
+    assert not rtx.available and install_extra_command("tensorrt-rtx") in rtx.reason
+    assert not tensorrt.available and install_extra_command("tensorrt") in tensorrt.reason
     assert not cuda.available and "install onnxruntime-gpu" in cuda.reason
     assert cpu.available and cpu.reason == ""
     assert (cpu.graph, cpu.precision, cpu.graph_ready) == (int8_bundle.model_path, "int8", True)

@@ -20,6 +20,7 @@ from catbreed_desktop.gui.platform_check import (
     explain,
     missing_libraries,
     missing_xcb_libraries,
+    no_display_reason,
     uses_xcb,
     xcb_plugin,
 )
@@ -62,6 +63,44 @@ def test_the_check_runs_only_where_qt_will_use_xcb() -> None:
     assert missing_xcb_libraries({"QT_QPA_PLATFORM": "wayland;xcb"}, ldd, plugin) == []
     assert not uses_xcb({"WAYLAND_DISPLAY": "wayland-0", "XDG_SESSION_TYPE": "wayland"})
     assert ldd_calls == ([plugin] if sys.platform.startswith("linux") else [])
+
+
+LINUX_ONLY = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="displays are a Linux matter here"
+)
+
+
+@LINUX_ONLY
+def test_no_display_is_found_unless_a_display_or_a_platform_without_one_is_there() -> None:
+    for nothing in ({}, {"QT_QPA_PLATFORM": "xcb"}, {"QT_QPA_PLATFORM": "wayland;xcb"}, {"DISPLAY": ""}):
+        assert (no_display_reason(nothing) or "").startswith("no display: "), nothing
+    for shown in (
+        {"DISPLAY": ":0"},
+        {"WAYLAND_DISPLAY": "wayland-0"},
+        {"QT_QPA_PLATFORM": "offscreen"},
+        {"QT_QPA_PLATFORM": "vnc:size=800x600"},
+    ):
+        assert no_display_reason(shown) is None, shown
+
+
+@LINUX_ONLY
+def test_the_app_without_a_display_says_so_in_one_line_instead_of_aborting(tmp_path: Path) -> None:
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "catbreed_desktop", str(tmp_path)],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 1, completed.stderr  # Qt's abort is -6 (134 from a shell)
+    assert completed.stderr.startswith("catbreed-desktop: no display: ")
+    assert completed.stderr.count("\n") == 1 and completed.stdout == ""
 
 
 def _can_hide_libraries() -> bool:

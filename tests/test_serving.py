@@ -80,6 +80,17 @@ def test_server_gets_ready_and_publishes_the_bundles_metadata(shipped_server) ->
     assert shipped_server.started_in_s < 60
 
 
+def test_a_normal_start_prints_no_triton_log_and_names_the_file_it_went_to(shipped_server) -> None:
+    started = shipped_server.log.read_text(errors="replace").split("\nready: ")[0].splitlines()
+    # Before: some 50 lines of Triton's log, with "E..." lines about CUDA on a CPU-only machine.
+    assert all(line.startswith("catbreed: ") for line in started), started
+    named = [line for line in started if "Triton's log goes to " in line]
+    assert len(named) == 1 and len(started) <= 3, started
+    log = Path(named[0].split("Triton's log goes to ")[1].split(" (")[0])
+    assert log.parent == shipped_server.log.parent / "data"
+    assert "Started HTTPService" in log.read_text(errors="replace")
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_triton_engine_matches_the_local_cpu_engine(shipped_server, protocol: str) -> None:
     bundle = load_bundle(SHIPPED)

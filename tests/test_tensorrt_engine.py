@@ -10,6 +10,7 @@ import ctypes
 import dataclasses
 import enum
 import json
+import re
 import shutil
 from types import ModuleType, SimpleNamespace
 
@@ -35,6 +36,7 @@ from catbreed_desktop.core.engines.tensorrt import (
     make_engine_key,
     stale_reasons,
 )
+from catbreed_desktop.core.install_hints import install_extra_command
 
 
 class CudaError(enum.Enum):
@@ -286,7 +288,7 @@ KEY = EngineKey(
 
 def test_missing_tensorrt_says_what_to_install():
     with pytest.raises(
-        EngineUnavailable, match=r"TensorRT is not installed.*pip install 'catbreed-desktop\[tensorrt\]'"
+        EngineUnavailable, match="TensorRT is not installed.*" + re.escape(install_extra_command("tensorrt"))
     ):
         load_toolkit(importer())
 

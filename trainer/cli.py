@@ -15,6 +15,8 @@ from pathlib import Path
 from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE
 from catbreed_desktop.core.program import positive_int, run_program
 from trainer import backbone_import, negatives, triton
+from trainer.extras import check_installed, report_missing_modules
+from trainer.quiet import quiet_libraries
 
 PROGRAM = "python -m trainer"
 
@@ -41,7 +43,11 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description="Train, evaluate and export CatBreed models.")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="also show what the libraries print (transformers' load reports, PyTorch's export warnings)",
+    )  # fmt: skip
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
     prepare = commands.add_parser("prepare", help="merge, clean, deduplicate and split datasets")
     prepare.add_argument(
@@ -289,6 +295,9 @@ def command_line(argv: list[str] | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     def prepare(args: argparse.Namespace) -> None:
         args.command_line = command_line(argv)
+        quiet_libraries(args.verbose)
+        check_installed(args.command)
+        args.handler = report_missing_modules(args.command, args.handler)
 
     return run_program(build_parser(), argv, prepare)
 

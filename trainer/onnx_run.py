@@ -14,8 +14,9 @@ CHECK_BATCH = 16
 
 
 def onnx_session(path: Path):
-    import onnxruntime
+    from catbreed_desktop.core.engines.onnx_runtime import import_onnxruntime
 
+    onnxruntime = import_onnxruntime()
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

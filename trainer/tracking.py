@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from catbreed_desktop.core.install_hints import install_extra_command
 from trainer.errors import TrainerError
 
 
@@ -31,8 +32,8 @@ class Tracker:
                 import mlflow
             except ImportError:
                 raise TrackingError(
-                    "--mlflow-uri needs MLflow: install it with `pip install 'catbreed-desktop[mlflow]'` "
-                    "(or `pip install mlflow`), or leave --mlflow-uri out to log to metrics.jsonl only"
+                    f"--mlflow-uri needs MLflow: install it with `{install_extra_command('mlflow')}`, "
+                    "or leave --mlflow-uri out to log to metrics.jsonl only"
                 ) from None
             mlflow.set_tracking_uri(mlflow_uri)
             mlflow.set_experiment("catbreed")

@@ -34,13 +34,13 @@ from catbreed_desktop.cli.common import (
     add_min_confidence_option,
     add_model_options,
     add_personal_option,
+    find_photos,
     open_classifier,
     open_personal_layer,
     resolve_min_confidence,
 )
 from catbreed_desktop.core.classify import Failure, Prediction
-from catbreed_desktop.core.errors import CatBreedError, UsageError
-from catbreed_desktop.core.imaging import iter_photo_paths
+from catbreed_desktop.core.errors import CatBreedError
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.program import SOME_FAILED, positive_int
 
@@ -79,10 +79,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    photos = iter_photo_paths(args.paths, recursive=args.recursive)
-    if not photos:
-        hint = "" if args.recursive else " (use --recursive to look into sub-folders)"
-        raise UsageError(f"no photos found in {', '.join(printable(p) for p in args.paths)}{hint}")
+    photos = find_photos(args.paths, args.recursive)
     classifier = open_classifier(args, top_k=args.top_k)
     min_confidence = resolve_min_confidence(args, classifier.bundle)
     layer = open_personal_layer(args, classifier.bundle)
@@ -106,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     finally:
         classifier.close()
-    progress.finish()
+    progress.finish(read=written - failures)
     if failures:
         print(f"{PROGRAM}: {failures} of {len(photos)} files could not be classified", file=sys.stderr)
     return SOME_FAILED if failures else 0

@@ -1,14 +1,16 @@
-"""What every `catbreed` subcommand shares: model options, opening the classifier, progress on stderr."""
+"""What every `catbreed` subcommand shares: finding the photos, model options, opening the classifier,
+progress on stderr."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -26,11 +28,35 @@ from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable
 from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, TRITON, Preference, as_preference
 from catbreed_desktop.core.engines.triton_client import DEFAULT_TIMEOUT_S as DEFAULT_SERVER_TIMEOUT_S
 from catbreed_desktop.core.errors import UsageError, error_line
+from catbreed_desktop.core.imaging import FolderErrorCallback, iter_photo_paths, photos_in_subfolders
 from catbreed_desktop.core.personal import PersonalLayer, PersonalStore, PersonalStoreError
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.program import positive_int
 
 PROGRAM = "catbreed"
+
+
+def find_photos(
+    paths: Sequence[str | Path], recursive: bool, on_error: FolderErrorCallback | None = None
+) -> list[Path]:
+    """The photos `paths` name, as `iter_photo_paths` finds them, checked before any model loads.
+
+    A path that does not exist, or paths without a photo, are a `UsageError`. Without `recursive`,
+    photos in sub-folders are left out, while the window reads them by default: how many is said
+    on stderr, with the option that includes them.
+    """
+    missing = [printable(path) for path in paths if not os.path.lexists(path)]
+    if missing:
+        raise UsageError(f"{', '.join(missing)}: no such file or folder")
+    found = iter_photo_paths(paths, recursive=recursive, on_error=on_error)
+    nested = 0 if recursive else photos_in_subfolders(paths, found)
+    in_subfolders = f"{plural(nested, 'photo')} in sub-folders, which --recursive includes"
+    if not found:
+        places = ", ".join(printable(path) for path in paths)
+        raise UsageError(f"no photos found in {places}" + (f" ({in_subfolders})" if nested else ""))
+    if nested:
+        print(f"{PROGRAM}: note: left out {in_subfolders}", file=sys.stderr)
+    return found
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -266,7 +292,8 @@ def engine_notes(notes: list[str], verbose: bool) -> list[str]:
 
 
 # Where a note's "pip install ..." advice starts: "; pip install ...", " (install X instead: pip ...".
-_PIP_ADVICE = re.compile(r";\s*pip install |\s*\(install [^()]*?: pip install |\s*pip install ")
+# A frozen build runs outside any virtual environment, so its advice starts with a bare `pip`.
+_PIP_ADVICE = re.compile(r";\s*pip (?:un)?install |\s*\(install [^()]*?: pip (?:un)?install |\s*pip install ")
 
 
 class ProgressReporter:
@@ -320,12 +347,13 @@ class ProgressReporter:
             line += f"  ETA {_clock_time((self.total - self.done) / rate)}"
         return line
 
-    def finish(self) -> None:
+    def finish(self, read: int | None = None) -> None:
+        """The summary line: how many were done (`read`: only those read, where some could not be) and how fast."""
         elapsed = self.clock() - self._started
+        count = self.done if read is None else read
+        rate = count / elapsed if elapsed > 0 else 0.0
         self.clear()
-        self.stream.write(
-            f"{PROGRAM}: {self.done} {self.noun} in {elapsed:.1f} s ({self.rate():.1f} {self.noun}/s)\n"
-        )
+        self.stream.write(f"{PROGRAM}: {count} {self.noun} in {elapsed:.1f} s ({rate:.1f} {self.noun}/s)\n")
         self.stream.flush()
 
 

@@ -4,15 +4,23 @@ Binds to loopback unless `--host` says otherwise; Triton has no authentication o
 other address gets a warning. Triton's HTTP server caps neither open nor idle connections: behind
 a proxy that does, when many clients can reach it. Ctrl+C or SIGTERM stop the server cleanly (status 0). Needs the
 `serve` extra, in an environment of its own since pytriton requires numpy < 2.
+
+Triton's own log (some 50 lines per start, with error lines about CUDA even on a machine meant to
+run on its CPU) goes to a file in the data folder, named in one line; `catbreed -v serve` shows it
+on the terminal instead, with pytriton's messages.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
+import logging
+import os
 import signal
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from catbreed_desktop.cli.common import PROGRAM, open_bundle
@@ -20,10 +28,12 @@ from catbreed_desktop.core import serve_watchdog, serving
 from catbreed_desktop.core.engines import create_engine
 from catbreed_desktop.core.engines.names import AUTO, ENGINE_NAMES
 from catbreed_desktop.core.errors import UsageError
-from catbreed_desktop.core.paths import MODEL_ENV, default_model_dir
+from catbreed_desktop.core.paths import MODEL_ENV, data_dir, default_model_dir
 from catbreed_desktop.core.program import positive_int
 
 MAX_BATCH_LIMIT = 1024
+# pytriton takes any TritonConfig field from PYTRITON_TRITON_CONFIG_<FIELD> where the code gives none.
+TRITON_LOG_FILE_VARIABLE = "PYTRITON_TRITON_CONFIG_LOG_FILE"
 
 
 def port(text: str) -> int:
@@ -88,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     bundle = open_bundle(args)
+    if not getattr(args, "verbose", False):
+        _send_triton_log_to_file(data_dir() / f"triton-{args.http_port}.log")
     for folder in serve_watchdog.remove_stale_model_folders():
         print(f"{PROGRAM}: removed {folder}, left by a catbreed server that was killed", file=sys.stderr)
     engine = create_engine(bundle, args.engine, batch_size=args.max_batch)
@@ -118,6 +130,15 @@ def run(args: argparse.Namespace) -> int:
         watchdog.close()
     print(f"{PROGRAM}: server stopped", file=sys.stderr)
     return 0
+
+
+def _send_triton_log_to_file(log: Path) -> None:
+    """Triton's log into `log`, started afresh, and pytriton's notes off the terminal; says where, in one line."""
+    with contextlib.suppress(FileNotFoundError):
+        log.unlink()
+    os.environ[TRITON_LOG_FILE_VARIABLE] = str(log)
+    logging.getLogger("pytriton").setLevel(logging.WARNING)
+    print(f"{PROGRAM}: Triton's log goes to {log} (`{PROGRAM} -v serve` shows it here)", file=sys.stderr)
 
 
 def _interrupt(signum: int, frame: object) -> None:

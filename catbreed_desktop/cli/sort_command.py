@@ -25,13 +25,13 @@ from catbreed_desktop.cli.common import (
     add_min_confidence_option,
     add_model_options,
     add_personal_option,
+    find_photos,
     open_classifier,
     open_personal_layer,
     resolve_min_confidence,
 )
 from catbreed_desktop.core.classify import Classifier, Failure
 from catbreed_desktop.core.errors import CatBreedError, UsageError, error_line
-from catbreed_desktop.core.imaging import iter_photo_paths
 from catbreed_desktop.core.personal import PersonalLayer
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.program import SOME_FAILED
@@ -116,10 +116,7 @@ def run_sort(args: argparse.Namespace) -> int:
         print(f"{PROGRAM}: skipped folder, left untouched: {printable(folder)}: {reason}", file=sys.stderr)
         unreadable.append((folder, reason))
 
-    found = iter_photo_paths(args.sources, recursive=args.recursive, on_error=unreadable_folder)
-    if not found:
-        hint = "" if args.recursive else " (use --recursive to look into sub-folders)"
-        raise UsageError(f"no photos found in {', '.join(map(printable, args.sources))}{hint}")
+    found = find_photos(args.sources, args.recursive, on_error=unreadable_folder)
     _warn_if_interrupted()
 
     classifier = open_classifier(args, top_k=3)
@@ -240,7 +237,7 @@ def _classify(
         raise stopped from None
     finally:
         classifier.close()
-    progress.finish()
+    progress.finish(read=len(items))
     return items, unreadable, personal
 
 

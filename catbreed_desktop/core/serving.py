@@ -42,6 +42,7 @@ from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
 from catbreed_desktop.core.errors import CatBreedError
 from catbreed_desktop.core.imaging import Preprocessing
+from catbreed_desktop.core.install_hints import new_environment_command
 from catbreed_desktop.core.ood import OodDetector
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,6 @@ EXIT_TIMEOUT_S = 10
 # Room beyond the exact range of normalised pixels, as a share of that range: a client resizing in
 # float (bicubic overshoots a little at sharp edges) is still served.
 PIXEL_MARGIN = 0.1
-SERVE_INSTALL_HINT = (
-    "install the serving extra in an environment of its own (it needs numpy < 2): "
-    "python -m venv serve-env && serve-env/bin/pip install 'catbreed-desktop[cpu,serve]'"
-)
 
 
 def embedding_size(bundle: ModelBundle) -> int | None:
@@ -239,7 +236,10 @@ def serve(
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
     except ImportError as error:
-        raise EngineUnavailable(f"nvidia-pytriton is not installed ({error}); {SERVE_INSTALL_HINT}") from None
+        raise EngineUnavailable(
+            f"nvidia-pytriton is not installed ({error}); install the serving extra in an environment of "
+            f"its own (it needs numpy < 2): {new_environment_command('serve-env', 'cpu,serve')}"
+        ) from None
 
     os.environ["LD_LIBRARY_PATH"] = python_library_path()  # inherited by tritonserver and its stubs
     size = bundle.preprocessing.size

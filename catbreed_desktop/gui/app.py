@@ -86,9 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from catbreed_desktop.core.paths import app_icon_path
     from catbreed_desktop.gui import APP_TITLE
     from catbreed_desktop.gui.main_window import MainWindow
-    from catbreed_desktop.gui.platform_check import explain, missing_xcb_libraries
+    from catbreed_desktop.gui.platform_check import explain, missing_xcb_libraries, no_display_reason
 
     existing = QApplication.instance()
+    if existing is None and (reason := no_display_reason()):
+        print(f"catbreed-desktop: {reason}", file=sys.stderr)  # Qt would abort, blaming a library
+        return 1
     if existing is None and (missing := missing_xcb_libraries()):
         print(explain(missing), file=sys.stderr)  # Qt would abort, naming the wrong library
         return 1

@@ -1,4 +1,7 @@
-"""Why Qt's X11 (xcb) platform plugin cannot load, said before Qt aborts with a misleading message.
+"""Why the window cannot open on Linux, said before Qt aborts with a misleading message.
+
+Without a display at all (over ssh, DISPLAY and WAYLAND_DISPLAY unset) Qt still tries its X11
+plugin and aborts with the same misleading message as below: `no_display_reason` says so first.
 
 On a stock Debian or Ubuntu the xcb plugin of the PySide6 wheels needs system libraries that are
 often missing (libxcb-icccm4, libxcb-keysyms1, libxcb-cursor0, ...). Qt then prints only that
@@ -57,6 +60,26 @@ def uses_xcb(environment: Mapping[str, str]) -> bool:
     if platform:
         return platform.split(":")[0] == "xcb"  # "wayland;xcb" and the like have a fallback
     return not (environment.get("WAYLAND_DISPLAY") and environment.get("XDG_SESSION_TYPE") == "wayland")
+
+
+# Platforms that show windows on a display server; the others (offscreen, vnc, eglfs...) need none.
+DISPLAY_PLATFORMS = frozenset({"xcb", "wayland", "wayland-egl"})
+
+
+def no_display_reason(environment: Mapping[str, str] = os.environ) -> str | None:
+    """Why there is no display for the window here, as one line; None when there may be one."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if environment.get("DISPLAY") or environment.get("WAYLAND_DISPLAY"):
+        return None
+    # QT_QPA_PLATFORM: "offscreen", "xcb:option", or a fallback list such as "wayland;xcb".
+    asked = {part.split(":")[0].strip() for part in environment.get("QT_QPA_PLATFORM", "").split(";")} - {""}
+    if asked - DISPLAY_PLATFORMS:
+        return None
+    return (
+        "no display: neither DISPLAY nor WAYLAND_DISPLAY is set, so the window has nowhere to show "
+        "(over ssh, connect with `ssh -X`; the `catbreed` command needs no display)"
+    )
 
 
 def run_ldd(library: Path) -> str:

@@ -42,8 +42,7 @@ from catbreed_desktop.core.engines.names import (
     TENSORRT_RTX,
     TRITON,
 )
-
-CPU_INSTALL_HINT = "pip install 'catbreed-desktop[cpu]' (or [gpu] for ONNX Runtime CUDA)"
+from catbreed_desktop.core.install_hints import install_extra_command
 
 
 @dataclass(frozen=True)
@@ -214,7 +213,7 @@ def _cuda_info(bundle: ModelBundle) -> EngineInfo:
     try:
         reason = onnx_runtime.cuda_unavailable_reason()
     except ImportError as error:
-        reason = f"ONNX Runtime is not installed ({error}); {onnx_runtime.CUDA_INSTALL_HINT}"
+        reason = f"ONNX Runtime is not installed ({error}); {onnx_runtime.cuda_install_hint()}"
     if reason:
         return replace(info, reason=reason)
     # Whether a GPU answers is only known once a session starts (check).
@@ -228,7 +227,10 @@ def _cpu_info(bundle: ModelBundle, precision: str) -> EngineInfo:
         # One thread: only the providers are wanted, and a session opens in a fraction of a second.
         engine = onnx_runtime.OnnxRuntimeEngine(bundle, CPU, threads=1)
     except ImportError as error:
-        return replace(info, reason=f"ONNX Runtime is not installed ({error}); {CPU_INSTALL_HINT}")
+        return replace(
+            info,
+            reason=f"ONNX Runtime is not installed ({error}); {install_extra_command('cpu')} (or [gpu] for ONNX Runtime CUDA)",
+        )
     except (BundleError, EngineUnavailable) as error:
         return replace(info, reason=str(error))
     with engine:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -37,9 +38,11 @@ from typing import Any
 
 import numpy as np
 
+from catbreed_desktop import TELEMETRY_VARIABLE
 from catbreed_desktop.core.bundle import INPUT_NAME, BundleError, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch, check_outputs
 from catbreed_desktop.core.engines.names import CPU, CUDA, ENGINE_TITLES
+from catbreed_desktop.core.install_hints import replace_package_command
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,6 @@ PROVIDER_NAMES = {device: ENGINE_TITLES[device] for device in (CUDA, CPU)}
 # "bundle" is the bundle's model file as shipped; "fp32" and "fp16" are graphs derived from it.
 GRAPHS = ("bundle", "fp32", "fp16")
 DEFAULT_GRAPHS = {CUDA: "fp16", CPU: "bundle"}
-CUDA_INSTALL_HINT = "install onnxruntime-gpu instead of onnxruntime: pip install 'catbreed-desktop[gpu]'"
 # ORT's own log level 3 = errors only: its warnings about a missing provider are what we report.
 _ORT_ERRORS_ONLY = 3
 # Element types (as ORT's profiler names them) whose tensors are the model's arithmetic, not its
@@ -57,10 +59,23 @@ _ORT_ERRORS_ONLY = 3
 _FLOAT_TYPES = frozenset({"float", "float16", "double", "bfloat16"})
 
 
-def cuda_provider_installed() -> bool:
-    """True when the installed onnxruntime build offers CUDA (the onnxruntime-gpu package)."""
+def cuda_install_hint() -> str:
+    """How to get ONNX Runtime with CUDA here: onnxruntime and onnxruntime-gpu install the same module."""
+    return f"install onnxruntime-gpu instead of onnxruntime: {replace_package_command('onnxruntime', 'gpu')}"
+
+
+def import_onnxruntime() -> Any:
+    """The onnxruntime module, with its telemetry events off (see `catbreed_desktop.TELEMETRY_VARIABLE`)."""
     import onnxruntime
 
+    if os.environ.get(TELEMETRY_VARIABLE) != "0":
+        onnxruntime.disable_telemetry_events()
+    return onnxruntime
+
+
+def cuda_provider_installed() -> bool:
+    """True when the installed onnxruntime build offers CUDA (the onnxruntime-gpu package)."""
+    onnxruntime = import_onnxruntime()
     return CUDA_PROVIDER in onnxruntime.get_available_providers()
 
 
@@ -68,7 +83,7 @@ def cuda_unavailable_reason() -> str | None:
     """Why ONNX Runtime CUDA cannot even be tried here, in the engine's words; None when it can."""
     if cuda_provider_installed():
         return None
-    return f"ONNX Runtime CUDA is not available: the installed onnxruntime has no CUDA provider ({CUDA_INSTALL_HINT})"
+    return f"ONNX Runtime CUDA is not available: the installed onnxruntime has no CUDA provider ({cuda_install_hint()})"
 
 
 @lru_cache(maxsize=16)
@@ -191,7 +206,7 @@ class OnnxRuntimeEngine(Engine):
         if graph not in GRAPHS:
             raise ValueError(f"unknown graph {graph!r}; use one of {', '.join(GRAPHS)}")
         verify_placement = device == CUDA if verify_placement is None else verify_placement
-        import onnxruntime
+        onnxruntime = import_onnxruntime()
 
         if device == CUDA and (reason := cuda_unavailable_reason()):
             raise EngineUnavailable(reason)

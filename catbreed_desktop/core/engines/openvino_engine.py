@@ -30,8 +30,8 @@ from catbreed_desktop.core import paths
 from catbreed_desktop.core.bundle import INPUT_NAME, LOGITS_NAME, BundleError, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch, check_outputs
 from catbreed_desktop.core.engines.names import ENGINE_TITLES, OPENVINO
+from catbreed_desktop.core.install_hints import install_extra_command
 
-INSTALL_HINT = "pip install 'catbreed-desktop[openvino]'"
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 DEFAULT_HINT = "latency"
 DEVICE = "CPU"
@@ -45,7 +45,7 @@ def load_openvino(import_module: ImportModule = importlib.import_module) -> Any:
         return import_module("openvino")
     except (ImportError, OSError) as error:
         raise EngineUnavailable(
-            f"OpenVINO is not installed or cannot load ({error}); {INSTALL_HINT}"
+            f"OpenVINO is not installed or cannot load ({error}); {install_extra_command('openvino')}"
         ) from None
 
 

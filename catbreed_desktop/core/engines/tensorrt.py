@@ -34,15 +34,13 @@ from catbreed_desktop.core.bundle import INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch
 from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE, ENGINE_TITLES, TENSORRT
 from catbreed_desktop.core.files import atomic_write_bytes, atomic_write_text, sha256_file
+from catbreed_desktop.core.install_hints import install_extra_command
 
 log = logging.getLogger(__name__)
 
 MIN_TENSORRT_MAJOR = 10
 DEFAULT_MAX_BATCH = 32
 WORKSPACE_BYTES = 2 << 30
-INSTALL_HINT = (
-    "pip install 'catbreed-desktop[tensorrt]' (TensorRT 10+ and cuda-python; NVIDIA GPU and driver)"
-)
 
 ImportModule = Callable[[str], ModuleType]
 
@@ -63,13 +61,17 @@ class TensorRTToolkit:
         return self.trt.Logger(self.trt.Logger.WARNING)
 
 
+def install_hint() -> str:
+    return f"{install_extra_command('tensorrt')} (TensorRT 10+ and cuda-python; NVIDIA GPU and driver)"
+
+
 def load_toolkit(import_module: ImportModule = importlib.import_module) -> TensorRTToolkit:
     """Import TensorRT and cuda-python and find a GPU, or raise `EngineUnavailable` saying what is missing."""
     try:
         trt = import_module("tensorrt")
     except (ImportError, OSError) as error:
         raise EngineUnavailable(
-            f"TensorRT is not installed or cannot load ({error}); {INSTALL_HINT}"
+            f"TensorRT is not installed or cannot load ({error}); {install_hint()}"
         ) from None
     version = str(getattr(trt, "__version__", "0"))
     major = version.split(".")[0]
@@ -95,7 +97,7 @@ def _import_cudart(import_module: ImportModule) -> Any:
             return import_module(name)
         except (ImportError, OSError):
             continue
-    raise EngineUnavailable(f"cuda-python is not installed, TensorRT cannot get GPU memory; {INSTALL_HINT}")
+    raise EngineUnavailable(f"cuda-python is not installed, TensorRT cannot get GPU memory; {install_hint()}")
 
 
 def _failed(cudart: Any, error: Any) -> bool:

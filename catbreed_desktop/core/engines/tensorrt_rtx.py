@@ -37,9 +37,15 @@ from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
 from catbreed_desktop.core.engines.names import ENGINE_TITLES, TENSORRT_RTX
 from catbreed_desktop.core.engines.onnx_runtime import OnnxRuntimeEngine
 from catbreed_desktop.core.files import sha256_file
+from catbreed_desktop.core.install_hints import install_extra_command
 
 PLUGIN_MODULE = "onnxruntime_ep_nv_tensorrt_rtx"
-INSTALL_HINT = "pip install 'catbreed-desktop[tensorrt-rtx]' (onnxruntime 1.24+ and an NVIDIA RTX-class GPU, Ampere or newer)"
+
+
+def install_hint() -> str:
+    return f"{install_extra_command('tensorrt-rtx')} (onnxruntime 1.24+ and an NVIDIA RTX-class GPU, Ampere or newer)"
+
+
 MIN_ONNXRUNTIME = (1, 24)
 DEFAULT_MAX_BATCH = 32
 MIN_COMPUTE_CAPABILITY = (8, 0)  # Ampere
@@ -134,7 +140,7 @@ def load_plugin(
     try:
         ort = import_module("onnxruntime")
     except ImportError as error:
-        raise EngineUnavailable(f"ONNX Runtime is not installed ({error}); {INSTALL_HINT}") from None
+        raise EngineUnavailable(f"ONNX Runtime is not installed ({error}); {install_hint()}") from None
     version = str(getattr(ort, "__version__", "0"))
     if _version_tuple(version) < MIN_ONNXRUNTIME or not hasattr(ort, "register_execution_provider_library"):
         raise EngineUnavailable(
@@ -145,7 +151,7 @@ def load_plugin(
         plugin = import_module(PLUGIN_MODULE)
     except (ImportError, OSError) as error:
         raise EngineUnavailable(
-            f"TensorRT for RTX is not installed or cannot load ({error}); {INSTALL_HINT}"
+            f"TensorRT for RTX is not installed or cannot load ({error}); {install_hint()}"
         ) from None
     ep_name = str(plugin.get_ep_name())
     with _register_lock:

@@ -21,7 +21,7 @@ outputs can take: `reply_limit`), over HTTP by `kserve_http` and over gRPC by th
 
 HTTP goes through the standard library (`kserve_http`: tritonclient's HTTP client runs on gevent,
 which crashes a Qt app when a thread that used it ends); gRPC through tritonclient, imported only
-when such an engine starts (`pip install 'catbreed-desktop[triton]'`).
+when such an engine starts (the `triton` extra, `install_hints.install_extra_command`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_
 from catbreed_desktop.core.engines.kserve_http import JSON_REPLY_LIMIT, KServeHttpClient
 from catbreed_desktop.core.engines.names import ENGINE_TITLES, TRITON
 from catbreed_desktop.core.errors import CatBreedError
+from catbreed_desktop.core.install_hints import install_extra_command
 from catbreed_desktop.core.serving import (
     METADATA_VERSION,
     MODEL_NAME,
@@ -53,7 +54,6 @@ from catbreed_desktop.core.serving import (
     embedding_size,
 )
 
-INSTALL_HINT = "pip install 'catbreed-desktop[triton]'"
 DEFAULT_PORTS = {"http": 8000, "https": 8000, "grpc": 8001, "grpcs": 8001}
 DEFAULT_REQUEST_SIZE = 8
 DEFAULT_IN_FLIGHT = 4
@@ -368,7 +368,7 @@ def _import_grpc_client() -> Any:
         import tritonclient.grpc as module
     except ImportError as error:
         raise EngineUnavailable(
-            f"the Triton engine over gRPC needs tritonclient, which is not installed ({error}); {INSTALL_HINT}"
+            f"the Triton engine over gRPC needs tritonclient, which is not installed ({error}); {install_extra_command('triton')}"
         ) from None
     return module
 
