@@ -3,8 +3,9 @@
 pytriton needs numpy < 2 and the dev environment has numpy 2, so the server runs from a separate
 virtual environment with `pip install -e <checkout>[cpu,serve]`. It is built once per machine and
 kept in `~/.cache/catbreed-test-venvs/<key>` (or $CATBREED_SERVE_VENVS), the key being a hash of
-pyproject.toml and the Python version: an editable install follows code changes by itself, and a
-change to the dependencies makes a new one. Building takes about a minute with a warm pip cache.
+the checkout's path, pyproject.toml and the Python version: an editable install follows code
+changes by itself, a change to the dependencies makes a new one, and another checkout (a worktree,
+CI's clone) never runs this one's code. Building takes about a minute with a warm pip cache.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def serve_unsupported_reason() -> str | None:
 
 
 def venv_folder() -> Path:
-    key = hashlib.sha256((CHECKOUT / "pyproject.toml").read_bytes() + sys.version.encode()).hexdigest()[:16]
+    identity = (
+        str(CHECKOUT.resolve()).encode() + (CHECKOUT / "pyproject.toml").read_bytes() + sys.version.encode()
+    )
+    key = hashlib.sha256(identity).hexdigest()[:16]
     root = Path(os.environ.get("CATBREED_SERVE_VENVS", Path.home() / ".cache" / "catbreed-test-venvs"))
     return root / f"serve-py{sys.version_info[0]}{sys.version_info[1]}-{key}"
 

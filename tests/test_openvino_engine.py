@@ -26,6 +26,7 @@ from catbreed_desktop.core.engines import tensorrt as tensorrt_engine
 from catbreed_desktop.core.engines.base import Engine
 from catbreed_desktop.core.engines.names import CPU_ENGINES, ENGINE_NAMES, OPENVINO
 from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
+from catbreed_desktop.core.install_hints import install_extra_command
 
 
 def unavailable(message: str):
@@ -58,7 +59,7 @@ def test_a_missing_openvino_is_refused_in_one_line_naming_the_extra():
     with pytest.raises(EngineUnavailable) as refused:
         openvino_engine.load_openvino(no_openvino)
     message = str(refused.value)
-    assert "OpenVINO is not installed" in message and "catbreed-desktop[openvino]" in message
+    assert "OpenVINO is not installed" in message and install_extra_command("openvino") in message
     assert "\n" not in message
 
 

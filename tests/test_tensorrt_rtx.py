@@ -24,6 +24,7 @@ from catbreed_desktop.core.engines.inventory import list_engines
 from catbreed_desktop.core.engines.names import ENGINE_NAMES, GPU_ENGINES
 from catbreed_desktop.core.engines.tensorrt_rtx import NvidiaGpu, load_plugin
 from catbreed_desktop.core.files import sha256_file
+from catbreed_desktop.core.install_hints import install_extra_command
 
 EP = "NvTensorRTRTXExecutionProvider"
 GPU = "NVIDIA GeForce RTX 4090"
@@ -107,7 +108,7 @@ def test_plugin_not_installed_names_the_extra():
     with pytest.raises(EngineUnavailable) as refused:
         load_plugin(importer(FakeOrt(), plugin=None), find_gpus=no_gpus)
     assert "TensorRT for RTX is not installed" in str(refused.value)
-    assert "catbreed-desktop[tensorrt-rtx]" in str(refused.value)
+    assert install_extra_command("tensorrt-rtx") in str(refused.value)
 
 
 def test_onnxruntime_too_old_for_plugins_is_refused_before_importing_the_plugin():
