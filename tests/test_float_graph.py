@@ -28,7 +28,6 @@ from onnxruntime.quantization import (
 from catbreed_desktop.core import paths
 from catbreed_desktop.core.bundle import BundleError, ModelBundle, load_bundle, sha256_file
 from catbreed_desktop.core.engines import create_engine
-from catbreed_desktop.core.engines import float_graph as fg
 from catbreed_desktop.core.engines.float_graph import (
     QUANTIZED_OP_TYPES,
     UnsupportedQuantization,
@@ -36,7 +35,8 @@ from catbreed_desktop.core.engines.float_graph import (
     float_graph_path,
     to_float16,
 )
-from catbreed_desktop.core.imaging import Preprocessing, load_and_preprocess
+from catbreed_desktop.core.engines.float_graph import dequantize as fg
+from catbreed_desktop.core.photos import Preprocessing, load_and_preprocess
 
 SIZE = 8
 LABELS = ("a", "b", "c", "d", "e")

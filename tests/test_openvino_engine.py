@@ -25,7 +25,7 @@ from catbreed_desktop.core.engines import (
 from catbreed_desktop.core.engines import tensorrt as tensorrt_engine
 from catbreed_desktop.core.engines.base import Engine
 from catbreed_desktop.core.engines.names import CPU_ENGINES, ENGINE_NAMES, OPENVINO
-from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
+from catbreed_desktop.core.photos import load_and_preprocess, stack_batch
 
 
 def unavailable(message: str):

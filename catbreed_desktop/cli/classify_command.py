@@ -37,7 +37,7 @@ from catbreed_desktop.cli.common import (
 )
 from catbreed_desktop.core.classify import Failure, Prediction
 from catbreed_desktop.core.errors import CatBreedError, UsageError
-from catbreed_desktop.core.imaging import iter_photo_paths
+from catbreed_desktop.core.photos import iter_photo_paths
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.program import SOME_FAILED, positive_int
 

@@ -24,7 +24,7 @@ from catbreed_desktop.core.bundle import (
 from catbreed_desktop.core.classify import Classifier
 from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
 from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, TRITON, Preference, as_preference
-from catbreed_desktop.core.engines.triton_client import DEFAULT_TIMEOUT_S as DEFAULT_SERVER_TIMEOUT_S
+from catbreed_desktop.core.engines.triton.client import DEFAULT_TIMEOUT_S as DEFAULT_SERVER_TIMEOUT_S
 from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.program import positive_int

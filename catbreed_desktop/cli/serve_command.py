@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from catbreed_desktop.cli.common import PROGRAM, open_bundle
-from catbreed_desktop.core import serve_watchdog, serving
 from catbreed_desktop.core.engines import create_engine
 from catbreed_desktop.core.engines.names import AUTO, ENGINE_NAMES
+from catbreed_desktop.core.engines.triton import server as serving
+from catbreed_desktop.core.engines.triton import watchdog as serve_watchdog
 from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.paths import MODEL_ENV, default_model_dir
 from catbreed_desktop.core.program import positive_int

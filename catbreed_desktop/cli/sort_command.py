@@ -28,7 +28,7 @@ from catbreed_desktop.cli.common import (
 )
 from catbreed_desktop.core.classify import Classifier, Failure
 from catbreed_desktop.core.errors import CatBreedError, UsageError, error_line
-from catbreed_desktop.core.imaging import iter_photo_paths
+from catbreed_desktop.core.photos import iter_photo_paths
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.program import SOME_FAILED
 from catbreed_desktop.core.sorting import (

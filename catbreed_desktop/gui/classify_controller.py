@@ -139,7 +139,7 @@ def classify_in_batches(classifier: PhotoClassifier, paths: Sequence[Path], cont
 
 def scan_inputs(inputs: Sequence[Path], recursive: bool, context: TaskContext) -> tuple[list[Path], Problems]:
     """The photos in `inputs` (files, folders), and a problem for each input that could not be read."""
-    from catbreed_desktop.core.imaging import iter_photo_paths
+    from catbreed_desktop.core.photos import iter_photo_paths
 
     found: list[Path] = []
     problems: Problems = []

@@ -24,8 +24,8 @@ from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEve
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
 
 from catbreed_desktop.core.errors import error_line
-from catbreed_desktop.core.imaging import PHOTO_SUFFIXES
 from catbreed_desktop.core.paths import default_model_dir
+from catbreed_desktop.core.photos import PHOTO_SUFFIXES
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.settings import Settings, SettingsError, read_settings, save_settings
 from catbreed_desktop.core.sorting import SortPlan, UndoPreview
@@ -44,7 +44,7 @@ from catbreed_desktop.gui.photo_model import (
     filter_counts,
     show_breed,
 )
-from catbreed_desktop.gui.review import ReviewController
+from catbreed_desktop.gui.review_controller import ReviewController
 from catbreed_desktop.gui.sort_controller import SortController, SortPreview, preview_sort, sort_items
 from catbreed_desktop.gui.sort_dialog import SortDialog
 from catbreed_desktop.gui.status_bar import StatusWidgets

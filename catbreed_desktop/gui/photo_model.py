@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 
-from catbreed_desktop.core.sorting.names import NOT_CAT_FOLDER, UNSURE_FOLDER
+from catbreed_desktop.core.sorting.folder_names import NOT_CAT_FOLDER, UNSURE_FOLDER
 
 # The filter and caption texts are the names of the folders those photos are sorted into.
 NOT_CAT_TEXT = NOT_CAT_FOLDER

@@ -47,7 +47,7 @@ def make_thumbnail(path: Path, size: int, cache_folder: Path | None) -> QImage:
         image = QImage(str(cached))
         if not image.isNull():
             return image
-    from catbreed_desktop.core.imaging import load_photo  # numpy and PIL stay out of start-up
+    from catbreed_desktop.core.photos import load_photo  # numpy and PIL stay out of start-up
 
     photo = load_photo(path)
     photo.thumbnail((size, size))

@@ -79,7 +79,7 @@ def create_engine(
     if preference == TRITON:
         if not server:
             raise EngineUnavailable("the Triton engine needs the server's URL (--server http://HOST:PORT)")
-        from catbreed_desktop.core.engines.triton_client import TritonEngine
+        from catbreed_desktop.core.engines.triton.client import TritonEngine
 
         if server_timeout is None:
             return TritonEngine(bundle, server)

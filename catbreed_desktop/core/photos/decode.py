@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-# Re-exported: a decoding process replaces it with the budget its pool shares (core/decode_pool.py).
-from catbreed_desktop.core.decode_budget import DECODE_BUDGET as DECODE_BUDGET
 from catbreed_desktop.core.errors import CatBreedError
-from catbreed_desktop.core.jpeg_structure import count_jpeg_scans, jpeg_coefficient_bytes
+
+# Re-exported: a decoding process replaces it with the budget its pool shares (core/decode_pool.py).
+from catbreed_desktop.core.photos.decode_budget import DECODE_BUDGET as DECODE_BUDGET
+from catbreed_desktop.core.photos.jpeg_structure import count_jpeg_scans, jpeg_coefficient_bytes
 
 try:  # HEIC/HEIF support is optional at run time but a declared dependency (pi-heif: libheif's decoder).
     import pi_heif

@@ -41,8 +41,8 @@ import numpy as np
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
 from catbreed_desktop.core.errors import CatBreedError
-from catbreed_desktop.core.imaging import Preprocessing
 from catbreed_desktop.core.ood import OodDetector
+from catbreed_desktop.core.photos import Preprocessing
 
 log = logging.getLogger(__name__)
 
