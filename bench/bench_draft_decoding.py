@@ -27,7 +27,7 @@ from _common import (
 
 from catbreed_desktop.core.bundle import load_bundle
 from catbreed_desktop.core.engines import create_engine
-from catbreed_desktop.core.photos import decode, load_and_preprocess, stack_batch
+from catbreed_desktop.core.photos import decode, load_and_preprocess, preprocess, stack_batch
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -74,7 +74,7 @@ def draft_check(args: argparse.Namespace) -> int:
             for decoding in decodings:
                 began = time.perf_counter()
                 if decoding == "full":  # no draft, no box reduction: the whole image, then the resize
-                    arrays[decoding] = [decode.preprocess(decode.load_photo(path), spec) for path in chunk]
+                    arrays[decoding] = [preprocess(decode.load_photo(path), spec) for path in chunk]
                 else:
                     decode.JPEG_DRAFT_GAP = int(decoding.split()[1])
                     arrays[decoding] = [load_and_preprocess(path, spec) for path in chunk]

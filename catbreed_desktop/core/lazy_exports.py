@@ -7,20 +7,22 @@ light submodule (the photo formats, the engine names) as slow to import as the h
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
-def lazy_exports(package: str, homes: Mapping[str, str]) -> Callable[[str], Any]:
-    """A module `__getattr__` for `package` that finds each name of `homes` in its submodule.
-
-    `homes` maps a public name to the submodule (relative to `package`) that defines it.
+def lazy_exports(package: str, names: Sequence[str], submodules: Sequence[str]) -> Callable[[str], Any]:
+    """A module `__getattr__` for `package` that finds each of `names` in the first of `submodules`
+    (relative to `package`) that has it; list the cheap submodules first, since each one tried is imported.
     """
+    exported = frozenset(names)
 
     def __getattr__(name: str) -> Any:
-        home = homes.get(name)
-        if home is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{package}.{home}"), name)
+        if name in exported:
+            for submodule in submodules:
+                module = importlib.import_module(f"{package}.{submodule}")
+                if hasattr(module, name):
+                    return getattr(module, name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
