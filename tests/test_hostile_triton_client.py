@@ -29,8 +29,8 @@ from catbreed_desktop.core.engines.triton.client import (
     grpc_channel_args,
     reply_limit,
 )
+from catbreed_desktop.core.engines.triton.contract import MODEL_NAME, model_parameters
 from catbreed_desktop.core.engines.triton.kserve_http import HEADER_LENGTH, KServeError, KServeHttpClient
-from catbreed_desktop.core.engines.triton.server import MODEL_NAME, model_parameters
 
 # A hostile server that the client failed to cut off would hang the test: fail it instead.
 pytestmark = pytest.mark.timeout(60)

@@ -12,7 +12,7 @@ import pytest
 from catbreed_desktop.cli.main import main
 from catbreed_desktop.core.engines import EngineUnavailable
 from catbreed_desktop.core.engines.triton.client import TritonEngine, model_mismatches, parse_server_url
-from catbreed_desktop.core.engines.triton.server import model_parameters
+from catbreed_desktop.core.engines.triton.contract import model_parameters
 
 
 @pytest.mark.parametrize(

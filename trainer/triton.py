@@ -16,7 +16,7 @@ from pathlib import Path
 from google.protobuf.text_encoding import CEscape
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, load_bundle
-from catbreed_desktop.core.engines.triton.server import embedding_size, model_parameters
+from catbreed_desktop.core.engines.triton.contract import embedding_size, model_parameters
 
 LABELS_FILE = "labels.txt"
 
