@@ -35,7 +35,7 @@ from catbreed_desktop.core.engines.float_graph import (
     float_graph_path,
     to_float16,
 )
-from catbreed_desktop.core.engines.float_graph import dequantize as fg
+from catbreed_desktop.core.engines.float_graph import cache as fg
 from catbreed_desktop.core.photos import Preprocessing, load_and_preprocess
 
 SIZE = 8

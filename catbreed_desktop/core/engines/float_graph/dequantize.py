@@ -1,4 +1,4 @@
-"""Float graphs for the GPU engines, derived from a bundle's int8 model and cached on disk.
+"""int8 -> float: a bundle's quantized model as the float graph its weights describe.
 
 Two int8 forms exist. Bundles exported now are statically quantized in QDQ form
 (onnxruntime's `quantize_static`): int8 weights behind DequantizeLinear, and activations rounded
@@ -7,55 +7,34 @@ dynamically quantized (`quantize_dynamic`): every linear layer is DynamicQuantiz
 MatMulInteger/ConvInteger -> Cast -> Mul(scale). Neither suits a GPU: the integer ops have no
 CUDA kernels, so ONNX Runtime CUDA runs them on the CPU with a memcpy around each, and TensorRT
 cannot parse them at all (it would take QDQ, but as its own int8 engine, not the fp16 one the app
-builds). This module owns the float graph the GPU engines run instead:
+builds).
 
-* `dequantize_model` folds each weight DequantizeLinear into a float initializer and removes the
-  activation pairs (QDQ), and rewrites each dynamic pattern back to MatMul/Conv on the
-  dequantized weights, W = (Wq - Wzp) * Wscale, keeping every other node, the opsets and the
-  graph inputs and outputs. The weights stay exactly the ones the CPU engine uses; only the
-  activations are no longer rounded to 8 bits.
-* `to_float16` turns a float graph into fp16 weights and compute, with float32 inputs and outputs
-  and the numerically sensitive ops (LayerNormalization, Softmax, reductions) left in float32
-  behind casts.
-* `float_graph_path` derives the graph once per bundle and precision and caches it under
-  `cache_dir()/float-graphs/` with a JSON sidecar recording the checksums of the source model and
-  of the derived file, as the TensorRT engine cache does; anything that does not match is rebuilt.
-
-Deriving instead of shipping keeps `models/` small: the fp32 graph alone is about 90 MB.
+`dequantize_model` folds each weight DequantizeLinear into a float initializer and removes the
+activation pairs (QDQ), and rewrites each dynamic pattern back to MatMul/Conv on the dequantized
+weights, W = (Wq - Wzp) * Wscale, keeping every other node, the opsets and the graph inputs and
+outputs. The weights stay exactly the ones the CPU engine uses; only the activations are no
+longer rounded to 8 bits.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import hashlib
-import json
-import logging
-import shutil
-import tempfile
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from catbreed_desktop.core import paths
-from catbreed_desktop.core.bundle import BundleError, ModelBundle
+from catbreed_desktop.core.engines.float_graph.onnx_edit import (
+    all_names,
+    all_nodes,
+    remove_where,
+    replace,
+    subgraphs,
+    unique_name,
+)
 from catbreed_desktop.core.errors import CatBreedError
-from catbreed_desktop.core.files import atomic_write_bytes, atomic_write_text, sha256_file
-
-log = logging.getLogger(__name__)
-
-# Bump whenever the derived graph for the same source model would change; cached files of other
-# versions are then rebuilt (and the older file of the same model and precision removed).
-DERIVATION_VERSION = 1
-PRECISIONS = ("fp16", "fp32")
-CACHE_FOLDER = "float-graphs"
 
 # Op types that compute on integers or (de)quantize; none of them may survive `dequantize_model`.
 QUANTIZED_OP_TYPES = frozenset(
@@ -77,36 +56,6 @@ QUANTIZED_OP_TYPES = frozenset(
     }
 )
 
-# Kept in float32 by `to_float16`: mean/variance reductions and exponentials overflow or lose
-# too much in fp16 (DINOv2's residual stream has channels in the hundreds, whose squares exceed
-# fp16's 65504). Erf is not here on purpose: it is bounded by 1, so fp16 loses nothing that
-# matters, and casts around it would stop ONNX Runtime fusing Div-Erf-Add-Mul-Mul into one Gelu.
-DEFAULT_KEEP_FP32_OPS = (
-    "LayerNormalization",
-    "Softmax",
-    "LogSoftmax",
-    "ReduceMean",
-    "ReduceSum",
-    "ReduceSumSquare",
-    "ReduceL2",
-    "ReduceLogSumExp",
-    "Pow",
-    "Sqrt",
-    "Exp",
-    "Log",
-    "GroupNormalization",
-    "InstanceNormalization",
-    "BatchNormalization",
-)
-
-# Inputs that the ONNX spec types as float32 whatever the data type is (Resize's `scales`).
-_FLOAT32_ONLY_INPUTS = {"Resize": (2,)}
-
-# Ops that read only the shape of their input, whatever its type: no Cast is needed in front.
-_ANY_TYPE_READERS = frozenset({"Shape", "Size"})
-
-_FP16_MAX = float(np.finfo(np.float16).max)
-
 
 class UnsupportedQuantization(CatBreedError, ValueError):
     """A quantized node this module cannot turn back into float compute; the message names it.
@@ -117,11 +66,7 @@ class UnsupportedQuantization(CatBreedError, ValueError):
 
 def has_quantized_ops(model: onnx.ModelProto) -> bool:
     """True when any node of the model (subgraphs included) is an integer/quantization op."""
-    return any(node.op_type in QUANTIZED_OP_TYPES for node in _all_nodes(model.graph))
-
-
-# ---------------------------------------------------------------------------------------------
-# int8 -> float
+    return any(node.op_type in QUANTIZED_OP_TYPES for node in all_nodes(model.graph))
 
 
 @dataclass(frozen=True)
@@ -163,7 +108,7 @@ def dequantize_model(model: onnx.ModelProto) -> onnx.ModelProto:
     result.CopyFrom(model)
     graph = result.graph
     for node in graph.node:
-        inner = [n for sub in _subgraphs(node) for n in _all_nodes(sub) if n.op_type in QUANTIZED_OP_TYPES]
+        inner = [n for sub in subgraphs(node) for n in all_nodes(sub) if n.op_type in QUANTIZED_OP_TYPES]
         if inner:
             raise UnsupportedQuantization(
                 f"node {inner[0].name!r} ({inner[0].op_type}) sits in a subgraph of {node.name!r}; only "
@@ -173,7 +118,7 @@ def dequantize_model(model: onnx.ModelProto) -> onnx.ModelProto:
     _fold_qdq(graph)
     _rewrite_integer_patterns(graph)
 
-    leftover = [node for node in _all_nodes(graph) if node.op_type in QUANTIZED_OP_TYPES]
+    leftover = [node for node in all_nodes(graph) if node.op_type in QUANTIZED_OP_TYPES]
     if leftover:
         raise UnsupportedQuantization(
             f"node {leftover[0].name!r} ({leftover[0].op_type}) is in a quantized pattern that cannot be "
@@ -192,7 +137,7 @@ def _fold_qdq(graph: onnx.GraphProto) -> None:
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     producers = {output: node for node in graph.node for output in node.output if output}
     graph_outputs = {output.name for output in graph.output}
-    taken = _all_names(graph)
+    taken = all_names(graph)
 
     renamed: dict[str, str] = {}  # a DequantizeLinear's output -> the float tensor its readers now read
     replacements: dict[int, onnx.NodeProto] = {}  # id(DQ) -> an Identity, where the DQ wrote a graph output
@@ -207,7 +152,7 @@ def _fold_qdq(graph: onnx.GraphProto) -> None:
         if source in initializers:
             key = (source, *node.input[1:3], str(_axis(node)), str(_block_size(node)))
             if key not in folded:
-                folded[key] = _unique_name(source.removesuffix("_quantized") or source, taken)
+                folded[key] = unique_name(source.removesuffix("_quantized") or source, taken)
                 array = _dequantized_constant(node, initializers)
                 graph.initializer.append(numpy_helper.from_array(array, folded[key]))
             target = folded[key]
@@ -225,7 +170,7 @@ def _fold_qdq(graph: onnx.GraphProto) -> None:
         output = str(node.output[0])
         if output in graph_outputs:
             replacements[id(node)] = helper.make_node(
-                "Identity", [target], [output], name=_unique_name(f"{output}_float", taken)
+                "Identity", [target], [output], name=unique_name(f"{output}_float", taken)
             )
         else:
             renamed[output] = target
@@ -239,7 +184,7 @@ def _fold_qdq(graph: onnx.GraphProto) -> None:
             name = renamed[name]
         return name
 
-    for reader in _all_nodes(graph):
+    for reader in all_nodes(graph):
         for index, name in enumerate(reader.input):
             if name in renamed:
                 reader.input[index] = resolve(name)
@@ -337,7 +282,7 @@ def _rewrite_integer_patterns(graph: onnx.GraphProto) -> None:
         for name in node.input:
             consumers[name].append(node)
     graph_outputs = {output.name for output in graph.output}
-    taken = _all_names(graph)
+    taken = all_names(graph)
 
     replacements: dict[int, onnx.NodeProto] = {}  # id(output Mul) -> the float node in its place
     removed: set[int] = set()
@@ -349,7 +294,7 @@ def _rewrite_integer_patterns(graph: onnx.GraphProto) -> None:
         pattern = _match_integer_pattern(node, producers, consumers, initializers, graph_outputs)
         key = (node.op_type, pattern.weight, pattern.weight_zero_point, pattern.weight_scale)
         if key not in weights:
-            weights[key] = _unique_name(pattern.weight.removesuffix("_quantized") or pattern.weight, taken)
+            weights[key] = unique_name(pattern.weight.removesuffix("_quantized") or pattern.weight, taken)
             graph.initializer.append(
                 numpy_helper.from_array(_dequantized_weight(pattern, initializers), weights[key])
             )
@@ -357,7 +302,7 @@ def _rewrite_integer_patterns(graph: onnx.GraphProto) -> None:
             "MatMul" if node.op_type == "MatMulInteger" else "Conv",
             [pattern.activation, weights[key]],
             [pattern.output_mul.output[0]],
-            name=_unique_name((node.name or node.output[0]).removesuffix("_quant") + "_float", taken),
+            name=unique_name((node.name or node.output[0]).removesuffix("_quant") + "_float", taken),
         )
         if node.op_type == "ConvInteger":
             # ConvInteger's attributes (auto_pad, dilations, group, kernel_shape, pads, strides) are Conv's.
@@ -390,15 +335,15 @@ def _commit(
     } | graph_outputs
     orphaned = {name for node in graph.node if id(node) not in kept_ids for name in node.input} - read
     orphaned &= set(initializers)
-    _remove_where(graph.initializer, lambda tensor: tensor.name in orphaned)
-    _remove_where(graph.input, lambda value: value.name in orphaned)  # old models list weights as inputs
-    _replace(graph.node, nodes)
+    remove_where(graph.initializer, lambda tensor: tensor.name in orphaned)
+    remove_where(graph.input, lambda value: value.name in orphaned)  # old models list weights as inputs
+    replace(graph.node, nodes)
     live = {name for node in nodes for name in node.output} | read
-    _remove_where(graph.value_info, lambda value: value.name not in live)
+    remove_where(graph.value_info, lambda value: value.name not in live)
 
 
 def _nested(node: onnx.NodeProto) -> list[onnx.NodeProto]:
-    return [inner for sub in _subgraphs(node) for inner in _all_nodes(sub)]
+    return [inner for sub in subgraphs(node) for inner in all_nodes(sub)]
 
 
 def _match_integer_pattern(
@@ -526,406 +471,3 @@ def _drop_dead(
         if not dead:
             return nodes
         nodes = [node for node in nodes if id(node) not in dead]
-
-
-# ---------------------------------------------------------------------------------------------
-# float32 -> float16
-
-
-def to_float16(
-    model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_FP32_OPS
-) -> onnx.ModelProto:
-    """A copy of the float32 `model` computing in fp16, with float32 graph inputs and outputs.
-
-    Every float32 tensor becomes fp16 except those read or written by `keep_fp32_ops` nodes and by
-    nodes outside the default ONNX domain, which stay float32 behind Cast nodes (one Cast per
-    tensor and direction, shared by every reader, placed so the graph stays topologically
-    sorted). Weights read only by kept nodes stay float32. Finite weights beyond fp16's range are
-    clamped to +-65504 rather than becoming infinite.
-    """
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    graph = result.graph
-    for node in graph.node:
-        if _subgraphs(node):
-            raise ValueError(
-                f"node {node.name!r} ({node.op_type}) has a subgraph; to_float16 handles flat graphs only"
-            )
-    keep = frozenset(keep_fp32_ops)
-    types = _element_types(result)
-    initializers = {tensor.name: tensor for tensor in graph.initializer}
-    graph_outputs = {value.name for value in graph.output}
-    taken = _all_names(graph)
-    floats = {name for name, element in types.items() if element == TensorProto.FLOAT}
-
-    def in_fp16(node: onnx.NodeProto) -> bool:
-        return node.domain in ("", "ai.onnx") and node.op_type not in keep
-
-    def wanted(node: onnx.NodeProto, index: int) -> int:
-        if in_fp16(node) and index not in _FLOAT32_ONLY_INPUTS.get(node.op_type, ()):
-            return TensorProto.FLOAT16
-        return TensorProto.FLOAT
-
-    # The type each float tensor has in the new graph; graph inputs stay float32.
-    current: dict[str, int] = {name: TensorProto.FLOAT for name in floats}
-    # A float32 weight read only as fp16 becomes fp16; read both ways, it gets an fp16 twin.
-    readers: dict[str, set[int]] = defaultdict(set)
-    for node in graph.node:
-        for index, name in enumerate(node.input):
-            if name in initializers and name in floats:
-                readers[name].add(wanted(node, index))
-    twins: dict[str, str] = {}
-    for name, wants in readers.items():
-        if wants == {TensorProto.FLOAT16} and name not in graph_outputs:
-            _to_fp16_tensor(initializers[name])
-            current[name] = TensorProto.FLOAT16
-        elif TensorProto.FLOAT16 in wants:
-            twin = TensorProto()
-            twin.CopyFrom(initializers[name])
-            twin.name = twins[name] = _unique_name(f"{name}_fp16", taken)
-            _to_fp16_tensor(twin)
-            graph.initializer.append(twin)
-            current[twin.name] = TensorProto.FLOAT16
-
-    nodes: list[onnx.NodeProto] = []
-    casts: dict[tuple[str, int], str] = {}
-    renamed: dict[str, str] = {}  # fp16 graph outputs: the producer writes the new name, a Cast the old
-
-    def cast(name: str, target: int) -> str:
-        if (name, target) not in casts:
-            output = _unique_name(f"{name}_{'fp16' if target == TensorProto.FLOAT16 else 'fp32'}", taken)
-            nodes.append(
-                helper.make_node(
-                    "Cast", [name], [output], name=_unique_name(f"{output}_cast", taken), to=target
-                )
-            )
-            casts[(name, target)] = output
-        return casts[(name, target)]
-
-    for node in graph.node:
-        for index, name in enumerate(node.input):
-            name = renamed.get(name, name)
-            node.input[index] = name
-            if name not in current or node.op_type in _ANY_TYPE_READERS:
-                continue  # not a float tensor, an omitted optional input, or only its shape is read
-            target = wanted(node, index)
-            if target == TensorProto.FLOAT16 and name in twins:
-                name = twins[name]
-            node.input[index] = name if current[name] == target else cast(name, target)
-        fp16 = in_fp16(node)
-        if fp16:
-            _retype_attributes(node)
-        after: list[onnx.NodeProto] = []
-        for index, name in enumerate(node.output):
-            if name not in floats or not fp16:
-                continue
-            if name in graph_outputs:
-                inner = renamed[name] = node.output[index] = _unique_name(f"{name}_fp16", taken)
-                current[inner] = TensorProto.FLOAT16
-                after.append(
-                    helper.make_node(
-                        "Cast",
-                        [inner],
-                        [name],
-                        name=_unique_name(f"{name}_cast", taken),
-                        to=TensorProto.FLOAT,
-                    )
-                )
-            else:
-                current[name] = TensorProto.FLOAT16
-        nodes.append(node)
-        nodes.extend(after)
-
-    _replace(graph.node, nodes)
-    for value in graph.value_info:
-        if value.name in current and value.type.HasField("tensor_type"):
-            value.type.tensor_type.elem_type = current[value.name]
-    onnx.checker.check_model(result)
-    # Strict inference with type checks names any node whose input types no longer agree.
-    onnx.shape_inference.infer_shapes(result, check_type=True, strict_mode=True)
-    return result
-
-
-def _element_types(model: onnx.ModelProto) -> dict[str, int]:
-    """The element type of every tensor in the graph, by ONNX type inference."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {
-        value.name: value.type.tensor_type.elem_type
-        for value in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
-        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type
-    }
-    types.update({tensor.name: tensor.data_type for tensor in model.graph.initializer})
-    unknown = [name for node in model.graph.node for name in node.output if name and name not in types]
-    if unknown:
-        raise ValueError(
-            f"ONNX type inference cannot tell the type of {unknown[0]!r}; to_float16 needs every type"
-        )
-    return types
-
-
-def _to_fp16_tensor(tensor: TensorProto) -> None:
-    array = numpy_helper.to_array(tensor)
-    finite = np.isfinite(array)
-    if np.any(np.abs(array[finite]) > _FP16_MAX):
-        log.info("clamping %s to the fp16 range", tensor.name)
-    array = np.where(finite, np.clip(array, -_FP16_MAX, _FP16_MAX), array)
-    tensor.CopyFrom(numpy_helper.from_array(array.astype(np.float16), tensor.name))
-
-
-def _retype_attributes(node: onnx.NodeProto) -> None:
-    """Make an fp16 node produce fp16 where an attribute, not an input, sets its output type."""
-    if node.op_type == "Cast":
-        for attribute in node.attribute:
-            if attribute.name == "to" and attribute.i == TensorProto.FLOAT:
-                attribute.i = TensorProto.FLOAT16
-    elif node.op_type in ("Constant", "ConstantOfShape"):
-        for attribute in list(node.attribute):
-            if attribute.name == "value" and attribute.t.data_type == TensorProto.FLOAT:
-                _to_fp16_tensor(attribute.t)
-            elif attribute.name in ("value_float", "value_floats"):
-                values = np.asarray(helper.get_attribute_value(attribute), dtype=np.float16)
-                node.attribute.remove(attribute)
-                node.attribute.append(
-                    helper.make_attribute("value", numpy_helper.from_array(values, "value"))
-                )
-    elif node.op_type in (
-        "EyeLike",
-        "RandomNormal",
-        "RandomNormalLike",
-        "RandomUniform",
-        "RandomUniformLike",
-    ):
-        raise ValueError(
-            f"node {node.name!r} ({node.op_type}) sets its own float type; to_float16 does not handle it"
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# The cache
-
-
-def cache_files(bundle: ModelBundle, precision: str, cache_dir: Path | None = None) -> tuple[Path, Path]:
-    """Where `float_graph_path` keeps the derived graph of `precision` and its JSON record (written last)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    folder = Path(cache_dir) if cache_dir is not None else paths.cache_dir() / CACHE_FOLDER
-    stem = f"{bundle.model_sha256[:16]}-{precision}-v{DERIVATION_VERSION}"
-    return folder / f"{stem}.onnx", folder / f"{stem}.json"
-
-
-class FloatGraphCacheError(CatBreedError, OSError):
-    """The derived graph could be stored neither in the cache nor in a fresh temporary folder.
-
-    An OSError too, so that `create_engine("auto")` passes over the GPU engine as one that failed
-    to start; alone on a command line it is one line, not a traceback.
-    """
-
-
-def float_graph_path(bundle: ModelBundle, precision: str = "fp16", cache_dir: Path | None = None) -> Path:
-    """The bundle's model as a float graph of `precision` ("fp16" or "fp32"), derived once and cached.
-
-    The file lives in `cache_dir` (default `paths.cache_dir()/float-graphs`), named by the
-    bundle's model checksum, the precision and `DERIVATION_VERSION`, beside a JSON sidecar holding
-    the sha256 of the source model and of the derived file; both are checked on every call, and a
-    file that does not match is rebuilt. A cache that cannot be written (read-only, a folder where
-    the file should be, a full disk) gets the graph derived into a temporary folder of this process
-    instead, removed at exit. A bundle whose model has no quantized ops is its own fp32 graph.
-    Raises `BundleError` when the model file no longer matches the bundle's checksum,
-    `UnsupportedQuantization` when its quantized ops cannot be turned back into float compute,
-    `FloatGraphCacheError` when the graph can be stored nowhere.
-    """
-    graph_file, record_file = cache_files(bundle, precision, cache_dir)
-    reasons = _stale_reasons(graph_file, record_file, bundle, precision)
-    if not reasons:
-        return graph_file
-    if _fallback is not None:  # an earlier call of this process found the cache unwritable
-        fallback_graph, fallback_record = cache_files(bundle, precision, _fallback)
-        if not _stale_reasons(fallback_graph, fallback_record, bundle, precision):
-            return fallback_graph
-
-    try:
-        source_bytes = bundle.model_path.read_bytes()
-    except OSError as error:
-        raise BundleError(f"cannot read {bundle.model_path}: {error.strerror or error}") from None
-    if _sha256(source_bytes) != bundle.model_sha256:
-        raise BundleError(
-            f"{bundle.model_path} no longer matches the checksum in its bundle.json; reload the bundle"
-        )
-    source = onnx.load_from_string(source_bytes)
-    if not has_quantized_ops(source) and precision == "fp32":
-        return bundle.model_path
-    if any(
-        tensor.HasField("data_location") and tensor.data_location == TensorProto.EXTERNAL
-        for tensor in source.graph.initializer
-    ):
-        source = onnx.load(str(bundle.model_path))  # pull the external weights in beside it
-
-    log.info("deriving the %s float graph of %s (%s)", precision, bundle.model_path, "; ".join(reasons))
-    started = time.perf_counter()
-    model = dequantize_model(source) if has_quantized_ops(source) else source
-    if precision == "fp16":
-        model = to_float16(model)
-    helper.set_model_props(
-        model,
-        {
-            **{entry.key: entry.value for entry in model.metadata_props},
-            "catbreed.float_graph": f"{precision} v{DERIVATION_VERSION} from sha256 {bundle.model_sha256}",
-        },
-    )
-    data = model.SerializeToString()
-    record = {
-        "derivation_version": DERIVATION_VERSION,
-        "precision": precision,
-        "source_sha256": bundle.model_sha256,
-        "graph_sha256": _sha256(data),
-        "graph_bytes": len(data),
-        "onnx": onnx.__version__,
-    }
-    try:
-        _store(graph_file, record_file, data, record)
-    except OSError as error:
-        cache_problem = error.strerror or str(error)
-        try:
-            fallback = _fallback_folder()
-            graph_file, record_file = cache_files(bundle, precision, fallback)
-            _store(graph_file, record_file, data, record)
-        except OSError as second:
-            raise FloatGraphCacheError(
-                f"cannot store the derived {precision} graph: not in {graph_file.parent} ({cache_problem}), "
-                f"nor in a temporary folder ({second.strerror or second})"
-            ) from None
-        log.warning(
-            "cannot write the float graph cache in %s (%s); the %s graph is kept in %s for this run",
-            cache_files(bundle, precision, cache_dir)[0].parent,
-            cache_problem,
-            precision,
-            fallback,
-        )
-    with contextlib.suppress(OSError):  # tidying only: a cache that cannot be tidied still works
-        _remove_other_versions(graph_file.parent, bundle.model_sha256[:16], precision, keep=graph_file.stem)
-    log.info(
-        "derived %s (%.1f MB) in %.1f s", graph_file.name, len(data) / 1e6, time.perf_counter() - started
-    )
-    return graph_file
-
-
-def _store(graph_file: Path, record_file: Path, data: bytes, record: dict[str, Any]) -> None:
-    graph_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(graph_file, data)
-    # The record is written last, so an interrupted derivation never looks like a valid cache entry.
-    atomic_write_text(record_file, json.dumps(record, indent=2) + "\n")
-
-
-# This process's stand-in for a cache it could not write, made on first need and removed at exit.
-_fallback: Path | None = None
-
-
-def _fallback_folder() -> Path:
-    global _fallback
-    if _fallback is None:
-        _fallback = Path(tempfile.mkdtemp(prefix="catbreed-float-graphs-"))
-        atexit.register(shutil.rmtree, _fallback, ignore_errors=True)
-    return _fallback
-
-
-def _stale_reasons(graph_file: Path, record_file: Path, bundle: ModelBundle, precision: str) -> list[str]:
-    """Why the cached graph cannot be used; empty when it can."""
-    if not graph_file.is_file():
-        return ["no cached graph"]
-    try:
-        record = json.loads(record_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # a folder, damage, nesting
-        return ["the cached graph's record is missing or unreadable"]
-    if not isinstance(record, dict):
-        return ["the cached graph's record is not a JSON object"]
-    expected = {
-        "derivation_version": DERIVATION_VERSION,
-        "precision": precision,
-        "source_sha256": bundle.model_sha256,
-    }
-    reasons = [
-        f"{key} changed ({record.get(key)!r} -> {value!r})"
-        for key, value in expected.items()
-        if record.get(key) != value
-    ]
-    if reasons:
-        return reasons
-    try:
-        if sha256_file(graph_file) != record.get("graph_sha256"):
-            return ["the cached graph does not match its recorded checksum"]
-    except OSError:
-        return ["the cached graph cannot be read"]
-    return []
-
-
-def _remove_other_versions(folder: Path, prefix: str, precision: str, keep: str) -> None:
-    # Each derived graph is 45-90 MB; older derivation versions of the same model are dead weight.
-    for path in folder.glob(f"{prefix}-{precision}-v*"):
-        if path.stem != keep and path.suffix in (".onnx", ".json"):
-            path.unlink(missing_ok=True)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Graph helpers
-
-
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    found: list[onnx.GraphProto] = []
-    for attribute in node.attribute:
-        if attribute.type == onnx.AttributeProto.GRAPH:
-            found.append(attribute.g)
-        elif attribute.type == onnx.AttributeProto.GRAPHS:
-            found.extend(attribute.graphs)
-    return found
-
-
-def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    nodes: list[onnx.NodeProto] = []
-    for node in graph.node:
-        nodes.append(node)
-        for sub in _subgraphs(node):
-            nodes.extend(_all_nodes(sub))
-    return nodes
-
-
-def _all_names(graph: onnx.GraphProto) -> set[str]:
-    names = {tensor.name for tensor in graph.initializer}
-    names |= {value.name for value in (*graph.input, *graph.output, *graph.value_info)}
-    for node in graph.node:
-        names.update(node.input)
-        names.update(node.output)
-        if node.name:
-            names.add(node.name)
-    names.discard("")
-    return names
-
-
-def _unique_name(base: str, taken: set[str]) -> str:
-    name, number = base, 1
-    while name in taken:
-        number += 1
-        name = f"{base}_{number}"
-    taken.add(name)
-    return name
-
-
-def _replace(field: Any, items: Iterable[Any]) -> None:
-    """Replace the contents of a repeated protobuf field (with copies: protobuf owns its elements)."""
-    copies = []
-    for item in items:
-        copy = type(item)()
-        copy.CopyFrom(item)
-        copies.append(copy)
-    del field[:]
-    field.extend(copies)
-
-
-def _remove_where(field: Any, condition: Any) -> None:
-    """Delete in place the elements of a repeated protobuf field that `condition` picks."""
-    for index in reversed(range(len(field))):
-        if condition(field[index]):
-            del field[index]
