@@ -23,6 +23,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
 
+from catbreed_desktop.core.corrections import export_corrections_csv
 from catbreed_desktop.core.errors import error_line
 from catbreed_desktop.core.paths import default_model_dir
 from catbreed_desktop.core.photos import PHOTO_SUFFIXES
@@ -45,6 +46,7 @@ from catbreed_desktop.gui.photo_model import (
     show_breed,
 )
 from catbreed_desktop.gui.review_controller import ReviewController
+from catbreed_desktop.gui.settings_dialog import SettingsDialog
 from catbreed_desktop.gui.sort_controller import SortController, SortPreview, preview_sort, sort_items
 from catbreed_desktop.gui.sort_dialog import SortDialog
 from catbreed_desktop.gui.status_bar import StatusWidgets
@@ -498,8 +500,6 @@ class MainWindow(QMainWindow):
             self.export_corrections_csv(Path(path))
 
     def export_corrections_csv(self, path: Path) -> None:
-        from catbreed_desktop.core.corrections import export_corrections_csv
-
         try:
             count = export_corrections_csv(self.review.corrections(), path)
         except OSError as error:
@@ -521,8 +521,6 @@ class MainWindow(QMainWindow):
     # --- settings --------------------------------------------------------------------------------------
 
     def open_settings(self) -> None:
-        from catbreed_desktop.gui.settings_dialog import SettingsDialog
-
         dialog = SettingsDialog(self.settings, self)
         if dialog.exec():
             self.apply_settings(dialog.settings())
