@@ -37,9 +37,9 @@ try:  # HEIC/HEIF support is optional at run time but a declared dependency (pi-
 except ImportError:  # pragma: no cover - depends on the environment
     HEIF_AVAILABLE = False
 
-# Pillow's names for the formats above. Files are identified by their contents, but only these
-# plugins are asked: any other (EPS, PDF, PSD, ...) parses bytes the app has no use for, and EPS
-# runs Ghostscript, where `{ } loop` never ends.
+# Pillow's names for the formats of `formats.PHOTO_SUFFIXES`. Files are identified by their
+# contents, but only these plugins are asked: any other (EPS, PDF, PSD, ...) parses bytes the app
+# has no use for, and EPS runs Ghostscript, where `{ } loop` never ends.
 PHOTO_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF") + (
     ("HEIF",) if HEIF_AVAILABLE else ()
 )

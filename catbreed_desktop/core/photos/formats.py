@@ -1,7 +1,7 @@
 """Which files are photos: the suffixes the app decodes, and folders expanded into their photos.
 
-Deliberately free of numpy and PIL, so that listing a folder (the window at start-up, `catbreed
-sort --dry-run` before a model loads) costs no decoder import.
+Free of numpy and PIL (`tests/test_layers.py` holds it), so code that only lists photos does not
+pay for loading the decoders.
 """
 
 from __future__ import annotations
