@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from catbreed_desktop.core.bundle import LOGITS_NAME, ModelBundle  # noqa: E402
 from catbreed_desktop.core.engines.base import Engine  # noqa: E402
 from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE  # noqa: E402
-from catbreed_desktop.core.imaging import iter_photo_paths  # noqa: E402
+from catbreed_desktop.core.photos import iter_photo_paths  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "data" / "oxford-pet-cats"

@@ -43,7 +43,7 @@ from catbreed_desktop.core.bundle import EMBEDDING_NAME, LOGITS_NAME, ModelBundl
 from catbreed_desktop.core.engines.base import Engine
 from catbreed_desktop.core.engines.onnx_runtime import OnnxRuntimeEngine
 from catbreed_desktop.core.engines.openvino_engine import OpenVinoEngine
-from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
+from catbreed_desktop.core.photos import load_and_preprocess, stack_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "data" / "oxford-pet-cats"

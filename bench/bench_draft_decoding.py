@@ -1,4 +1,4 @@
-"""How often JPEG draft decoding (`imaging.JPEG_DRAFT_GAP`) changes the shipped model's top-1.
+"""How often JPEG draft decoding (`decode.JPEG_DRAFT_GAP`) changes the shipped model's top-1.
 
 12-megapixel copies of the photos are decoded in full and with draft decoding at each gap, and
 classified alone on the bundle's int8 graph and on the fp32 graph derived from it.
@@ -25,10 +25,9 @@ from _common import (
     warm_cache,
 )
 
-from catbreed_desktop.core import imaging
 from catbreed_desktop.core.bundle import load_bundle
 from catbreed_desktop.core.engines import create_engine
-from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
+from catbreed_desktop.core.photos import decode, load_and_preprocess, preprocess, stack_batch
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -66,7 +65,7 @@ def draft_check(args: argparse.Namespace) -> int:
         f"draft check: {len(photos)} photos from {args.photos}, 12 MP copies in {large_dir}, gaps {gaps}",
         flush=True,
     )
-    original_gap = imaging.JPEG_DRAFT_GAP
+    original_gap = decode.JPEG_DRAFT_GAP
     try:
         for start in range(0, len(photos), 32):
             chunk = large_copies(photos[start : start + 32], large_dir)
@@ -75,11 +74,11 @@ def draft_check(args: argparse.Namespace) -> int:
             for decoding in decodings:
                 began = time.perf_counter()
                 if decoding == "full":  # no draft, no box reduction: the whole image, then the resize
-                    arrays[decoding] = [imaging.preprocess(imaging.load_photo(path), spec) for path in chunk]
+                    arrays[decoding] = [preprocess(decode.load_photo(path), spec) for path in chunk]
                 else:
-                    imaging.JPEG_DRAFT_GAP = int(decoding.split()[1])
+                    decode.JPEG_DRAFT_GAP = int(decoding.split()[1])
                     arrays[decoding] = [load_and_preprocess(path, spec) for path in chunk]
-                    imaging.JPEG_DRAFT_GAP = original_gap
+                    decode.JPEG_DRAFT_GAP = original_gap
                 seconds[decoding] += time.perf_counter() - began
             for name, engine in engines.items():
                 for decoding in decodings:
@@ -97,7 +96,7 @@ def draft_check(args: argparse.Namespace) -> int:
                 )
                 print(f"  {done} photos, int8, top-1 as in full decoding: {agree} of {done}", flush=True)
     finally:
-        imaging.JPEG_DRAFT_GAP = original_gap
+        decode.JPEG_DRAFT_GAP = original_gap
         for engine in engines.values():
             engine.close()
         if args.large_dir is None:

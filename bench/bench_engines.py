@@ -58,12 +58,12 @@ from _common import (
 
 from catbreed_desktop.core.bundle import LOGITS_NAME, ModelBundle, load_bundle
 from catbreed_desktop.core.classify import Classifier, Prediction
-from catbreed_desktop.core.decode_pool import ProcessDecodePool
 from catbreed_desktop.core.engines import create_engine
 from catbreed_desktop.core.engines.base import Engine
 from catbreed_desktop.core.engines.inventory import list_engines
 from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE
-from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
+from catbreed_desktop.core.photos import load_and_preprocess, stack_batch
+from catbreed_desktop.core.photos.decode_pool import ProcessDecodePool
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[f"CATBREED_{name}_DIR"] = str(scratch / name.lower())
     from PySide6.QtWidgets import QApplication
 
-    from catbreed_desktop.core.imaging import iter_photo_paths
+    from catbreed_desktop.core.photos import iter_photo_paths
     from catbreed_desktop.core.settings import Settings
     from catbreed_desktop.gui.main_window import MainWindow
 

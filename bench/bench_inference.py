@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from catbreed_desktop.core.bundle import load_bundle
 from catbreed_desktop.core.classify import Classifier, Prediction
 from catbreed_desktop.core.engines import create_engine
-from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
+from catbreed_desktop.core.photos import load_and_preprocess, stack_batch
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -40,7 +40,7 @@ from catbreed_desktop.core.bundle import LOGITS_NAME, ModelBundle, load_bundle
 from catbreed_desktop.core.engines import create_engine
 from catbreed_desktop.core.engines.base import Engine
 from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE
-from catbreed_desktop.core.imaging import iter_photo_paths, load_and_preprocess
+from catbreed_desktop.core.photos import iter_photo_paths, load_and_preprocess
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -27,9 +27,9 @@ from serve_env import running_server  # noqa: E402
 
 from catbreed_desktop.core.bundle import load_bundle  # noqa: E402
 from catbreed_desktop.core.engines import create_engine  # noqa: E402
-from catbreed_desktop.core.engines.triton_client import TritonEngine  # noqa: E402
-from catbreed_desktop.core.imaging import iter_photo_paths, load_and_preprocess  # noqa: E402
+from catbreed_desktop.core.engines.triton.client import TritonEngine  # noqa: E402
 from catbreed_desktop.core.paths import default_model_dir  # noqa: E402
+from catbreed_desktop.core.photos import iter_photo_paths, load_and_preprocess  # noqa: E402
 
 
 def batches(photos: Path, bundle_path: Path, count: int, batch: int) -> list[np.ndarray]:

@@ -35,7 +35,7 @@ import onnxruntime  # noqa: E402
 
 from catbreed_desktop.core.bundle import INPUT_NAME, load_bundle  # noqa: E402
 from catbreed_desktop.core.engines.float_graph import QUANTIZED_OP_TYPES, float_graph_path  # noqa: E402
-from catbreed_desktop.core.imaging import PhotoError, iter_photo_paths, load_and_preprocess  # noqa: E402
+from catbreed_desktop.core.photos import PhotoError, iter_photo_paths, load_and_preprocess  # noqa: E402
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "oxford-pet-cats"
 TARGET_AGREEMENT = 0.99

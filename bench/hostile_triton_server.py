@@ -26,8 +26,8 @@ from factories import make_colour_bundle  # noqa: E402
 
 from catbreed_desktop.cli.main import main  # noqa: E402
 from catbreed_desktop.core.bundle import LOGITS_NAME  # noqa: E402
-from catbreed_desktop.core.engines.kserve_http import KServeError  # noqa: E402
-from catbreed_desktop.core.serving import MODEL_NAME  # noqa: E402
+from catbreed_desktop.core.engines.triton.contract import MODEL_NAME  # noqa: E402
+from catbreed_desktop.core.engines.triton.kserve_http import KServeError  # noqa: E402
 
 
 def peak_mib() -> float:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from catbreed_desktop.core.bundle import ModelBundle
 from catbreed_desktop.core.classify import Classifier, Prediction
-from catbreed_desktop.core.imaging import iter_photo_paths
+from catbreed_desktop.core.photos import iter_photo_paths
 
 
 def test_split(manifest: Path, source: str) -> list[tuple[Path, str, int]]:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catbreed_desktop.core import imaging
-from catbreed_desktop.core.imaging import Preprocessing, load_and_preprocess
+from catbreed_desktop.core.photos import Preprocessing, decode, load_and_preprocess
 
 # Long enough never to be reached by a working stop, short enough not to hang a broken one.
 STUCK_SECONDS = 30.0
@@ -64,11 +63,11 @@ def stall_until_released(path: Path, spec: Preprocessing) -> np.ndarray:
 
 
 def budget_kind() -> str:
-    return type(imaging.DECODE_BUDGET).__name__
+    return type(decode.DECODE_BUDGET).__name__
 
 
 def hold_budget(name: Path, amount: int) -> None:
     """Reserve `amount` of the decoding budget until `<name>.release` appears; `<name>.held` holds our id."""
-    with imaging.DECODE_BUDGET.hold(amount):
+    with decode.DECODE_BUDGET.hold(amount):
         name.with_suffix(".held").write_text(str(os.getpid()))
         wait_for(name.with_suffix(".release").exists)

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, write_bundle
-from catbreed_desktop.core.imaging import Preprocessing
+from catbreed_desktop.core.photos import Preprocessing
 
 # Three "breeds" told apart by their dominant colour, so predictions are known in advance.
 COLOUR_LABELS = ("Red Cat", "Green Cat", "Blue Cat")

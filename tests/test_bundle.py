@@ -23,7 +23,7 @@ from catbreed_desktop.core.bundle import (
     sha256_file,
     write_bundle,
 )
-from catbreed_desktop.core.imaging import Preprocessing
+from catbreed_desktop.core.photos import Preprocessing
 
 
 def _edit_manifest(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:

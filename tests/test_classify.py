@@ -20,8 +20,8 @@ from PIL import Image
 from catbreed_desktop.core.bundle import BundleError
 from catbreed_desktop.core.classify import Classifier, Failure, Prediction
 from catbreed_desktop.core.engines.base import Engine
-from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
 from catbreed_desktop.core.ood import OodConfigError, OodDetector, mahalanobis_scores
+from catbreed_desktop.core.photos import load_and_preprocess, stack_batch
 
 
 @pytest.fixture

@@ -21,8 +21,7 @@ from PIL import Image
 
 from catbreed_desktop.core import classify as classify_module
 from catbreed_desktop.core.classify import Classifier, Prediction
-from catbreed_desktop.core.decode_budget import MemoryBudget
-from catbreed_desktop.core.imaging import (
+from catbreed_desktop.core.photos import (
     MAX_JPEG_SCANS,
     REDUCING_GAP,
     PhotoError,
@@ -31,7 +30,8 @@ from catbreed_desktop.core.imaging import (
     load_photo,
     preprocess,
 )
-from catbreed_desktop.core.jpeg_structure import count_jpeg_scans, jpeg_coefficient_bytes
+from catbreed_desktop.core.photos.decode_budget import MemoryBudget
+from catbreed_desktop.core.photos.jpeg_structure import count_jpeg_scans, jpeg_coefficient_bytes
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def test_postscript_named_jpg_fails_fast_and_never_runs_ghostscript(tmp_path: Pa
     photo.write_text(ENDLESS_POSTSCRIPT)
     code = """
 import json, sys
-from catbreed_desktop.core.imaging import PhotoError, load_photo
+from catbreed_desktop.core.photos import PhotoError, load_photo
 try:
     load_photo(sys.argv[1])
     print(json.dumps({"error": None}))
@@ -409,7 +409,7 @@ def test_a_630_byte_jpeg_declaring_100_megapixels_decodes_in_little_memory(tmp_p
         PEAK_MEMORY
         + """
 import json
-from catbreed_desktop.core.imaging import Preprocessing, load_and_preprocess
+from catbreed_desktop.core.photos import Preprocessing, load_and_preprocess
 baseline = peak_mib()
 array = load_and_preprocess(sys.argv[1], Preprocessing())
 print(json.dumps({"shape": list(array.shape), "baseline": baseline, "peak": peak_mib()}))

@@ -33,10 +33,9 @@ from decode_fakes import (
 from factories import COLOUR_LABELS, COLOURS, make_photo
 
 from catbreed_desktop.core import classify as classify_module
-from catbreed_desktop.core import decode_pool
 from catbreed_desktop.core.classify import Classifier, Failure, Prediction
-from catbreed_desktop.core.decode_pool import DecodeProcessesFailed, ProcessDecodePool
-from catbreed_desktop.core.imaging import load_and_preprocess
+from catbreed_desktop.core.photos import decode_pool, load_and_preprocess
+from catbreed_desktop.core.photos.decode_pool import DecodeProcessesFailed, ProcessDecodePool
 
 TESTS = Path(__file__).resolve().parent
 REPOSITORY = TESTS.parent
@@ -256,7 +255,7 @@ def test_workers_that_cannot_start_hand_decoding_to_threads(colour_bundle, photo
     monkeypatch.setattr(decode_pool, "_start_worker", failing_start)
 
     with (
-        caplog.at_level(logging.WARNING, logger="catbreed_desktop.core.decode_pool"),
+        caplog.at_level(logging.WARNING, logger="catbreed_desktop.core.photos.decode_pool"),
         Classifier(
             colour_bundle, engine="cpu", batch_size=4, decode_in_processes=True, decode_workers=2
         ) as classifier,

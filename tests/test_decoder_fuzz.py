@@ -25,7 +25,7 @@ from factories import heic_bytes
 from peak_memory import PEAK_MEMORY
 from PIL import Image
 
-from catbreed_desktop.core.imaging import HEIF_AVAILABLE
+from catbreed_desktop.core.photos import HEIF_AVAILABLE
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -49,7 +49,7 @@ DECODE_ALL = (
     + """
 import json, sys, time, traceback
 from pathlib import Path
-from catbreed_desktop.core.imaging import PhotoError, Preprocessing, load_and_preprocess
+from catbreed_desktop.core.photos import PhotoError, Preprocessing, load_and_preprocess
 
 spec = Preprocessing()
 outcomes, unexpected, slowest = {}, [], (0.0, "")

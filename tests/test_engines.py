@@ -33,7 +33,7 @@ from catbreed_desktop.core.engines.onnx_runtime import (
     OnnxRuntimeEngine,
     placement_from_profile,
 )
-from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
+from catbreed_desktop.core.photos import load_and_preprocess, stack_batch
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models"
 

@@ -37,8 +37,8 @@ from catbreed_desktop.core.errors import (
     error_line,
     report_error,
 )
-from catbreed_desktop.core.imaging import PhotoError
 from catbreed_desktop.core.ood import OodConfigError
+from catbreed_desktop.core.photos import PhotoError
 from catbreed_desktop.core.sorting import execute_plan, list_journals, plan_sort
 from catbreed_desktop.core.sorting.fileops import SourceChangedError, VerificationError
 from catbreed_desktop.core.sorting.journal import EmptyJournal, JournalError, JournalWriteError

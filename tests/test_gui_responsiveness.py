@@ -17,8 +17,9 @@ import pytest
 from factories import COLOURS
 from PIL import Image
 
-from catbreed_desktop.core import classify, imaging
+from catbreed_desktop.core import classify
 from catbreed_desktop.core.settings import Settings
+from catbreed_desktop.gui import thumbnails
 from catbreed_desktop.gui.classify_controller import BATCH_SECONDS
 from catbreed_desktop.gui.main_window import MainWindow
 
@@ -50,7 +51,7 @@ def test_no_decoding_or_inference_runs_on_the_gui_thread_while_classifying_2000_
     monkeypatch.setattr(
         classify.Classifier, "_classify_items", spy("inference", classify.Classifier._classify_items)
     )
-    monkeypatch.setattr(imaging, "load_photo", spy("thumbnail decode", imaging.load_photo))  # thumbnails.py
+    monkeypatch.setattr(thumbnails, "load_photo", spy("thumbnail decode", thumbnails.load_photo))
     folder = tmp_path / "many"
     make_tiny_photos(folder, PHOTOS)
     window = MainWindow(Settings(engine="cpu", batch_size=16), model_path=colour_bundle.path)

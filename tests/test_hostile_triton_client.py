@@ -23,14 +23,14 @@ import pytest
 from catbreed_desktop.cli.main import main
 from catbreed_desktop.core.bundle import INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines import EngineUnavailable
-from catbreed_desktop.core.engines.kserve_http import HEADER_LENGTH, KServeError, KServeHttpClient
-from catbreed_desktop.core.engines.triton_client import (
+from catbreed_desktop.core.engines.triton.client import (
     TritonEngine,
     TritonServerLost,
     grpc_channel_args,
     reply_limit,
 )
-from catbreed_desktop.core.serving import MODEL_NAME, model_parameters
+from catbreed_desktop.core.engines.triton.contract import MODEL_NAME, model_parameters
+from catbreed_desktop.core.engines.triton.kserve_http import HEADER_LENGTH, KServeError, KServeHttpClient
 
 # A hostile server that the client failed to cut off would hang the test: fail it instead.
 pytestmark = pytest.mark.timeout(60)
@@ -382,7 +382,7 @@ def test_a_late_grpc_reply_misses_its_deadline(grpc_server, colour_bundle) -> No
 def test_engines_lists_a_slow_server_as_unavailable_within_the_deadline(
     hostile, colour_bundle, capsys, monkeypatch
 ) -> None:
-    from catbreed_desktop.core.engines import triton_client
+    from catbreed_desktop.core.engines.triton import client as triton_client
 
     deadlines: list[float] = []
 

@@ -12,7 +12,7 @@ import pytest
 from factories import heic_bytes
 from PIL import Image, ImageOps
 
-from catbreed_desktop.core.imaging import (
+from catbreed_desktop.core.photos import (
     HEIF_AVAILABLE,
     PhotoError,
     Preprocessing,

@@ -25,7 +25,7 @@ from catbreed_desktop.core.bundle import LOGITS_NAME, ModelBundle, load_bundle, 
 from catbreed_desktop.core.engines import create_engine
 from catbreed_desktop.core.engines.base import softmax
 from catbreed_desktop.core.engines.float_graph import QUANTIZED_OP_TYPES, float_graph_path
-from catbreed_desktop.core.imaging import load_and_preprocess
+from catbreed_desktop.core.photos import load_and_preprocess
 from trainer.dataset import read_manifest, split_samples
 
 CALIBRATION_PHOTOS = 16

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME
-from catbreed_desktop.core.engines.kserve_http import (
+from catbreed_desktop.core.engines.triton.kserve_http import (
     HEADER_LENGTH,
     KServeError,
     KServeHttpClient,
@@ -152,7 +152,7 @@ def test_the_http_engine_never_loads_gevent(colour_bundle) -> None:
         "import sys\n"
         "from catbreed_desktop.core.bundle import load_bundle\n"
         "from catbreed_desktop.core.engines import EngineUnavailable\n"
-        "from catbreed_desktop.core.engines.triton_client import TritonEngine\n"
+        "from catbreed_desktop.core.engines.triton.client import TritonEngine\n"
         f"bundle = load_bundle({str(colour_bundle.path)!r})\n"
         "try:\n"
         "    TritonEngine(bundle, 'http://127.0.0.1:9', timeout_s=2)\n"

@@ -12,11 +12,11 @@ import pytest
 from engine_fakes import make_int8_colour_bundle
 from factories import COLOUR_LABELS, COLOURS, make_photo
 
-from catbreed_desktop.core import engines as engines_package
 from catbreed_desktop.core import paths
 from catbreed_desktop.core.bundle import BundleError
 from catbreed_desktop.core.engines import (
     EngineUnavailable,
+    choose,
     create_engine,
     onnx_runtime,
     openvino_engine,
@@ -25,8 +25,8 @@ from catbreed_desktop.core.engines import (
 from catbreed_desktop.core.engines import tensorrt as tensorrt_engine
 from catbreed_desktop.core.engines.base import Engine
 from catbreed_desktop.core.engines.names import CPU_ENGINES, ENGINE_NAMES, OPENVINO
-from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
 from catbreed_desktop.core.install_hints import install_extra_command
+from catbreed_desktop.core.photos import load_and_preprocess, stack_batch
 
 
 def unavailable(message: str):
@@ -97,7 +97,7 @@ def onnxruntime_missing(*args, **kwargs):
 def test_auto_falls_back_to_openvino_when_onnx_runtime_is_missing_and_says_why(
     colour_bundle, no_gpu, monkeypatch
 ):
-    monkeypatch.setattr(engines_package, "OnnxRuntimeEngine", onnxruntime_missing)
+    monkeypatch.setattr(choose, "OnnxRuntimeEngine", onnxruntime_missing)
     monkeypatch.setattr(openvino_engine, "OpenVinoEngine", lambda bundle, **kwargs: StandInEngine(bundle))
 
     engine = create_engine(colour_bundle, "auto")
@@ -108,7 +108,7 @@ def test_auto_falls_back_to_openvino_when_onnx_runtime_is_missing_and_says_why(
 
 
 def test_without_any_cpu_runtime_auto_reports_onnx_runtime_missing(colour_bundle, no_gpu, monkeypatch):
-    monkeypatch.setattr(engines_package, "OnnxRuntimeEngine", onnxruntime_missing)
+    monkeypatch.setattr(choose, "OnnxRuntimeEngine", onnxruntime_missing)
     monkeypatch.setattr(openvino_engine, "load_openvino", unavailable("OpenVINO is not installed (test)"))
 
     with pytest.raises(ModuleNotFoundError, match="onnxruntime"):

@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 
 from catbreed_desktop.cli.main import main
-from catbreed_desktop.core import serve_watchdog, serving
 from catbreed_desktop.core.bundle import INPUT_NAME, LOGITS_NAME
 from catbreed_desktop.core.engines import create_engine
-from catbreed_desktop.core.serve_watchdog import remove_stale_model_folders
+from catbreed_desktop.core.engines.triton import server as serving
+from catbreed_desktop.core.engines.triton import watchdog as serve_watchdog
+from catbreed_desktop.core.engines.triton.watchdog import remove_stale_model_folders
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
@@ -107,7 +108,7 @@ def test_triton_gets_its_http_threads_and_a_bounded_stop() -> None:
 
 FAKE_SERVE = """
 import subprocess, sys, time
-from catbreed_desktop.core.serve_watchdog import start_watchdog
+from catbreed_desktop.core.engines.triton.watchdog import start_watchdog
 watchdog = start_watchdog()
 child = subprocess.Popen(["sleep", "300"])
 shell = subprocess.Popen(["sh", "-c", "sleep 300 & echo $!; wait"], stdout=subprocess.PIPE)

@@ -21,7 +21,7 @@ from catbreed_desktop.cli.main import main
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, load_bundle
 from catbreed_desktop.core.classify import Classifier, Prediction
 from catbreed_desktop.core.engines import EngineUnavailable, create_engine
-from catbreed_desktop.core.engines.triton_client import TritonEngine, TritonServerLost
+from catbreed_desktop.core.engines.triton.client import TritonEngine, TritonServerLost
 from catbreed_desktop.core.paths import default_model_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -143,7 +143,7 @@ def test_sort_through_the_server_then_undo_restores_the_inbox_exactly(
 
 
 def test_bad_requests_get_error_replies_and_the_server_keeps_serving(shipped_server) -> None:
-    from catbreed_desktop.core.engines.kserve_http import KServeError, KServeHttpClient
+    from catbreed_desktop.core.engines.triton.kserve_http import KServeError, KServeHttpClient
 
     url = shipped_server.http_url.removeprefix("http://")
     client = KServeHttpClient(url, network_timeout=30)

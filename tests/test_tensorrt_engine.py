@@ -502,7 +502,7 @@ def test_failed_build_is_reported(colour_bundle):
 
 @pytest.fixture
 def nine_photo_batch(tmp_path, colour_bundle):
-    from catbreed_desktop.core.imaging import load_and_preprocess, stack_batch
+    from catbreed_desktop.core.photos import load_and_preprocess, stack_batch
 
     photos = [make_photo(tmp_path / f"{i}.png", COLOURS[COLOUR_LABELS[i % 3]], seed=i) for i in range(9)]
     return stack_batch([load_and_preprocess(p, colour_bundle.preprocessing) for p in photos])

@@ -151,7 +151,7 @@ def test_risk_coverage_per_source_and_overall():
 
 
 def test_filing_mirrors_the_apps_folder_rule():
-    from catbreed_desktop.core.sorting.names import NOT_CAT_FOLDER, UNSURE_FOLDER
+    from catbreed_desktop.core.sorting.folder_names import NOT_CAT_FOLDER, UNSURE_FOLDER
     from catbreed_desktop.core.sorting.plan import SortItem, folder_for
 
     probabilities, targets, is_cat, _ = _example()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from catbreed_desktop.core.imaging import load_photo
+from catbreed_desktop.core.photos import load_photo
 from trainer.negatives import write_negatives
 
 

@@ -13,7 +13,7 @@ import torch
 from trainer_data import synthetic_photo
 from trainer_sources import NOISY, OXFORD, PETFINDER, make_two_source_workdir
 
-from catbreed_desktop.core.imaging import Preprocessing
+from catbreed_desktop.core.photos import Preprocessing
 from trainer.augment import AugmentOptions, augment
 from trainer.cleaning import held_out_probabilities
 from trainer.cli import main

@@ -12,9 +12,9 @@ import pytest
 
 from catbreed_desktop.cli.main import main
 from catbreed_desktop.core.engines import EngineUnavailable
-from catbreed_desktop.core.engines.triton_client import TritonEngine, model_mismatches, parse_server_url
+from catbreed_desktop.core.engines.triton.client import TritonEngine, model_mismatches, parse_server_url
+from catbreed_desktop.core.engines.triton.contract import model_parameters
 from catbreed_desktop.core.install_hints import install_extra_command
-from catbreed_desktop.core.serving import model_parameters
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, load_bundle
-from catbreed_desktop.core.engines.triton_client import model_mismatches
+from catbreed_desktop.core.engines.triton.client import model_mismatches
 from catbreed_desktop.core.paths import default_model_dir
 from trainer.triton import write_triton_repository
 

@@ -23,7 +23,7 @@ from test_watching import Collector
 from catbreed_desktop.core import open_files, watching
 from catbreed_desktop.core.sorting import execute_plan, fileops, plan_sort
 from catbreed_desktop.core.sorting.fileops import TEMP_SUFFIX
-from catbreed_desktop.core.sorting.names import is_inside
+from catbreed_desktop.core.sorting.folder_names import is_inside
 from catbreed_desktop.core.watching import FolderWatcher
 
 JPEG = b"\xff\xd8" + os.urandom(100_000) + b"\xff\xd9"

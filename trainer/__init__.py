@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module (`dataset`, `baseline`, `train`, `evaluate`, `export`,
 `report`); they share the work folder layout below, the app's preprocessing
-(`catbreed_desktop.core.imaging`) and its bundle format (`catbreed_desktop.core.bundle`).
+(`catbreed_desktop.core.photos.preprocessing`) and its bundle format (`catbreed_desktop.core.bundle`).
 
     WORKDIR/manifest.csv, labels.json, summary.json    prepare
     WORKDIR/baseline/metrics.json                      baseline

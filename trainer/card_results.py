@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from catbreed_desktop.core.sorting.names import NOT_CAT_FOLDER, UNSURE_FOLDER
+from catbreed_desktop.core.sorting.folder_names import NOT_CAT_FOLDER, UNSURE_FOLDER
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:

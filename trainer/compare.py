@@ -21,7 +21,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from catbreed_desktop.core.bundle import ModelBundle, load_bundle
-from catbreed_desktop.core.imaging import Preprocessing
+from catbreed_desktop.core.photos import Preprocessing
 from trainer.breakdown import UNNAMED_SOURCE
 from trainer.dataset import LABELS_FILE, MANIFEST_FILE, Sample, read_labels, read_manifest, split_samples
 from trainer.errors import TrainerError
@@ -188,7 +188,7 @@ def compare(
 
 def bundle_logits(bundle, paths: Sequence[Path]) -> np.ndarray:
     """A bundle's logits for these photos, through ONNX Runtime on the CPU as the app runs it."""
-    from catbreed_desktop.core.imaging import load_and_preprocess
+    from catbreed_desktop.core.photos import load_and_preprocess
     from trainer.onnx_run import onnx_outputs
 
     pixels = np.stack([load_and_preprocess(path, bundle.preprocessing) for path in paths])

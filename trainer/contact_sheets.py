@@ -25,7 +25,7 @@ class SheetEntry:
 
 def contact_sheet(path: Path, title: str, entries: Sequence[SheetEntry]) -> Path:
     """Write the first `SHEET_MAX_PHOTOS` entries as a PNG grid headed by `title`."""
-    from catbreed_desktop.core.imaging import PhotoError, load_photo
+    from catbreed_desktop.core.photos import PhotoError, load_photo
 
     shown = list(entries[:SHEET_MAX_PHOTOS])
     rows = (len(shown) + SHEET_COLUMNS - 1) // SHEET_COLUMNS

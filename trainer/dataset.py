@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from catbreed_desktop.core.files import sha256_file
-from catbreed_desktop.core.imaging import PhotoError, iter_photo_paths, load_photo
+from catbreed_desktop.core.photos import PhotoError, iter_photo_paths, load_photo
 from trainer.aliases import canonical_names, display_name, load_aliases
 from trainer.errors import TrainerError
 from trainer.exclusions import exclusion_reasons, load_not_cats, load_skipped_folders, record_exclusions

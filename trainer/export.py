@@ -25,7 +25,7 @@ import torch
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, write_bundle
 from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE
-from catbreed_desktop.core.imaging import Preprocessing, load_and_preprocess
+from catbreed_desktop.core.photos import Preprocessing, load_and_preprocess
 from trainer.dataset import (
     SUMMARY_FILE,
     read_labels,

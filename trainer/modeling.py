@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from catbreed_desktop.core.imaging import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, load_and_preprocess
+from catbreed_desktop.core.photos import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, load_and_preprocess
 from trainer.errors import TrainerError
 from trainer.progress import bar
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from catbreed_desktop.core.bundle import load_bundle
 from catbreed_desktop.core.classify import Classifier, Prediction
 from catbreed_desktop.core.engines.names import CPU, DEFAULT_BATCH_SIZE
-from catbreed_desktop.core.imaging import iter_photo_paths
+from catbreed_desktop.core.photos import iter_photo_paths
 
 
 def _outcomes(predictions: list[Prediction], min_confidence: float) -> Counter:

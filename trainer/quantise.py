@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from catbreed_desktop.core.bundle import INPUT_NAME, LOGITS_NAME
-from catbreed_desktop.core.imaging import Preprocessing, load_and_preprocess
+from catbreed_desktop.core.photos import Preprocessing, load_and_preprocess
 from trainer.dataset import DEFAULT_SEED, SUMMARY_FILE, Sample, split_samples
 from trainer.errors import TrainerError
 from trainer.onnx_run import onnx_outputs, onnx_session

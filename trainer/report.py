@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from catbreed_desktop.core.bundle import load_bundle
-from catbreed_desktop.core.sorting.names import NOT_CAT_FOLDER, UNSURE_FOLDER
+from catbreed_desktop.core.sorting.folder_names import NOT_CAT_FOLDER, UNSURE_FOLDER
 from trainer.card_data import data_section, find_data_root, recipe_section
 from trainer.card_results import (
     comparisons_section,

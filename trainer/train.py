@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from catbreed_desktop.core.files import atomic_write
-from catbreed_desktop.core.imaging import Preprocessing, load_photo
+from catbreed_desktop.core.photos import Preprocessing, load_photo
 from trainer.augment import CROP_AREA, DEFAULT_AUGMENT, AugmentOptions, augment
 from trainer.breakdown import noisy_breeds_by_source
 from trainer.dataset import (

@@ -4,7 +4,7 @@ The study project this grew from served its ViT through Triton; a bundle carries
 needs, so this writes `<out>/<name>/config.pbtxt`, `<out>/<name>/1/model.onnx` and the label file
 that Triton's classification extension reads. The config's parameters carry the labels, input size
 and model checksum that `catbreed classify --engine triton` checks, as `catbreed serve` does. Preprocessing stays with the client (the shared
-`catbreed_desktop.core.imaging.preprocess`), as it does for the app.
+`catbreed_desktop.core.photos.preprocessing.preprocess`), as it does for the app.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from google.protobuf.text_encoding import CEscape
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, load_bundle
-from catbreed_desktop.core.serving import embedding_size, model_parameters
+from catbreed_desktop.core.engines.triton.contract import embedding_size, model_parameters
 
 LABELS_FILE = "labels.txt"
 

@@ -26,10 +26,10 @@ from catbreed_desktop.core.bundle import (
 from catbreed_desktop.core.classify import Classifier, Failure, Prediction
 from catbreed_desktop.core.engines import PREFERENCES, Engine, EngineUnavailable, create_engine
 from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, TRITON, Preference, as_preference
-from catbreed_desktop.core.engines.triton_client import DEFAULT_TIMEOUT_S as DEFAULT_SERVER_TIMEOUT_S
+from catbreed_desktop.core.engines.triton.client import DEFAULT_TIMEOUT_S as DEFAULT_SERVER_TIMEOUT_S
 from catbreed_desktop.core.errors import UsageError, error_line
-from catbreed_desktop.core.imaging import FolderErrorCallback, iter_photo_paths, photos_in_subfolders
 from catbreed_desktop.core.personal import PersonalLayer, PersonalStore, PersonalStoreError
+from catbreed_desktop.core.photos import FolderErrorCallback, iter_photo_paths, photos_in_subfolders
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.program import positive_int
 

@@ -23,8 +23,8 @@ from catbreed_desktop.cli.common import PROGRAM, add_model_options, open_bundle,
 from catbreed_desktop.core.classify import Failure, Prediction
 from catbreed_desktop.core.corrections import Correction, export_corrections_csv, read_corrections_csv
 from catbreed_desktop.core.errors import UsageError
-from catbreed_desktop.core.imaging import iter_photo_paths
 from catbreed_desktop.core.personal import PersonalStore
+from catbreed_desktop.core.photos import iter_photo_paths
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.program import SOME_FAILED
 

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from catbreed_desktop.cli.common import PROGRAM, open_bundle
-from catbreed_desktop.core import serve_watchdog, serving
 from catbreed_desktop.core.engines import create_engine
 from catbreed_desktop.core.engines.names import AUTO, ENGINE_NAMES
+from catbreed_desktop.core.engines.triton import server as serving
+from catbreed_desktop.core.engines.triton import watchdog as serve_watchdog
+from catbreed_desktop.core.engines.triton.contract import MODEL_NAME
 from catbreed_desktop.core.errors import UsageError
 from catbreed_desktop.core.paths import MODEL_ENV, data_dir, default_model_dir
 from catbreed_desktop.core.program import positive_int
@@ -81,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=AUTO,
         help="engine that runs the model inside the server (default: auto)",
     )
-    parser.add_argument("--model-name", default=serving.MODEL_NAME, help=argparse.SUPPRESS)
+    parser.add_argument("--model-name", default=MODEL_NAME, help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
 
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from catbreed_desktop.core.errors import CatBreedError
 from catbreed_desktop.core.files import sha256_file
-from catbreed_desktop.core.imaging import Preprocessing
+from catbreed_desktop.core.photos import Preprocessing
 from catbreed_desktop.core.printable import printable
 
 if TYPE_CHECKING:

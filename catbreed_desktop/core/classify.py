@@ -24,18 +24,18 @@ import numpy as np
 from PIL import Image
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, LOGITS_NAME, BundleError, ModelBundle
-from catbreed_desktop.core.decode_pool import (
+from catbreed_desktop.core.engines import Engine, create_engine, softmax
+from catbreed_desktop.core.engines.base import ModelOutputError, check_outputs
+from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, Preference
+from catbreed_desktop.core.ood import OodConfigError, OodDetector
+from catbreed_desktop.core.photos import PhotoError, load_and_preprocess, preprocess, stack_batch
+from catbreed_desktop.core.photos.decode_pool import (
     DecodeProcessesFailed,
     ProcessDecodePool,
     WorkerDied,
     default_process_workers,
     processes_by_default,
 )
-from catbreed_desktop.core.engines import Engine, create_engine, softmax
-from catbreed_desktop.core.engines.base import ModelOutputError, check_outputs
-from catbreed_desktop.core.engines.names import AUTO, DEFAULT_BATCH_SIZE, Preference
-from catbreed_desktop.core.imaging import PhotoError, load_and_preprocess, preprocess, stack_batch
-from catbreed_desktop.core.ood import OodConfigError, OodDetector
 
 ProgressCallback = Callable[[int, int], None]
 StopCallback = Callable[[], bool]

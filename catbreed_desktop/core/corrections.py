@@ -18,7 +18,7 @@ from pathlib import Path
 
 from catbreed_desktop.core.files import atomic_write_text
 from catbreed_desktop.core.sorting import fileops
-from catbreed_desktop.core.sorting.names import collision_names, safe_folder_name
+from catbreed_desktop.core.sorting.folder_names import collision_names, safe_folder_name
 
 CSV_HEADER = ("path", "label")
 

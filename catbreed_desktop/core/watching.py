@@ -41,8 +41,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from catbreed_desktop.core.imaging import is_photo_path
 from catbreed_desktop.core.open_files import open_for_writing
+from catbreed_desktop.core.photos import is_photo_path
 
 ReadyCallback = Callable[[list[Path]], None]
 

@@ -18,19 +18,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from PySide6.QtCore import QObject, Signal
 
-from catbreed_desktop.core.bundle import DEFAULT_MIN_CONFIDENCE, ModelBundle
-from catbreed_desktop.core.engines.names import Preference
+from catbreed_desktop.core.bundle import DEFAULT_MIN_CONFIDENCE, ModelBundle, load_bundle
+from catbreed_desktop.core.classify import Classifier, Failure, Prediction
+from catbreed_desktop.core.engines import create_engine
+from catbreed_desktop.core.engines.names import TRITON, Preference
 from catbreed_desktop.core.errors import CatBreedError, error_line
+from catbreed_desktop.core.photos import iter_photo_paths
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.gui.photo_model import PhotoListModel
 from catbreed_desktop.gui.tasks import Task, TaskContext, TaskRunner
-
-if TYPE_CHECKING:
-    from catbreed_desktop.core.classify import Classifier, Failure, Prediction
 
 # Results travel to the GUI thread in lists, one list at most this often, so the window does one
 # small update per batch whatever the number of photos.
@@ -95,11 +95,6 @@ def open_classifier(model_path: Path, engine: Preference, batch_size: int, serve
 
     `server` is the Triton server's URL, for the "triton" engine.
     """
-    from catbreed_desktop.core.bundle import load_bundle
-    from catbreed_desktop.core.classify import Classifier
-    from catbreed_desktop.core.engines import create_engine
-    from catbreed_desktop.core.engines.names import TRITON
-
     spare = max(1, (os.cpu_count() or 2) - 1)
     bundle = load_bundle(model_path)
     return Classifier(
@@ -139,8 +134,6 @@ def classify_in_batches(classifier: PhotoClassifier, paths: Sequence[Path], cont
 
 def scan_inputs(inputs: Sequence[Path], recursive: bool, context: TaskContext) -> tuple[list[Path], Problems]:
     """The photos in `inputs` (files, folders), and a problem for each input that could not be read."""
-    from catbreed_desktop.core.imaging import iter_photo_paths
-
     found: list[Path] = []
     problems: Problems = []
     for item in inputs:
@@ -374,8 +367,6 @@ class ClassifyController(QObject):
         )
 
     def _results(self, outcomes: list[Prediction | Failure]) -> None:
-        from catbreed_desktop.core.classify import Failure
-
         failures = [o for o in outcomes if isinstance(o, Failure)]
         predictions = [o for o in outcomes if not isinstance(o, Failure)]
         changed = self.photos.apply_predictions(predictions)

@@ -23,9 +23,10 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton
 
+from catbreed_desktop.core.corrections import export_corrections_csv
 from catbreed_desktop.core.errors import error_line
-from catbreed_desktop.core.imaging import PHOTO_SUFFIXES
 from catbreed_desktop.core.paths import default_model_dir
+from catbreed_desktop.core.photos import PHOTO_SUFFIXES
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.settings import Settings, SettingsError, read_settings, save_settings
 from catbreed_desktop.core.sorting import SortPlan, UndoPreview
@@ -45,7 +46,8 @@ from catbreed_desktop.gui.photo_model import (
     filter_counts,
     show_breed,
 )
-from catbreed_desktop.gui.review import ReviewController
+from catbreed_desktop.gui.review_controller import ReviewController
+from catbreed_desktop.gui.settings_dialog import SettingsDialog
 from catbreed_desktop.gui.sort_controller import SortController, SortPreview, preview_sort, sort_items
 from catbreed_desktop.gui.sort_dialog import SortDialog
 from catbreed_desktop.gui.status_bar import StatusWidgets
@@ -551,8 +553,6 @@ class MainWindow(QMainWindow):
             self.export_corrections_csv(Path(path))
 
     def export_corrections_csv(self, path: Path) -> None:
-        from catbreed_desktop.core.corrections import export_corrections_csv
-
         try:
             count = export_corrections_csv(self.review.corrections(), path)
         except OSError as error:
@@ -574,8 +574,6 @@ class MainWindow(QMainWindow):
     # --- settings --------------------------------------------------------------------------------------
 
     def open_settings(self) -> None:
-        from catbreed_desktop.gui.settings_dialog import SettingsDialog
-
         dialog = SettingsDialog(self.settings, self)
         dialog.forget_corrections.connect(self.forget_corrections)
         if dialog.exec():

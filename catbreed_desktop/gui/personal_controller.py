@@ -158,14 +158,14 @@ class PersonalController(QObject):
         ]
         bases = [self._base.get(r.path, r.prediction) for r in candidates]
         usable = [
-            (r, b)
+            (r, b.embedding)
             for r, b in zip(candidates, bases, strict=True)
             if b is not None and b.embedding is not None
         ]
         if not usable or self.layer is None:
             return []
         rows = self.layer.nearest_photos(
-            embedding, np.stack([b.embedding for _, b in usable]), SIMILAR_LIMIT, minimum=SIMILAR_MIN
+            embedding, np.stack([row for _, row in usable]), SIMILAR_LIMIT, minimum=SIMILAR_MIN
         )
         return [usable[i][0].path for i, _ in rows]
 

@@ -23,7 +23,8 @@ from typing import Any, cast
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 
-from catbreed_desktop.core.sorting.names import NOT_CAT_FOLDER, UNSURE_FOLDER
+from catbreed_desktop.core.classify import Prediction
+from catbreed_desktop.core.sorting.folder_names import NOT_CAT_FOLDER, UNSURE_FOLDER
 
 # The filter and caption texts are the names of the folders those photos are sorted into.
 NOT_CAT_TEXT = NOT_CAT_FOLDER
@@ -46,7 +47,7 @@ class PhotoRecord:
     """One photo in the window: its file, what the model said, and what the person said."""
 
     path: Path
-    prediction: Any = None  # catbreed_desktop.core.classify.Prediction, imported lazily
+    prediction: Prediction | None = None
     corrected_label: str | None = None
     reviewed: bool = False  # the person confirmed or corrected the label
     from_watch: bool = False

@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
 )
 
 from catbreed_desktop.core.bundle import DEFAULT_MIN_CONFIDENCE, BundleError, load_bundle
+from catbreed_desktop.core.engines.inventory import list_engines
 from catbreed_desktop.core.engines.names import (
     AUTO,
     CPU,
@@ -109,8 +110,6 @@ class _ListingJob(QRunnable):
         self._request, self._folder, self._batch_size, self._signals = request, folder, batch_size, signals
 
     def run(self) -> None:
-        from catbreed_desktop.core.engines.inventory import list_engines
-
         try:
             infos = list_engines(load_bundle(self._folder), batch_size=self._batch_size)
         except Exception as error:  # shown in the dialog; the pool thread must end cleanly

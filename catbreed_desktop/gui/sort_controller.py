@@ -16,19 +16,31 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from catbreed_desktop.core.corrections import Correction, export_corrections_folders
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.settings import Settings
+from catbreed_desktop.core.sorting import (
+    NothingToUndo,
+    SortItem,
+    SortPlan,
+    SortResult,
+    UndoPreview,
+    UndoResult,
+    execute_plan,
+    moves_to_undo,
+    plan_sort,
+    plan_undo,
+    undo_last_sort,
+)
+from catbreed_desktop.core.sorting.journal import read_journals_newest_first
 from catbreed_desktop.core.sorting.plan import MOVE, SortMode
+from catbreed_desktop.core.sorting.sources import leave_out_sorted
 from catbreed_desktop.gui.photo_model import PhotoListModel, PhotoRecord
 from catbreed_desktop.gui.tasks import Task, TaskContext, TaskRunner
-
-if TYPE_CHECKING:
-    from catbreed_desktop.core.corrections import Correction
-    from catbreed_desktop.core.sorting import SortItem, SortPlan, SortResult, UndoPreview, UndoResult
 
 FILES_LANE = "files"
 JOURNAL_LANE = "journal"
@@ -85,8 +97,6 @@ class SortPreview:
 
 def sort_items(records: Iterable[PhotoRecord]) -> list[SortItem]:
     """What sorting gets: each classified photo, with the person's label where there is one."""
-    from catbreed_desktop.core.sorting import SortItem
-
     return [SortItem(r.path, r.label, r.confidence, r.is_cat) for r in records if r.label is not None]
 
 
@@ -99,9 +109,6 @@ def preview_sort(
     labels: Sequence[str],
 ) -> SortPreview:
     """Plan the sort of `items` into `target`, leaving out photos already filed there (see the module)."""
-    from catbreed_desktop.core.sorting import plan_sort
-    from catbreed_desktop.core.sorting.sources import leave_out_sorted
-
     every_label = {*labels, *(item.label for item in items)}
     to_sort, filed = leave_out_sorted([item.source for item in items], sources, target, every_label)
     keep = set(to_sort)
@@ -117,8 +124,6 @@ def undo_with_moves(
     The photos about to come back are announced first (`expect`), so that their return into a
     watched folder is not taken for new photos.
     """
-    from catbreed_desktop.core.sorting import moves_to_undo, undo_last_sort
-
     moved = moves_to_undo()
     expect(source for _, source in moved)
     result = undo_last_sort(progress)
@@ -130,8 +135,6 @@ def undo_with_moves(
 
 def has_sort_to_undo() -> bool:
     """Whether a journaled sort is left to undo; reads journals only, touches no photo."""
-    from catbreed_desktop.core.sorting.journal import read_journals_newest_first
-
     return any(not state.is_undone for state in read_journals_newest_first())
 
 
@@ -178,8 +181,6 @@ class SortController(QObject):
 
     def start_sort(self, plan: SortPlan, left_out: int = 0, auto: bool = False) -> bool:
         """Execute a previewed plan in the background; the grid follows the moved files."""
-        from catbreed_desktop.core.sorting import execute_plan
-
         if self._closed:
             return False
         if self.runner.is_busy(FILES_LANE):
@@ -225,7 +226,6 @@ class SortController(QObject):
 
     def undo_last_sort(self) -> None:
         """Work out what undo would do (in the background), ask, then undo."""
-        from catbreed_desktop.core.sorting import NothingToUndo, plan_undo
 
         def check(context: TaskContext) -> UndoPreview | str:
             try:
@@ -301,8 +301,6 @@ class SortController(QObject):
 
     def export_corrections(self, corrections: Sequence[Correction], folder: Path) -> bool:
         """Copy the reviewed photos into one folder per breed, in the background."""
-        from catbreed_desktop.core.corrections import export_corrections_folders
-
         if self.runner.is_busy(FILES_LANE):
             self.message.emit(BUSY_TEXT)
             return False

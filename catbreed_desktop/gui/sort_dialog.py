@@ -48,7 +48,7 @@ from PySide6.QtWidgets import (
 
 from catbreed_desktop.core.printable import plural, printable
 from catbreed_desktop.core.sorting import COPY, MOVE, PlannedOperation, SortPlan
-from catbreed_desktop.core.sorting.names import SPECIAL_FOLDERS
+from catbreed_desktop.core.sorting.folder_names import SPECIAL_FOLDERS
 from catbreed_desktop.core.sorting.plan import SortMode
 from catbreed_desktop.gui.breed_box import CountDelegate, alphabetical
 from catbreed_desktop.gui.sort_controller import SortPreview

@@ -19,6 +19,7 @@ from PySide6.QtGui import QImage
 
 from catbreed_desktop.core.files import atomic_write
 from catbreed_desktop.core.paths import cache_dir
+from catbreed_desktop.core.photos import load_photo
 
 MEMORY_CACHE_ENTRIES = 3000
 
@@ -47,7 +48,6 @@ def make_thumbnail(path: Path, size: int, cache_folder: Path | None) -> QImage:
         image = QImage(str(cached))
         if not image.isNull():
             return image
-    from catbreed_desktop.core.imaging import load_photo  # numpy and PIL stay out of start-up
 
     photo = load_photo(path)
     photo.thumbnail((size, size))

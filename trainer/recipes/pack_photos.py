@@ -26,7 +26,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from catbreed_desktop.core.imaging import load_photo  # noqa: E402
+from catbreed_desktop.core.photos import load_photo  # noqa: E402
 from trainer.dataset import LABELS_FILE, MANIFEST_FILE, SUMMARY_FILE, read_manifest  # noqa: E402
 
 PLACEHOLDER = "@DATA@"

@@ -146,7 +146,7 @@ def first_available(infos: list[EngineInfo]) -> EngineInfo | None:
 
 def _triton_info(bundle: ModelBundle, server: str, check: bool, timeout_s: float | None = None) -> EngineInfo:
     """The Triton row: the server reached and its model checked; with `check`, one batch run through it."""
-    from catbreed_desktop.core.engines.triton_client import DEFAULT_TIMEOUT_S, TritonEngine
+    from catbreed_desktop.core.engines.triton.client import DEFAULT_TIMEOUT_S, TritonEngine
 
     info = EngineInfo(TRITON, ENGINE_TITLES[TRITON], False, "", bundle.model_path, "server's", True)
     started = time.perf_counter()

@@ -4,13 +4,13 @@ The public API the window and the command line use; see the modules for how each
 """
 
 from catbreed_desktop.core.sorting.executor import SortResult, execute_plan, resume_interrupted_sort
-from catbreed_desktop.core.sorting.journal import JournalError, JournalWriteError, last_journal, list_journals
-from catbreed_desktop.core.sorting.names import (
+from catbreed_desktop.core.sorting.folder_names import (
     NOT_CAT_FOLDER,
     SPECIAL_FOLDERS,
     UNSURE_FOLDER,
     safe_folder_name,
 )
+from catbreed_desktop.core.sorting.journal import JournalError, JournalWriteError, last_journal, list_journals
 from catbreed_desktop.core.sorting.plan import (
     COPY,
     MODES,

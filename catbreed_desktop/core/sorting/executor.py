@@ -17,6 +17,7 @@ from pathlib import Path
 from catbreed_desktop.core.files import fsync_dir
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.sorting import fileops
+from catbreed_desktop.core.sorting.folder_names import collision_names, is_inside
 from catbreed_desktop.core.sorting.folders import FolderContents
 from catbreed_desktop.core.sorting.journal import (
     Intent,
@@ -29,7 +30,6 @@ from catbreed_desktop.core.sorting.journal import (
     read_journals_newest_first,
     within_by_name,
 )
-from catbreed_desktop.core.sorting.names import collision_names, is_inside
 from catbreed_desktop.core.sorting.plan import DUPLICATE, MODES, MOVE, PlannedOperation, SortPlan, check_mode
 
 ProgressCallback = Callable[[int, int], None]

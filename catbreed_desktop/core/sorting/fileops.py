@@ -20,7 +20,7 @@ from pathlib import Path
 from catbreed_desktop.core.errors import SOME_FAILED, CatBreedError
 from catbreed_desktop.core.files import file_digest, fsync_dir
 from catbreed_desktop.core.open_files import open_for_writing
-from catbreed_desktop.core.sorting.names import truncate_to_bytes
+from catbreed_desktop.core.sorting.folder_names import truncate_to_bytes
 
 CHUNK = 1024 * 1024
 TEMP_SUFFIX = ".catbreed-part"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from catbreed_desktop.core.sorting.fileops import TEMP_SUFFIX, Fingerprint, fingerprint
-from catbreed_desktop.core.sorting.names import name_key
+from catbreed_desktop.core.sorting.folder_names import name_key
 
 
 class FolderContents:

@@ -15,8 +15,7 @@ from typing import Final, Literal
 
 from catbreed_desktop.core.printable import printable
 from catbreed_desktop.core.sorting.fileops import fingerprint
-from catbreed_desktop.core.sorting.folders import FolderContents
-from catbreed_desktop.core.sorting.names import (
+from catbreed_desktop.core.sorting.folder_names import (
     NOT_CAT_FOLDER,
     SPECIAL_FOLDERS,
     UNSURE_FOLDER,
@@ -25,6 +24,7 @@ from catbreed_desktop.core.sorting.names import (
     name_key,
     safe_folder_name,
 )
+from catbreed_desktop.core.sorting.folders import FolderContents
 
 # The sort modes, which are also the actions on a file; a "duplicate" is already there and stays put.
 # How a sort treats the photos, and what it does with each one (a duplicate stays where it is).

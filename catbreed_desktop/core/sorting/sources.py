@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from catbreed_desktop.core.sorting.names import SPECIAL_FOLDERS, name_key, safe_folder_name
+from catbreed_desktop.core.sorting.folder_names import SPECIAL_FOLDERS, name_key, safe_folder_name
 
 
 def sort_folder_keys(labels: Iterable[str]) -> set[str]:

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from catbreed_desktop.core.sorting import SortItem, plan_sort, safe_folder_name
-from catbreed_desktop.core.sorting.names import MAX_FOLDER_NAME, UNKNOWN_FOLDER, collision_names, is_inside
+from catbreed_desktop.core.sorting.folder_names import (
+    MAX_FOLDER_NAME,
+    UNKNOWN_FOLDER,
+    collision_names,
+    is_inside,
+)
 
 HOSTILE_LABELS = [
     "../../etc",

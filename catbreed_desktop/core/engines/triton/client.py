@@ -8,7 +8,7 @@ work queued.
 
 Before the first photo the engine reads the model's config from the server and refuses a model
 that is not the bundle's: the labels in output order, the input size and the model's sha256 are
-in its parameters (`core.serving.model_parameters`), written by `catbreed serve` and by
+in its parameters (`contract.model_parameters`), written by `catbreed serve` and by
 `python -m trainer triton-repo` alike. A server that cannot be reached at start raises
 `EngineUnavailable` naming the URL; one that stops answering mid-run raises `TritonServerLost`,
 which ends the run: the photos classified before keep their results.
@@ -39,11 +39,8 @@ import numpy as np
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch, check_outputs
-from catbreed_desktop.core.engines.kserve_http import JSON_REPLY_LIMIT, KServeHttpClient
 from catbreed_desktop.core.engines.names import ENGINE_TITLES, TRITON
-from catbreed_desktop.core.errors import CatBreedError
-from catbreed_desktop.core.install_hints import install_extra_command
-from catbreed_desktop.core.serving import (
+from catbreed_desktop.core.engines.triton.contract import (
     METADATA_VERSION,
     MODEL_NAME,
     PARAM_EMBEDDING,
@@ -53,6 +50,9 @@ from catbreed_desktop.core.serving import (
     PARAM_VERSION,
     embedding_size,
 )
+from catbreed_desktop.core.engines.triton.kserve_http import JSON_REPLY_LIMIT, KServeHttpClient
+from catbreed_desktop.core.errors import CatBreedError
+from catbreed_desktop.core.install_hints import install_extra_command
 
 DEFAULT_PORTS = {"http": 8000, "https": 8000, "grpc": 8001, "grpcs": 8001}
 DEFAULT_REQUEST_SIZE = 8

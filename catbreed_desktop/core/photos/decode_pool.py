@@ -35,9 +35,9 @@ from multiprocessing import connection as mp_connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from catbreed_desktop.core import imaging
-from catbreed_desktop.core.decode_budget import DECODE_MEMORY_BUDGET, admits, reservation
 from catbreed_desktop.core.errors import CatBreedError
+from catbreed_desktop.core.photos import decode
+from catbreed_desktop.core.photos.decode_budget import DECODE_MEMORY_BUDGET, admits, reservation
 
 # At 8 cores and more the default is processes. Below that the cores, not the GIL, limit
 # decoding (the engine needs them too), and threads spare the workers' memory and the pickling.
@@ -112,7 +112,7 @@ class _BudgetFromParent:
 
 def _start_worker(parent: mp_connection.Connection) -> None:
     """Set up a decoding process: its decodes reserve memory in the budget the parent keeps."""
-    imaging.DECODE_BUDGET = _BudgetFromParent(parent)  # type: ignore[assignment]  # looked up per call
+    decode.DECODE_BUDGET = _BudgetFromParent(parent)  # type: ignore[assignment]  # looked up per call
 
 
 def _serve(parent: mp_connection.Connection, set_up: Callable[[mp_connection.Connection], None]) -> None:

@@ -131,7 +131,7 @@ def start_watchdog() -> Watchdog:
     if not PROC.joinpath("self", "stat").exists() or getattr(sys, "frozen", False):
         return Watchdog(None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "catbreed_desktop.core.serve_watchdog", str(os.getpid())],
+        [sys.executable, "-m", "catbreed_desktop.core.engines.triton.watchdog", str(os.getpid())],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         close_fds=True,

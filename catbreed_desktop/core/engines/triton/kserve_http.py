@@ -106,7 +106,7 @@ class KServeHttpClient:
         """Run `model` on `inputs` (name -> array); returns the named `outputs` as arrays.
 
         `reply_limit` is the most bytes the reply may have: what the outputs of this many inputs
-        can take (see `triton_client.reply_limit`); a larger reply is refused unread.
+        can take (see `client.reply_limit`); a larger reply is refused unread.
         """
         arrays = {name: np.ascontiguousarray(value) for name, value in inputs.items()}
         header = {

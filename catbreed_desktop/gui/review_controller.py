@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, QObject, QSortFilterProxyModel, Signal
 
+from catbreed_desktop.core.corrections import Correction
 from catbreed_desktop.gui.details import DetailsPane
 from catbreed_desktop.gui.grid import PhotoGrid
 from catbreed_desktop.gui.photo_model import PhotoListModel, PhotoRecord
-
-if TYPE_CHECKING:
-    from catbreed_desktop.core.corrections import Correction
 
 
 class ReviewController(QObject):
@@ -141,8 +139,6 @@ class ReviewController(QObject):
 
     def corrections(self) -> list[Correction]:
         """Every photo the person corrected or confirmed, with its label."""
-        from catbreed_desktop.core.corrections import Correction
-
         return [
             Correction(r.path, r.label)
             for r in self.photos.records

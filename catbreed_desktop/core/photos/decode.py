@@ -1,8 +1,7 @@
-"""Photo decoding and preprocessing: the one function the app and the trainer both use.
+"""Bounded photo decoding: any supported file as an upright RGB image, or a `PhotoError`.
 
-Decoding turns any supported file into an upright RGB image (EXIF orientation applied, first
-frame of animations) or raises `PhotoError` naming the file. Preprocessing turns that image into
-the normalised CHW float32 array a model bundle asks for.
+Decoding turns a photo file into an upright RGB image (EXIF orientation applied, first frame of
+animations) or raises `PhotoError` naming the file; `preprocess` turns that image into a model's input.
 
 Decoding is bounded for hostile files: only the photo formats below are opened (a PostScript
 file named .jpg is not handed to Ghostscript), JPEGs with absurd scan counts are refused before
@@ -13,12 +12,10 @@ will shrink the photo anyway (preprocessing) has it decoded near the size it nee
 from __future__ import annotations
 
 import logging
-import math
 import os
 import stat
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from struct import error as struct_error
 from typing import Any
@@ -26,10 +23,11 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-# Re-exported: a decoding process replaces it with the budget its pool shares (core/decode_pool.py).
-from catbreed_desktop.core.decode_budget import DECODE_BUDGET as DECODE_BUDGET
 from catbreed_desktop.core.errors import CatBreedError
-from catbreed_desktop.core.jpeg_structure import count_jpeg_scans, jpeg_coefficient_bytes
+
+# Re-exported: a decoding process replaces it with the budget its pool shares (decode_pool.py).
+from catbreed_desktop.core.photos.decode_budget import DECODE_BUDGET as DECODE_BUDGET
+from catbreed_desktop.core.photos.jpeg_structure import count_jpeg_scans, jpeg_coefficient_bytes
 
 try:  # HEIC/HEIF support is optional at run time but a declared dependency (pi-heif: libheif's decoder).
     import pi_heif
@@ -39,13 +37,9 @@ try:  # HEIC/HEIF support is optional at run time but a declared dependency (pi-
 except ImportError:  # pragma: no cover - depends on the environment
     HEIF_AVAILABLE = False
 
-PHOTO_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif"}
-)
-
-# Pillow's names for the formats above. Files are identified by their contents, but only these
-# plugins are asked: any other (EPS, PDF, PSD, ...) parses bytes the app has no use for, and EPS
-# runs Ghostscript, where `{ } loop` never ends.
+# Pillow's names for the formats of `formats.PHOTO_SUFFIXES`. Files are identified by their
+# contents, but only these plugins are asked: any other (EPS, PDF, PSD, ...) parses bytes the app
+# has no use for, and EPS runs Ghostscript, where `{ } loop` never ends.
 PHOTO_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF") + (
     ("HEIF",) if HEIF_AVAILABLE else ()
 )
@@ -109,15 +103,6 @@ if "PILLOW_BLOCK_SIZE" not in os.environ and hasattr(Image.core, "set_block_size
 
 _log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_RESAMPLE = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-}
-
 
 class PhotoError(CatBreedError):
     """A file that cannot be used as a photo: corrupt, truncated, empty, too large or not an image."""
@@ -132,132 +117,6 @@ class PhotoError(CatBreedError):
         return (type(self), (self.path, self.reason))
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a model wants its input: shorter side resized to `resize`, centre crop of `size`, normalised."""
-
-    size: int = 224
-    resize: int = 256
-    resample: str = "bicubic"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    crop: str = field(default="center")
-
-    def __post_init__(self) -> None:
-        # Coerce JSON lists to tuples of floats so the spec stays hashable and comparable.
-        for name in ("mean", "std"):
-            values = tuple(float(v) for v in getattr(self, name))
-            if len(values) != 3 or not all(math.isfinite(v) for v in values):
-                raise ValueError(f"{name} must be three finite numbers (R, G, B), not {values}")
-            object.__setattr__(self, name, values)
-        if not all(v > 0 for v in self.std):
-            raise ValueError(f"std values must be positive, not {self.std}")
-        if self.size < 1:
-            raise ValueError(f"crop size must be at least 1 pixel, not {self.size}")
-        if self.resample not in _RESAMPLE:
-            raise ValueError(f"unknown resample rule {self.resample!r}; use one of {sorted(_RESAMPLE)}")
-        if self.crop != "center":
-            raise ValueError(f"unknown crop rule {self.crop!r}; only 'center' is supported")
-        if self.resize < self.size:
-            raise ValueError(f"resize ({self.resize}) must be at least the crop size ({self.size})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "resize": self.resize,
-            "resample": self.resample,
-            "crop": self.crop,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        return cls(
-            size=int(data["size"]),
-            resize=int(data["resize"]),
-            resample=str(data.get("resample", "bicubic")),
-            crop=str(data.get("crop", "center")),
-            mean=tuple(data["mean"]),
-            std=tuple(data["std"]),
-        )
-
-
-def is_photo_path(path: str | Path) -> bool:
-    """True when the file name has a photo suffix we can decode."""
-    return Path(path).suffix.lower() in PHOTO_SUFFIXES
-
-
-FolderErrorCallback = Callable[[Path, str], None]
-
-
-def iter_photo_paths(
-    paths: Iterable[str | Path], recursive: bool = False, on_error: FolderErrorCallback | None = None
-) -> list[Path]:
-    """Expand files and folders into a sorted, de-duplicated list of photo paths.
-
-    Files named explicitly are kept whatever their suffix (and even when missing), so that a
-    mislabelled file is reported by the decoder rather than silently ignored. Folders contribute
-    their photo-suffixed files, skipping hidden ones such as macOS `._IMG_0001.jpg` resource forks.
-    A folder that cannot be read is passed to `on_error(folder, reason)` and the scan goes on.
-    """
-    found: dict[Path, Path] = {}  # resolved path -> path as the caller spelled it
-
-    def add(path: Path) -> None:
-        try:
-            key = path.resolve()
-        except (OSError, RuntimeError):  # a link loop: the decoder reports the file itself
-            key = Path(os.path.abspath(path))
-        found.setdefault(key, path)
-
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for child in _photos_in_folder(path, recursive, on_error):
-                add(child)
-        else:
-            add(path)
-    return sorted(found.values())
-
-
-def photos_in_subfolders(paths: Iterable[str | Path], found: Iterable[Path] = ()) -> int:
-    """How many photos the folders among `paths` hold in their sub-folders, besides those in `found`.
-
-    What `iter_photo_paths` without `recursive` leaves out. Paths are compared as spelled (made
-    absolute, not resolved), which spares a few system calls per photo over a resolving scan.
-    """
-    seen = {os.path.abspath(path) for path in found}
-    below: set[str] = set()
-    for raw in paths:
-        folder = Path(raw)
-        if folder.is_dir():
-            below.update(
-                os.path.abspath(child)
-                for child in _photos_in_folder(folder, True, None)
-                if child.parent != folder
-            )
-    return len(below - seen)
-
-
-def _photos_in_folder(folder: Path, recursive: bool, on_error: FolderErrorCallback | None) -> Iterable[Path]:
-    """Photo-suffixed, non-hidden regular files of a folder (and its sub-folders when recursive)."""
-
-    def unreadable(error: OSError) -> None:
-        if on_error is not None:
-            on_error(Path(error.filename or folder), error.strerror or str(error))
-
-    # os.walk goes on past unreadable sub-folders (reporting them through `unreadable`), and does
-    # not follow symlinked folders, so a link loop cannot recurse forever.
-    for root, folders, files in os.walk(folder, onerror=unreadable):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        for name in files:
-            child = Path(root) / name
-            if not name.startswith(".") and is_photo_path(child) and child.is_file():
-                yield child
-        if not recursive:
-            break
-
-
 def load_photo(
     path: str | Path, max_pixels: int = MAX_PIXELS, *, needed_side: int | None = None
 ) -> Image.Image:
@@ -269,10 +128,10 @@ def load_photo(
     side under `JPEG_DRAFT_GAP * needed_side` (a JPEG) or `REDUCING_GAP * needed_side` (other
     formats): decoding then takes a fraction of the time and memory.
     """
-    return _decode(Path(path), max_pixels, needed_side)[0]
+    return decode_with_region(Path(path), max_pixels, needed_side)[0]
 
 
-def _decode(path: Path, max_pixels: int, needed_side: int | None) -> tuple[Image.Image, Region]:
+def decode_with_region(path: Path, max_pixels: int, needed_side: int | None) -> tuple[Image.Image, Region]:
     """The upright RGB image, and the part of it that shows the stored photo.
 
     That is all of it unless the photo was reduced: a reduced image's last row and column stand
@@ -381,7 +240,7 @@ def _decoding_bytes(image: Image.Image, factor: int) -> int:
 def _upright_rgb(image: Image.Image, factor: int, region: Region | None) -> tuple[Image.Image, Region]:
     """The decoded image as a new upright RGB image, reduced `factor` times by box averaging."""
     method = _orientation(image)
-    rgb = _to_rgb(image) if factor == 1 else _reduced_rgb(image, factor)
+    rgb = to_rgb(image) if factor == 1 else _reduced_rgb(image, factor)
     x0, y0, x1, y1 = (value / factor for value in (region or (0, 0, *image.size)))
     if method is not None:
         return rgb.transpose(method), _transposed((x0, y0, x1, y1), rgb.size, method)
@@ -442,10 +301,10 @@ def _to_grey_or_rgb(image: Image.Image, grey_scale: float | None = None) -> Imag
         return image
     if image.mode in _WIDE_GREY:
         return _wide_grey_to_l(image, _wide_grey_scale(image) if grey_scale is None else grey_scale)
-    return _to_rgb(image)
+    return to_rgb(image)
 
 
-def _to_rgb(image: Image.Image, grey_scale: float | None = None) -> Image.Image:
+def to_rgb(image: Image.Image, grey_scale: float | None = None) -> Image.Image:
     """Convert any mode to RGB, compositing transparency on white as viewers do.
 
     An RGB image is returned as it is, not copied. `grey_scale` is the value that becomes white in
@@ -504,57 +363,3 @@ def _wide_grey_to_l(image: Image.Image, full_scale: float) -> Image.Image:
         scaled = np.clip(np.nan_to_num(band) * (255.0 / full_scale), 0.0, 255.0)
         grey[top : top + band.shape[0]] = np.round(scaled).astype(np.uint8)
     return Image.fromarray(grey)
-
-
-def resize_and_crop(image: Image.Image, spec: Preprocessing, region: Region | None = None) -> Image.Image:
-    """Resize the shorter side to `spec.resize`, then take the centre `spec.size` square.
-
-    Only the cropped region is resampled (Pillow's `box`), which gives the same pixels as
-    resizing the whole image first but keeps a long thin panorama from growing to gigapixels.
-    `region` is the part of `image` that shows the photo, when that is not all of it (a photo
-    decoded reduced), so that the crop falls where it would on the photo as stored.
-    """
-    left_edge, top_edge, right_edge, bottom_edge = region or (0, 0, *image.size)
-    width, height = right_edge - left_edge, bottom_edge - top_edge
-    scale = spec.resize / min(width, height)
-    new_width = max(spec.size, round(width * scale))
-    new_height = max(spec.size, round(height * scale))
-    left = (new_width - spec.size) // 2
-    top = (new_height - spec.size) // 2
-    x_step = width / new_width
-    y_step = height / new_height
-    box = (
-        left_edge + left * x_step,
-        top_edge + top * y_step,
-        left_edge + (left + spec.size) * x_step,
-        top_edge + (top + spec.size) * y_step,
-    )
-    return image.resize((spec.size, spec.size), _RESAMPLE[spec.resample], box=box)
-
-
-def normalize(image: Image.Image, spec: Preprocessing) -> np.ndarray:
-    """An RGB image of the model's size as a normalised CHW float32 array."""
-    if image.mode != "RGB":
-        image = _to_rgb(image)
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    return np.ascontiguousarray(((array - mean) / std).transpose(2, 0, 1))
-
-
-def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
-    """The model input for one decoded photo: resize, centre crop, normalise; CHW float32."""
-    if image.mode != "RGB":
-        image = _to_rgb(image)
-    return normalize(resize_and_crop(image, spec), spec)
-
-
-def load_and_preprocess(path: str | Path, spec: Preprocessing) -> np.ndarray:
-    """Decode and preprocess one file; raises `PhotoError` for anything unusable."""
-    image, region = _decode(Path(path), MAX_PIXELS, spec.resize)
-    return normalize(resize_and_crop(image, spec, region), spec)
-
-
-def stack_batch(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """Stack preprocessed photos into one NCHW batch."""
-    return np.ascontiguousarray(np.stack(arrays, axis=0), dtype=np.float32)

@@ -19,13 +19,12 @@ a traceback of the server's internals (`hide_tracebacks_from_clients`). Triton's
 no cap on open connections nor a timeout for idle ones (each costs a file descriptor); `serve`
 sets its HTTP thread count, and a server open to many clients belongs behind a proxy that caps
 connections. The processes Triton starts are ended with `serve` even when it is killed
-(`serve_watchdog`), and model folders such a kill left in the temporary folder are removed at the
+(`watchdog`), and model folders such a kill left in the temporary folder are removed at the
 next start.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -40,28 +39,19 @@ import numpy as np
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable
+from catbreed_desktop.core.engines.triton.contract import MODEL_NAME, embedding_size, model_parameters
 from catbreed_desktop.core.errors import CatBreedError
-from catbreed_desktop.core.imaging import Preprocessing
 from catbreed_desktop.core.install_hints import new_environment_command
-from catbreed_desktop.core.ood import OodDetector
+from catbreed_desktop.core.photos import Preprocessing
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "catbreed"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_MAX_BATCH = 32
 # How long Triton may hold a request to fill a batch: short, since one photo costs ~10 ms on a CPU.
 MAX_QUEUE_DELAY_US = 2_000
-# The model config parameters a client checks (`model_parameters`). Triton ignores keys it does
-# not know, on pytriton's Python backend and the ONNX Runtime backend alike.
-PARAM_VERSION = "catbreed_metadata_version"
-PARAM_LABELS = "catbreed_labels"
-PARAM_INPUT_SIZE = "catbreed_input_size"
-PARAM_SHA256 = "catbreed_model_sha256"
-PARAM_EMBEDDING = "catbreed_embedding_size"
-METADATA_VERSION = "1"
 # Triton's HTTP worker threads; each open connection costs a file descriptor, not a thread.
 HTTP_THREADS = 8
 # How long Triton waits for the model to unload when stopped, before it exits anyway.
@@ -69,27 +59,6 @@ EXIT_TIMEOUT_S = 10
 # Room beyond the exact range of normalised pixels, as a share of that range: a client resizing in
 # float (bicubic overshoots a little at sharp edges) is still served.
 PIXEL_MARGIN = 0.1
-
-
-def embedding_size(bundle: ModelBundle) -> int | None:
-    """The width of the bundle's embedding output when its not-a-cat detector needs it, else None."""
-    if bundle.ood is None:
-        return None
-    return OodDetector.from_config(bundle.ood, bundle.num_labels).embedding_size
-
-
-def model_parameters(bundle: ModelBundle) -> dict[str, str]:
-    """The model config parameters that describe `bundle` to a client; Triton parameters are strings."""
-    parameters = {
-        PARAM_VERSION: METADATA_VERSION,
-        PARAM_LABELS: json.dumps(list(bundle.labels), ensure_ascii=False),
-        PARAM_INPUT_SIZE: str(bundle.preprocessing.size),
-        PARAM_SHA256: bundle.model_sha256,
-    }
-    size = embedding_size(bundle)
-    if size is not None:
-        parameters[PARAM_EMBEDDING] = str(size)
-    return parameters
 
 
 @dataclass(frozen=True)
