@@ -16,7 +16,8 @@ import pytest
 
 from catbreed_desktop.cli import serve_command
 from catbreed_desktop.cli.main import main
-from catbreed_desktop.core import paths, serving
+from catbreed_desktop.core import paths
+from catbreed_desktop.core.engines.triton import server as serving
 
 
 class StandInEngine:

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from catbreed_desktop.core import install_hints, serving
-from catbreed_desktop.core.engines import inventory, onnx_runtime, tensorrt, triton_client
+from catbreed_desktop.core import install_hints
+from catbreed_desktop.core.engines import inventory, onnx_runtime, tensorrt
 from catbreed_desktop.core.engines.base import EngineUnavailable
+from catbreed_desktop.core.engines.triton import client as triton_client
+from catbreed_desktop.core.engines.triton import server as serving
 from catbreed_desktop.core.install_hints import (
     InstallSource,
     install_extra_command,
