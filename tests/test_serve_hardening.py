@@ -194,6 +194,11 @@ def test_only_our_stale_model_folders_are_removed(tmp_path: Path) -> None:
     link = tmp_path / "folderLink12"
     link.symlink_to(elsewhere, target_is_directory=True)
     user = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", str(in_use)])
+    # Under load the child may not have exec'd yet: wait until its command line names the folder.
+    cmdline = Path(f"/proc/{user.pid}/cmdline")
+    deadline = time.monotonic() + 30
+    while str(in_use).encode() not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.02)
     try:
         assert remove_stale_model_folders(tmp_path) == [stale]
     finally:

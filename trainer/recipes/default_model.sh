@@ -17,8 +17,9 @@
 # the time: v3 for v4) judges not to be a cat. Labels are then checked against Oxford and the web
 # photos only, never against the shelter labels. The recipe's choices (Petfinder-Gano at weight 1,
 # crops from 60 % of the area, no colour jitter, balanced breeds, 8 epochs) come from
-# recipe_study.py, run on a lent H200 with gpu_study.sh (the model card has the table); the
-# shipped v4 trained there in 191 s. On 2 CPU cores expect about 2.5 hours of training.
+# recipe_study.py, run on a lent H200 with gpu_study.sh (candidates/v4/README.md has the table);
+# candidate v4 trained there in 191 s. On 2 CPU cores expect about 2.5 hours of training. The v3
+# bundle still in models/ came from this script's two-source version (git fb68c9d).
 # COMPARISONS=1 also trains the two comparison models of the model card's cross-source tables.
 set -euo pipefail
 DATA=${1:?usage: $0 DATA_ROOT [DEVICE]}
