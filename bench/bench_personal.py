@@ -21,7 +21,6 @@ one. Cost: classify time of a folder with 10,000 corrections kept, against no la
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 import tracemalloc
@@ -40,6 +39,7 @@ from catbreed_desktop.cli.common import adapted_in_batches  # noqa: E402
 from catbreed_desktop.core.bundle import ModelBundle, load_bundle  # noqa: E402
 from catbreed_desktop.core.classify import Classifier, Prediction  # noqa: E402
 from catbreed_desktop.core.personal.combine import LayerSettings, Metric, PersonalLayer, layer_setup  # noqa: E402
+from trainer.report import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -275,16 +275,6 @@ def cost(bundle: ModelBundle, photos: Sequence[Path], pool: np.ndarray, threads:
 
 
 # ----------------------------------------------------------------------------------------- main
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def accuracy(

@@ -50,7 +50,8 @@ def _shown_path(path: Path) -> str:
     return portable_path(path, (Path.cwd(),))
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name, for figures that say which CPU they came from."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -96,7 +97,7 @@ def measure_speed(bundle_dir: Path, checkpoint: Path, paths: list[Path], repeats
         "bundle_photos_per_s": onnx_rate,
         "pytorch_photos_per_s": torch_rate,
         "speed_up": onnx_rate / torch_rate,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "bundle_precision": bundle.provenance.get("precision", "fp32"),
