@@ -51,19 +51,20 @@ def classify(bundle: Path, paths: list[Path]) -> tuple[dict[Path, dict], float]:
 def figures(records: list[dict], truth: list[str], known: set[str]) -> dict:
     names = sorted(set(truth) | {r.get("label") or "" for r in records})
     index = {name: i for i, name in enumerate(names)}
-    predicted = [r.get("label") or "" if r.get("ok") else "" for r in records]
+    predicted = [(r.get("label") or "") if r.get("ok") else "" for r in records]
     y_true = [index[t] for t in truth]
     y_pred = [index[p] for p in predicted]
     source_breeds = sorted(set(truth))
     filed = [bool(r.get("ok") and r.get("is_cat") and not r.get("unsure")) for r in records]
     filed_right = sum(1 for f, p, t in zip(filed, predicted, truth, strict=True) if f and p == t)
+    every_breed = subset_scores(y_true, y_pred, [index[b] for b in source_breeds])
     return {
         "photos": len(records),
         "macro_f1_known_breeds": subset_scores(
             y_true, y_pred, [index[b] for b in source_breeds if b in known]
         )["macro_f1"],
-        "macro_f1_all_breeds": subset_scores(y_true, y_pred, [index[b] for b in source_breeds])["macro_f1"],
-        "accuracy": subset_scores(y_true, y_pred, [index[b] for b in source_breeds])["accuracy"],
+        "macro_f1_all_breeds": every_breed["macro_f1"],
+        "accuracy": every_breed["accuracy"],
         "answers_outside_source": sum(1 for p in predicted if p not in set(source_breeds)) / len(records),
         "filed": sum(filed) / len(records),
         "filed_right": filed_right / max(1, sum(filed)),

@@ -125,29 +125,28 @@ def choose_decision(
     """
     wanted = [source] if isinstance(source, str) else list(source)
     source_array = np.asarray(sources)
-    present = [name for name in wanted if (source_array == name).any()]
-    fell_back = not present
+    rows_of = {name: source_array == name for name in wanted if (source_array == name).any()}
+    fell_back = not rows_of
     per_source: dict[str, dict] = {}
     if fell_back:
         members = np.ones(len(sources), dtype=bool)
         threshold, met = lowest_threshold(probabilities, targets, is_cat, target_precision)
         photos_named = "all validation photos"
     else:
-        members = np.isin(source_array, present)
-        found = {}
-        for name in present:
-            rows = source_array == name
-            found[name] = lowest_threshold(probabilities[rows], targets[rows], is_cat[rows], target_precision)
+        members = np.logical_or.reduce(list(rows_of.values()))
+        found = {
+            name: lowest_threshold(probabilities[rows], targets[rows], is_cat[rows], target_precision)
+            for name, rows in rows_of.items()
+        }
         threshold = max(value for value, _ in found.values())
         met = all(ok for _, ok in found.values())
-        for name in present:
-            rows = source_array == name
+        for name, rows in rows_of.items():
             per_source[name] = {
                 "lowest_qualifying": found[name][0],
                 "met": found[name][1],
             } | coverage_figures(probabilities[rows], targets[rows], is_cat[rows], threshold)
-        photos_named = " and ".join(f"the {name} validation photos" for name in present)
-        if len(present) > 1:
+        photos_named = " and ".join(f"the {name} validation photos" for name in rows_of)
+        if len(rows_of) > 1:
             photos_named += " (each; the larger threshold)"
     if met:
         rule = (
@@ -159,11 +158,13 @@ def choose_decision(
             f"no threshold reached {target_precision:.0%} precision on {photos_named}; "
             "the threshold with the highest precision"
         )
+    # One name as before, or the list of sources that each held the threshold.
+    named = list(rows_of) or wanted[:1]
     return {
         "min_confidence": threshold,
         "chosen_on": "validation",
         "rule": rule,
-        "source": present[0] if len(present) == 1 else present if present else wanted[0],
+        "source": named[0] if len(named) == 1 else named,
         "fell_back_to_all_sources": fell_back,
         "target_precision": target_precision,
         "met": met,

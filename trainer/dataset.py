@@ -466,6 +466,12 @@ def read_manifest(workdir: str | Path) -> list[Sample]:
         ]
 
 
+def read_summary(workdir: str | Path) -> dict:
+    """summary.json as `prepare` (and `clean`) wrote it; empty when there is none."""
+    path = Path(workdir) / SUMMARY_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def read_labels(workdir: str | Path) -> list[str]:
     path = Path(workdir) / LABELS_FILE
     if not path.is_file():

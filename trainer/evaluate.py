@@ -23,7 +23,7 @@ import numpy as np
 from trainer.breakdown import noisy_breeds_by_source
 from trainer.calibration import calibration_report, plot_reliability
 from trainer.coverage import DEFAULT_DECISION_SOURCE, DEFAULT_TARGET_PRECISION
-from trainer.dataset import SUMMARY_FILE, DatasetError, Sample, read_labels, read_manifest, split_samples
+from trainer.dataset import DatasetError, Sample, read_labels, read_manifest, read_summary, split_samples
 from trainer.errors import TrainerError
 from trainer.figures import SplitOutputs, classification_figures, sorting_figures
 from trainer.modeling import checkpoint_labels, load_checkpoint, mean_patch_span, run_on_photos
@@ -72,11 +72,6 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> Path:
     figure.savefig(path, dpi=110 if count <= 20 else 130)
     plt.close(figure)
     return path
-
-
-def read_summary(workdir: Path) -> dict:
-    path = Path(workdir) / SUMMARY_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def evaluate(

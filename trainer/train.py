@@ -33,11 +33,11 @@ from catbreed_desktop.core.photos import Preprocessing, load_photo
 from trainer.augment import CROP_AREA, DEFAULT_AUGMENT, AugmentOptions, augment
 from trainer.breakdown import noisy_breeds_by_source
 from trainer.dataset import (
-    SUMMARY_FILE,
     DatasetError,
     Sample,
     read_labels,
     read_manifest,
+    read_summary,
     split_samples,
 )
 from trainer.errors import TrainerError
@@ -120,11 +120,10 @@ class TrainSettings:
     )
 
     def resume_identity(self) -> dict:
-        # JSON-shaped, so a saved state compares equal after a round trip through torch.save.
-        return {
-            key: [list(pair) for pair in value] if key == "source_weights" else value
-            for key, value in ((key, getattr(self, key)) for key in self.RESUME_KEYS)
-        }
+        identity = {key: getattr(self, key) for key in self.RESUME_KEYS}
+        # As lists, so a saved state compares equal after its round trip through torch.save and JSON.
+        identity["source_weights"] = [list(pair) for pair in self.source_weights]
+        return identity
 
     def source_weight(self, source: str) -> float:
         return dict(self.source_weights).get(source, 1.0)
@@ -354,9 +353,9 @@ class Trainer:
                 "3x slower than --precision fp32",
                 file=sys.stderr,
             )
-        summary_path = self.workdir / SUMMARY_FILE
-        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
-        self.noisy_breeds = {name: set(breeds) for name, breeds in noisy_breeds_by_source(summary).items()}
+        self.noisy_breeds = {
+            name: set(breeds) for name, breeds in noisy_breeds_by_source(read_summary(self.workdir)).items()
+        }
         self.checkpoints = self.workdir / "checkpoints"
         self.state_path = self.checkpoints / "last" / STATE_FILE
         self.best_dir = self.checkpoints / "best"

@@ -14,7 +14,7 @@ them; only photos larger than the training crop's source size are smaller.
 from __future__ import annotations
 
 import argparse
-import csv
+import dataclasses
 import io
 import json
 import shutil
@@ -27,7 +27,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from catbreed_desktop.core.photos import load_photo  # noqa: E402
-from trainer.dataset import LABELS_FILE, MANIFEST_FILE, SUMMARY_FILE, read_manifest  # noqa: E402
+from trainer.dataset import LABELS_FILE, SUMMARY_FILE, read_manifest, write_manifest  # noqa: E402
 
 PLACEHOLDER = "@DATA@"
 
@@ -79,13 +79,13 @@ def main() -> int:
     tar_path.unlink()
     workdir_out = args.out / "workdir"
     workdir_out.mkdir(exist_ok=True)
-    with open(args.workdir / MANIFEST_FILE, newline="", encoding="utf-8") as source:
-        rows = list(csv.DictReader(source))
-    with open(workdir_out / MANIFEST_FILE, "w", newline="", encoding="utf-8") as target:
-        writer = csv.DictWriter(target, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row | {"path": f"{PLACEHOLDER}/{relative[Path(row['path'])]}"})
+    write_manifest(
+        workdir_out,
+        [
+            dataclasses.replace(sample, path=Path(f"{PLACEHOLDER}/{relative[sample.path]}"))
+            for sample in samples
+        ],
+    )
     for name in (LABELS_FILE, SUMMARY_FILE):
         shutil.copy(args.workdir / name, workdir_out / name)
     print(f"{len(samples)} photos, {size / 1e6:.1f} MB in {args.out}")

@@ -32,6 +32,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from trainer.tracking import read_metrics  # noqa: E402
+
 BASE_TRAIN = [
     "--probe-head", "--freeze-layers", "0", "--keep-patches", "0.5", "--batch-size", "32",
     "--lr", "4e-5", "--head-lr", "3e-4", "--label-smoothing", "0.1", "--select-by", "source-mean",
@@ -58,14 +62,13 @@ def copy_workdir(source: Path, target: Path) -> Path:
 
 
 def epoch_scores(workdir: Path) -> list[dict]:
-    """Per-epoch validation figures from the run's metrics log (JSON lines)."""
-    rows = []
-    for log in sorted((workdir / "runs").glob("*/metrics.jsonl")):
-        for line in log.read_text().splitlines():
-            row = json.loads(line)
-            if "val_source_mean_macro_f1" in row:
-                rows.append(row)
-    return rows
+    """Per-epoch validation figures from the run's metrics log."""
+    return [
+        row
+        for log in sorted((workdir / "runs").glob("*/metrics.jsonl"))
+        for row in read_metrics(log)
+        if "val_source_mean_macro_f1" in row
+    ]
 
 
 def train(workdir: Path, args: argparse.Namespace, epochs: int, extra: list[str], log: Path) -> dict:
@@ -118,7 +121,6 @@ def main() -> int:
     proxy_seconds = None
     plan = [(name, ["--source-weight", f"{PETFINDER}={weight}"]) for name, weight in SOURCE_WEIGHTS.items()]
     plan += [(name, ["--source-weight", f"{PETFINDER}=0.25", *flags]) for name, flags in CHANGES.items()]
-    full_reserve = None
     for name, flags in plan:
         if proxy_seconds is not None:
             # The full run takes about full/study times a proxy; keep that in hand.
