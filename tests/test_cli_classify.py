@@ -75,6 +75,7 @@ def test_csv_has_header_and_one_row_per_photo(capsys, colour_bundle, folder):
         "unsure",
         "ood_score",
         "error",
+        "personal",
     ]
     assert [(r["status"], r["label_1"]) for r in rows] == [
         ("ok", "Blue Cat"),
@@ -82,6 +83,7 @@ def test_csv_has_header_and_one_row_per_photo(capsys, colour_bundle, folder):
         ("ok", "Red Cat"),
     ]
     assert all(0.9 < float(r["probability_1"]) <= 1.0 for r in rows)
+    assert {r["personal"] for r in rows} == {"false"}  # no corrections kept: the model alone
 
 
 def test_unreadable_files_get_an_error_line_and_exit_1(capsys, colour_bundle, folder):
@@ -106,7 +108,7 @@ def test_errors_are_records_in_json_and_csv(capsys, colour_bundle, folder):
 
     status, out, _ = classify(capsys, str(folder), "--model", str(colour_bundle.path), "--csv")
     rows = [r for r in csv.DictReader(io.StringIO(out)) if r["status"] == "error"]
-    assert status == 1 and rows[0]["error"] == "the file is empty"
+    assert status == 1 and rows[0]["error"] == "the file is empty" and rows[0]["personal"] == ""
 
 
 def test_not_a_cat_is_shown(capsys, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -57,6 +59,24 @@ def test_a_correction_changes_a_similar_photo_and_json_says_so(capsys, colour_bu
 
     ignored = classify_json(capsys, colour_bundle, photos, "--no-personal")
     assert ignored["purple2.png"]["label"] == "Blue Cat" and not ignored["purple2.png"]["personal"]
+
+
+def test_csv_has_a_personal_column_as_json_has_personal(capsys, colour_bundle, photos):
+    model = ("--model", str(colour_bundle.path))
+    run(capsys, "correct", str(photos / "purple1.png"), "--breed", "Green Cat", *model)
+
+    status, out, _ = run(capsys, "classify", str(photos), *model, "--csv")
+
+    reader = csv.DictReader(io.StringIO(out))
+    rows = {Path(row["path"]).name: row for row in reader}
+    assert status == 0
+    assert reader.fieldnames is not None and reader.fieldnames[-2:] == ["error", "personal"]
+    assert (rows["purple2.png"]["label_1"], rows["purple2.png"]["personal"]) == ("Green Cat", "true")
+    assert (rows["red.png"]["label_1"], rows["red.png"]["personal"]) == ("Red Cat", "false")
+    json_rows = classify_json(capsys, colour_bundle, photos)
+    assert {name: row["personal"] == "true" for name, row in rows.items()} == {
+        name: record["personal"] for name, record in json_rows.items()
+    }
 
 
 def test_list_and_forget(capsys, colour_bundle, photos):

@@ -112,6 +112,15 @@ def test_forget_one_photo_or_everything(tmp_path: Path) -> None:
     assert len(PersonalStore(SHA, tmp_path)) == 0
 
 
+def test_forgetting_without_saving_leaves_the_file_for_a_later_save(tmp_path: Path) -> None:
+    store = PersonalStore(SHA, tmp_path)
+    store.add([tmp_path / "a.jpg"], ["A"], np.ones((1, 3)))
+    assert store.forget(save=False) == 1
+    assert len(PersonalStore(SHA, tmp_path)) == 1  # the window writes it in the background
+    store.save()
+    assert not (tmp_path / f"{SHA}.npz").exists()
+
+
 def test_photo_key_is_the_same_for_relative_and_absolute_paths(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert photo_key("a.jpg") == photo_key(tmp_path / "a.jpg")

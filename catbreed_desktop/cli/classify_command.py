@@ -3,7 +3,10 @@
 Every breed the bundle has can be shown (`--top-k` up to its number of labels). A photo whose top
 breed is less likely than the unsure threshold (`--min-confidence`, by default the bundle's own
 recommendation) is marked unsure: `[unsure]` in the table, `"unsure": true` in JSON, an `unsure`
-column in CSV; it is where `catbreed sort` would put it.
+column in CSV; it is where `catbreed sort` would put it. A breed the person's corrections gave,
+not the model alone, is said too: `[from your correction ...]` in the table, `"personal": true`
+in JSON, a `personal` column in CSV (the last, so scripts reading the earlier columns by position
+keep working).
 
 Unreadable files get an error line and do not stop the run; the exit status is 1 when any file
 failed, 0 when all were classified, 2 for usage or model errors. An engine that fails for good
@@ -209,12 +212,15 @@ class CsvWriter:
             column for rank in range(1, top_k + 1) for column in (f"label_{rank}", f"probability_{rank}")
         ]
         # "unsure" is a column of its own, not a status: "ok" rows keep meaning "classified".
-        self.writer.writerow(["path", "status", *ranked, "is_cat", "unsure", "ood_score", "error"])
+        # "personal" came later, so it is last: the columns before it keep their places.
+        self.writer.writerow(
+            ["path", "status", *ranked, "is_cat", "unsure", "ood_score", "error", "personal"]
+        )
 
     def write(self, result: Prediction | Failure) -> None:
         if isinstance(result, Failure):
             empty = [""] * (2 * self.top_k + 3)
-            self.writer.writerow([printable(result.path), "error", *empty, printable(result.reason)])
+            self.writer.writerow([printable(result.path), "error", *empty, printable(result.reason), ""])
             return
         ranked: list[str] = []
         for label, probability in result.top:
@@ -223,6 +229,7 @@ class CsvWriter:
         score = "" if result.ood_score is None else f"{result.ood_score:.6f}"
         status = "ok" if result.is_cat else NOT_A_CAT
         unsure = str(is_unsure(result, self.min_confidence)).lower()
+        personal = str(result.personal).lower()
         self.writer.writerow(
-            [printable(result.path), status, *ranked, str(result.is_cat).lower(), unsure, score, ""]
+            [printable(result.path), status, *ranked, str(result.is_cat).lower(), unsure, score, "", personal]
         )

@@ -48,7 +48,13 @@ from catbreed_desktop.gui.photo_model import (
 )
 from catbreed_desktop.gui.review_controller import ReviewController
 from catbreed_desktop.gui.settings_dialog import SettingsDialog
-from catbreed_desktop.gui.sort_controller import SortController, SortPreview, preview_sort, sort_items
+from catbreed_desktop.gui.sort_controller import (
+    SortController,
+    SortPreview,
+    personal_answers,
+    preview_sort,
+    sort_items,
+)
 from catbreed_desktop.gui.sort_dialog import SortDialog
 from catbreed_desktop.gui.status_bar import StatusWidgets
 from catbreed_desktop.gui.tasks import TaskRunner
@@ -329,7 +335,10 @@ class MainWindow(QMainWindow):
         )
         if answer == QMessageBox.StandardButton.Yes:
             gone = self.personal.forget_all()
-            self.show_message(f"Forgot {plural(gone, 'correction')}")
+            if gone is None:  # the store is still being read
+                self.show_message("Your corrections will be forgotten as soon as they are loaded")
+            else:
+                self.show_message(f"Forgot {plural(gone, 'correction')}")
 
     def _model_failed(self, message: str) -> None:
         self.status.engine_label.setText("Engine: no model")
@@ -478,7 +487,7 @@ class MainWindow(QMainWindow):
 
     def is_busy(self) -> bool:
         """Whether anything is still running or waiting (tests and --screenshot wait on this)."""
-        return self.classify.is_busy() or self.sorting.is_busy()
+        return self.classify.is_busy() or self.sorting.is_busy() or self.personal.is_busy()
 
     def _watch_folder(self, folder: str) -> None:
         error = self.watching.add_folder(folder)
@@ -492,9 +501,10 @@ class MainWindow(QMainWindow):
     def make_sort_dialog(self) -> SortDialog:
         items = sort_items(self.photos.records)
         sources, labels = list(self.classify.sources), self.classify.labels
+        personal = personal_answers(self.photos.records)
 
         def planner(target: Path, mode: SortMode, threshold: float) -> SortPreview:
-            return preview_sort(items, sources, target, mode, threshold, labels)
+            return preview_sort(items, sources, target, mode, threshold, labels, personal)
 
         return SortDialog(
             len(items),
@@ -679,6 +689,7 @@ class MainWindow(QMainWindow):
         self.sorting.shutdown()
         self.classify.shutdown()
         self.runner.shutdown()
+        self.personal.shutdown()  # after the runner: its lane no longer writes the store
         self.loader.shutdown()
         self.save_settings()
 

@@ -4,7 +4,10 @@ Every file operation is a task of the runner's one "files" lane, so two never ov
 previews exactly what `preview_sort` plans: the core's plan of the photos on show, less those
 already filed in the target's breed folders (the rule `catbreed sort` follows, so a folder can be
 sorted into itself or into a folder around it); photos the plan cannot take (`plan.skipped`) are
-listed in the preview and in the Problems list.
+listed in the preview and in the Problems list. The preview also names the photos whose breed the
+person's corrections gave rather than the model alone (`personal_answers`), with the correction
+that moved each, as `catbreed sort` prints them; a label the person set or confirmed is theirs,
+not the layer's.
 
 Auto-sort gathers the photos of a burst from the watched folders and sorts them in one go, when
 no new photo has arrived for `burst_quiet_ms` (or `burst_longest_ms` after the first one), so one
@@ -13,7 +16,8 @@ no new photo has arrived for `burst_quiet_ms` (or `burst_longest_ms` after the f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +43,7 @@ from catbreed_desktop.core.sorting import (
 from catbreed_desktop.core.sorting.journal import read_journals_newest_first
 from catbreed_desktop.core.sorting.plan import MOVE, SortMode
 from catbreed_desktop.core.sorting.sources import leave_out_sorted
-from catbreed_desktop.gui.photo_model import PhotoListModel, PhotoRecord
+from catbreed_desktop.gui.photo_model import ADAPTED_MARK, PhotoListModel, PhotoRecord
 from catbreed_desktop.gui.tasks import Task, TaskContext, TaskRunner
 
 FILES_LANE = "files"
@@ -55,10 +59,12 @@ BUSY_TEXT = "Wait for the sort, undo or export that is running to finish first"
 
 @dataclass
 class SortPreview:
-    """A sort as the preview shows it: the plan, and the photos left out because they are filed already."""
+    """A sort as the preview shows it: the plan, the photos left out because they are filed already,
+    and the planned photos whose breed came from the person's corrections (photo: the correction)."""
 
     plan: SortPlan
     left_out: list[Path] = field(default_factory=list)
+    personal: dict[Path, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         """What the sort will do, in a sentence or three."""
@@ -82,6 +88,11 @@ class SortPreview:
                 f"{plural(len(self.left_out), 'photo')} already filed in the breed folders of "
                 f"{printable(plan.target)} {'is' if len(self.left_out) == 1 else 'are'} left out."
             )
+        if self.personal:
+            parts.append(
+                f"{plural(len(self.personal), 'photo')} {'is' if len(self.personal) == 1 else 'are'} filed "
+                f"by the breed your corrections gave, not the model's (marked {ADAPTED_MARK.strip()})."
+            )
         if plan.skipped:
             parts.append(
                 f"{plural(len(plan.skipped), 'photo')} cannot be sorted (listed below, with the reason)."
@@ -100,6 +111,21 @@ def sort_items(records: Iterable[PhotoRecord]) -> list[SortItem]:
     return [SortItem(r.path, r.label, r.confidence, r.is_cat) for r in records if r.label is not None]
 
 
+def personal_answers(records: Iterable[PhotoRecord]) -> dict[Path, str]:
+    """{photo: the correction that moved it} for each photo whose breed the personal layer gave.
+
+    A photo the person labelled or confirmed is left out: its breed is theirs, whatever the layer said.
+    """
+    return {
+        _absolute(r.path): r.prediction.moved_by
+        for r in records
+        if r.prediction is not None
+        and r.prediction.moved_by is not None
+        and not r.reviewed
+        and r.corrected_label is None
+    }
+
+
 def preview_sort(
     items: Sequence[SortItem],
     sources: Sequence[Path],
@@ -107,13 +133,25 @@ def preview_sort(
     mode: SortMode,
     threshold: float,
     labels: Sequence[str],
+    personal: Mapping[Path, str] | None = None,
 ) -> SortPreview:
-    """Plan the sort of `items` into `target`, leaving out photos already filed there (see the module)."""
+    """Plan the sort of `items` into `target`, leaving out photos already filed there (see the module).
+
+    `personal` (from `personal_answers`) names the photos whose breed came from a correction; the
+    preview keeps those the plan takes.
+    """
     every_label = {*labels, *(item.label for item in items)}
     to_sort, filed = leave_out_sorted([item.source for item in items], sources, target, every_label)
     keep = set(to_sort)
     plan = plan_sort([item for item in items if item.source in keep], target, mode, threshold)
-    return SortPreview(plan, filed)
+    moved = personal or {}
+    planned = {op.source: moved[op.source] for op in plan.operations if op.source in moved}
+    return SortPreview(plan, filed, planned)
+
+
+def _absolute(path: Path) -> Path:
+    """A photo's path as the plan names its source (absolute, not resolved)."""
+    return Path(os.path.abspath(path))
 
 
 def undo_with_moves(

@@ -7,7 +7,9 @@ plan that was shown.
 
 Beside the table, the folders of the plan are listed with how many photos go to each: the special
 folders (Unsure, Not a cat) first and set apart, then the breeds in alphabetical order, so a plan
-over 33 breeds or more is read at a glance; choosing a folder shows only its photos.
+over 33 breeds or more is read at a glance; choosing a folder shows only its photos. Photos whose
+breed the person's corrections gave are marked in the Folder column (the tooltip names the
+correction), and a last row of the list, "From your corrections", shows only them.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from catbreed_desktop.core.sorting import COPY, MOVE, PlannedOperation, SortPlan
 from catbreed_desktop.core.sorting.folder_names import SPECIAL_FOLDERS
 from catbreed_desktop.core.sorting.plan import SortMode
 from catbreed_desktop.gui.breed_box import CountDelegate, alphabetical
+from catbreed_desktop.gui.photo_model import ADAPTED_MARK
 from catbreed_desktop.gui.sort_controller import SortPreview
 from catbreed_desktop.gui.threshold import threshold_spin_box
 
@@ -62,6 +65,8 @@ Planner = Callable[[Path, SortMode, float], SortPreview]
 # Keys of the folder list's rows that are not folders; a folder's key is its name.
 ALL_FOLDERS = ("all",)
 NOT_SORTED = ("not sorted",)
+FROM_CORRECTIONS = ("from your corrections",)
+FROM_CORRECTIONS_TEXT = "From your corrections"
 
 
 def ordered_folders(folders: dict[str, int]) -> list[str]:
@@ -99,16 +104,23 @@ class PlanTableModel(QAbstractTableModel):
         self._operations: list[PlannedOperation] = []
         self._target: Path | None = None
         self._skipped: list[tuple[Path, str]] = []
+        self._personal: dict[Path, str] = {}
 
     def folder_of(self, row: int) -> str | None:
         """The folder the row's photo goes to; None for a photo the plan cannot sort."""
         return self._operations[row].folder if row < len(self._operations) else None
 
-    def set_plan(self, plan: SortPlan | None) -> None:
+    def moved_by(self, row: int) -> str | None:
+        """The correction that gave the row's photo its breed; None where the model alone did."""
+        return self._personal.get(self._operations[row].source) if row < len(self._operations) else None
+
+    def set_plan(self, plan: SortPlan | None, personal: dict[Path, str] | None = None) -> None:
+        """Show `plan`; `personal` names its photos whose breed a correction gave (see `SortPreview`)."""
         self.beginResetModel()
         self._operations = list(plan.operations) if plan is not None else []
         self._target = plan.target if plan is not None else None
         self._skipped = list(plan.skipped) if plan is not None else []
+        self._personal = dict(personal or {})
         self.endResetModel()
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
@@ -139,7 +151,7 @@ class PlanTableModel(QAbstractTableModel):
             path = operation.source
             return printable(path) if role == Qt.ItemDataRole.ToolTipRole else printable(path.name)
         if column == 1:
-            return printable(operation.folder)
+            return self._folder_cell(operation, role)
         if column == 2:
             if role == Qt.ItemDataRole.ToolTipRole or self._target is None:
                 return printable(operation.destination)
@@ -147,6 +159,16 @@ class PlanTableModel(QAbstractTableModel):
         if operation.action == "duplicate":
             return DUPLICATE_TIP if role == Qt.ItemDataRole.ToolTipRole else DUPLICATE_TEXT
         return operation.action
+
+    def _folder_cell(self, operation: PlannedOperation, role: int) -> str:
+        """The folder, marked as the grid marks it where a correction, not the model, chose the breed."""
+        folder = printable(operation.folder)
+        moved_by = self._personal.get(operation.source)
+        if moved_by is None:
+            return folder
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{folder}: your correction {printable(moved_by)} changed the model's answer"
+        return f"{ADAPTED_MARK}{folder}"
 
 
 def _inside(path: Path, folder: Path) -> Path:
@@ -158,7 +180,8 @@ def _inside(path: Path, folder: Path) -> Path:
 
 
 class FolderFilter(QSortFilterProxyModel):
-    """The plan's rows of one folder (`folder` a folder name), the photos not sorted, or all."""
+    """The plan's rows of one folder (`folder` a folder name), the photos not sorted, those whose
+    breed came from a correction, or all."""
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -176,7 +199,10 @@ class FolderFilter(QSortFilterProxyModel):
         if self.folder == ALL_FOLDERS:
             return True
         model = self.sourceModel()
-        folder = model.folder_of(source_row) if isinstance(model, PlanTableModel) else None
+        plan = model if isinstance(model, PlanTableModel) else None
+        if self.folder == FROM_CORRECTIONS:
+            return plan is not None and plan.moved_by(source_row) is not None
+        folder = plan.folder_of(source_row) if plan is not None else None
         return folder is None if self.folder == NOT_SORTED else folder == self.folder
 
 
@@ -304,8 +330,12 @@ class SortDialog(QDialog):
                 self.summary.setText(f"Cannot sort into this folder: {error}")
             else:
                 self.summary.setText(self._preview.summary())
-        self.table_model.set_plan(self._preview.plan if self._preview is not None else None)
-        self._list_folders(self._preview.plan if self._preview is not None else None)
+        preview = self._preview
+        if preview is not None:
+            self.table_model.set_plan(preview.plan, preview.personal)
+        else:
+            self.table_model.set_plan(None)
+        self._list_folders(preview)
         # A plan of duplicates alone would change nothing and still take an undo slot.
         self.sort_button.setEnabled(self._preview is not None and self._preview.has_work)
 
@@ -322,15 +352,16 @@ class SortDialog(QDialog):
         return [(item.text(), counts.get(item.data(Qt.ItemDataRole.UserRole), 0)) for item in rows if item]
 
     def show_folder(self, folder: Any) -> None:
-        """Show only the photos going to `folder` (a name, `NOT_SORTED` or `ALL_FOLDERS`)."""
+        """Show only the photos going to `folder` (a name, `NOT_SORTED`, `FROM_CORRECTIONS` or `ALL_FOLDERS`)."""
         for row in range(self.folder_list.count()):
             item = self.folder_list.item(row)
             if item is not None and item.data(Qt.ItemDataRole.UserRole) == folder:
                 self.folder_list.setCurrentItem(item)
                 return
 
-    def _list_folders(self, plan: SortPlan | None) -> None:
+    def _list_folders(self, preview: SortPreview | None) -> None:
         shown = self.table_filter.folder
+        plan = preview.plan if preview is not None else None
         folders = plan.folders() if plan is not None else {}
         counts: dict[Any, int] = dict(folders)
         rows: list[tuple[str, Any, bool]] = [("All folders", ALL_FOLDERS, True)]
@@ -339,6 +370,9 @@ class SortDialog(QDialog):
         if plan is not None and plan.skipped:
             rows.append(("Not sorted", NOT_SORTED, True))
             counts[NOT_SORTED] = len(plan.skipped)
+        if preview is not None and preview.personal:
+            rows.append((FROM_CORRECTIONS_TEXT, FROM_CORRECTIONS, True))
+            counts[FROM_CORRECTIONS] = len(preview.personal)
         italic = QFont(self.folder_list.font())
         italic.setItalic(True)
         blocked = self.folder_list.blockSignals(True)

@@ -116,15 +116,15 @@ class PersonalStore:
             self.save()
 
     def forget(self, photos: Sequence[str | Path] | None = None, save: bool = True) -> int:
-        """Forget the given photos, or everything when None; return how many entries went."""
+        """Forget the given photos, or everything when None; return how many entries went.
+
+        With `save` False only the store in memory changes, for a later `save()` (which removes
+        the file of an empty store).
+        """
         before = len(self)
-        if photos is None:
-            self._drop(set(self.keys))
-            self.path.unlink(missing_ok=True)
-        else:
-            self._drop({photo_key(p) for p in photos})
-            if save:
-                self.save()
+        self._drop(set(self.keys) if photos is None else {photo_key(p) for p in photos})
+        if save:
+            self.save()
         return before - len(self)
 
     def save(self) -> None:
