@@ -5,15 +5,18 @@ For each source's test split (Oxford-IIIT Pet and Petfinder-Gano as `python -m t
 model never saw, sampled up to 40 per breed it knows), a simulated person corrects k = 0, 1, 3, 5,
 10 photos per breed, chosen at random or the model's wrong ones first, and the other photos are
 scored: macro F1 (over the source's breeds), accuracy, filed share and filed precision at the
-bundle's threshold, ECE (15 bins) with and without the layer; averaged over 5 seeds. k = 0 is
-checked to equal the bundle exactly. The bundle's probabilities and embeddings are computed once
+bundle's threshold, ECE (15 bins) with and without the layer; averaged over 5 seeds. Two layers
+are printed side by side with their differences from the bundle on the same photos: the default
+(breed shift, then kNN and near-duplicates) and the one before the breed shift (kNN only). k = 0
+is checked to equal the bundle exactly. The bundle's probabilities and embeddings are computed once
 per photo with the shipped bundle on ONNX Runtime CPU (2 threads) and cached under /tmp
 (`personal_cache.py`).
 
 Same-cat check: the near-duplicate groups `prepare` found in the test split, and series made
 from one test photo (two crops, a mirror image, brighter, darker): how often correcting the
 original fixes the model's wrong answer on the rest of its series, and how often it breaks a right
-one. Cost: classify time of a folder with 10,000 corrections kept, against no layer, in one run.
+one. Cost: classify time of a folder with 10,000 corrections kept, against no layer, in one run,
+and the time to build the layer from 1,000 and 20,000 corrections.
 
     python bench/bench_personal.py --manifest /tmp/personal20/prep/manifest.csv
 """
@@ -25,6 +28,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +238,20 @@ def duplicate_groups(data: dict, labels: Sequence[str], setup: tuple[Metric, Lay
 # ----------------------------------------------------------------------------------------- cost
 
 
+def fit_seconds(bundle: ModelBundle, pool: np.ndarray, entries: int, repeat: int = 3) -> float:
+    """Seconds to build the layer (breed shift included) from `entries` corrections, the best of `repeat`."""
+    rng = np.random.default_rng(1)
+    stored = pool[rng.integers(0, len(pool), entries)]
+    labels = [bundle.labels[i] for i in rng.integers(0, bundle.num_labels, entries)]
+    metric, settings = layer_setup(bundle)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        PersonalLayer(bundle.labels, stored, labels, metric=metric, settings=settings)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
 def cost(bundle: ModelBundle, photos: Sequence[Path], pool: np.ndarray, threads: int, repeat: int) -> dict:
     """Seconds to classify `photos` without and with a layer of 10,000 corrections, alternating runs."""
     rng = np.random.default_rng(0)
@@ -277,33 +295,48 @@ def cost(bundle: ModelBundle, photos: Sequence[Path], pool: np.ndarray, threads:
 # ----------------------------------------------------------------------------------------- main
 
 
+def compared_layers(setup: tuple[Metric, LayerSettings]) -> dict[str, tuple[Metric, LayerSettings]]:
+    """The layers compared: the default, and before the breed shift (kNN and same-cat only)."""
+    metric, settings = setup
+    return {"kNN only": (metric, replace(settings, shift_scale=0.0)), "shift + kNN": setup}
+
+
 def accuracy(
     outputs: dict, labels: Sequence[str], setup: tuple[Metric, LayerSettings], threshold: float
 ) -> None:
+    compared = compared_layers(setup)
     metric, settings = setup
-    print("\n## Method, k = 5 at random (macro F1; base -> with layer)")
+    print("\n## Method, k = 5 at random (macro F1; bundle -> with layer)")
     for name, data in outputs.items():
         cells = []
         for method in ("knn", "ncm"):
-            variant = (metric, LayerSettings(**{**settings.__dict__, "method": method}))
-            result = simulate(data, labels, variant, 5, False, threshold)
-            cells.append(f"{method} {result['base_f1']:.3f} -> {result['f1']:.3f}")
+            for title, (_, variant) in compared.items():
+                with_method = (metric, replace(variant, method=method))
+                result = simulate(data, labels, with_method, 5, False, threshold)
+                cells.append(f"{method} {title} {result['base_f1']:.3f} -> {result['f1']:.3f}")
         print(f"{name}: " + "; ".join(cells))
 
+    old_name, new_name = compared
     for wrong_first in (False, True):
         print(
-            f"\n## Corrections per breed {'(wrong ones first)' if wrong_first else '(at random)'}; mean of {SEEDS} seeds, rest of the photos scored"
+            f"\n## Corrections per breed {'(wrong ones first)' if wrong_first else '(at random)'}; mean of {SEEDS} seeds, "
+            f"rest of the photos scored; bundle = the same photos without the layer (k = 0); old = {old_name}, new = {new_name}"
         )
         print(
-            "source | k | macro F1 (bundle) | macro F1 | accuracy (bundle) | accuracy | filed % | filed precision (bundle) | filed precision | ECE (bundle) | ECE"
+            "source | k | macro F1 bundle | old | new | Δ old | Δ new | new / bundle | accuracy bundle | old | new | "
+            "filed % new | filed precision bundle | old | new | ECE bundle | old | new"
         )
         for name, data in outputs.items():
             for k in KS:
-                r = simulate(data, labels, setup, k, wrong_first, threshold)
+                # Both runs correct the same photos: their "base_" scores are the bundle's on the rest.
+                b = o = simulate(data, labels, compared[old_name], k, wrong_first, threshold)
+                n = simulate(data, labels, compared[new_name], k, wrong_first, threshold)
                 print(
-                    f"{name} | {k} | {r['base_f1']:.3f} | {r['f1']:.3f} | {r['base_acc']:.3f} | {r['acc']:.3f} | "
-                    f"{100 * r['filed']:.0f} | {r['base_precision']:.3f} | {r['precision']:.3f} | "
-                    f"{r['base_ece']:.3f} | {r['ece']:.3f}"
+                    f"{name} | {k} | {b['base_f1']:.3f} | {o['f1']:.3f} | {n['f1']:.3f} | "
+                    f"{o['f1'] - b['base_f1']:+.3f} | {n['f1'] - b['base_f1']:+.3f} | {n['f1'] / b['base_f1']:.3f} | "
+                    f"{b['base_acc']:.3f} | {o['acc']:.3f} | {n['acc']:.3f} | {100 * n['filed']:.0f} | "
+                    f"{b['base_precision']:.3f} | {o['precision']:.3f} | {n['precision']:.3f} | "
+                    f"{b['base_ece']:.3f} | {o['ece']:.3f} | {n['ece']:.3f}"
                 )
 
 
@@ -318,13 +351,14 @@ def same_cat_checks(
             series = series_outputs(
                 classifier, [Path(data["paths"][r]) for r in rows], args.cache / f"{name}-series.npz"
             )
-            s = same_cat(data, series, rows, labels, setup)
-            d = duplicate_groups(data, labels, setup)
-            print(
-                f"{name}: series of {len(rows)} photos x 5: {s['fixed']} of {s['wrong']} wrong answers fixed by "
-                f"correcting the original, {s['broken']} of {s['right']} right ones broken; "
-                f"near-duplicate groups: {d['groups']}, {d['fixed']} of {d['wrong']} wrong answers fixed"
-            )
+            for title, variant in compared_layers(setup).items():
+                s = same_cat(data, series, rows, labels, variant)
+                d = duplicate_groups(data, labels, variant)
+                print(
+                    f"{name} ({title}): series of {len(rows)} photos x 5: {s['fixed']} of {s['wrong']} wrong answers "
+                    f"fixed by correcting the original, {s['broken']} of {s['right']} right ones broken; "
+                    f"near-duplicate groups: {d['groups']}, {d['fixed']} of {d['wrong']} wrong answers fixed"
+                )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -363,6 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(ratio {c['ratio']:.3f}); the layer alone: {c['layer_ms_per_photo']:.2f} ms per photo against "
         f"{c['classify_ms_per_photo']:.0f} ms to classify one ({100 * c['layer_ms_per_photo'] / c['classify_ms_per_photo']:.1f} %); "
         f"layer memory {c['layer_mb']:.1f} MB"
+    )
+    fits = {entries: fit_seconds(bundle, first["embeddings"], entries) for entries in (1_000, 20_000)}
+    print(
+        "building the layer: "
+        + ", ".join(f"{seconds:.3f} s at {n:,} corrections" for n, seconds in fits.items())
     )
     return 0
 

@@ -11,6 +11,7 @@ import pytest
 
 from catbreed_desktop.core.classify import Prediction
 from catbreed_desktop.core.personal import LayerSettings, PersonalLayer, PersonalStore, PersonalStoreError
+from catbreed_desktop.core.personal.combine import WHITENED, Metric
 from catbreed_desktop.core.personal.store import photo_key
 
 LABELS = ("A", "B", "C")
@@ -129,8 +130,29 @@ def test_photo_key_is_the_same_for_relative_and_absolute_paths(tmp_path: Path, m
 # ------------------------------------------------------------------------------------ combination
 
 
-def test_with_no_corrections_the_bundle_answer_is_unchanged() -> None:
-    layer = PersonalLayer(LABELS, np.zeros((0, 3)), [])
+# A 200-wide space with breed means, as a bundle's detector gives them: breed B's training mean is
+# far from where this person's B cats lie (`B_HERE`), the way another collection's photos are.
+WIDE = 200
+WIDE_MEANS = np.zeros((3, WIDE), dtype=np.float32)
+WIDE_MEANS[0, 0] = WIDE_MEANS[1, 1] = WIDE_MEANS[2, 2] = 8.0
+B_HERE = np.zeros(WIDE, dtype=np.float32)
+B_HERE[0], B_HERE[3] = 8.0, 8.0
+
+
+def b_cats(count: int, seed: int) -> np.ndarray:
+    """Different cats of breed B as this person photographs them: around `B_HERE`, each its own."""
+    return B_HERE + np.random.default_rng(seed).normal(0, 4.0, (count, WIDE)).astype(np.float32)
+
+
+def wide_layer(count: int) -> PersonalLayer:
+    corrected = b_cats(count, seed=1)
+    metric = Metric(means=WIDE_MEANS)
+    return PersonalLayer(LABELS, corrected, ["B"] * count, metric=metric, settings=WHITENED)
+
+
+@pytest.mark.parametrize("metric", [Metric(), Metric(means=np.eye(3, dtype=np.float32))])
+def test_with_no_corrections_the_bundle_answer_is_unchanged(metric: Metric) -> None:
+    layer = PersonalLayer(LABELS, np.zeros((0, 3)), [], metric=metric, settings=WHITENED)
     probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
     combined = layer.combine(probabilities, np.eye(2, 3))
     np.testing.assert_array_equal(combined.probabilities, probabilities)
@@ -198,3 +220,49 @@ def test_a_bundle_with_a_not_a_cat_detector_compares_photos_in_its_whitened_spac
         embedding=np.array([1.02, -1.48, 1.69], dtype=np.float32),
     )
     assert layer.adapt([photo])[0].label == "Green Cat"
+
+
+def test_a_breed_with_several_corrections_pulls_another_cat_of_it() -> None:
+    photo = b_cats(1, seed=2)
+    layer = wide_layer(40)
+    # Not a near copy of any correction: the kNN step leaves it alone, the breed shift moves it.
+    assert layer.similarities(photo).max() < WHITENED.low
+    probabilities = np.array([[0.55, 0.35, 0.10]])
+    shifted = layer.combine(probabilities, photo).probabilities
+    assert shifted.argmax() == 1 and np.isclose(shifted.sum(), 1.0)
+    # One correction is not enough to overrule the model on another cat.
+    assert wide_layer(1).combine(probabilities, photo).probabilities.argmax() == 0
+
+
+def test_the_breed_shift_leaves_uncorrected_breeds_in_their_order() -> None:
+    probabilities = np.array([[0.5, 0.2, 0.3], [0.1, 0.3, 0.6]])
+    shifted = wide_layer(10).combine(probabilities, b_cats(2, seed=3)).probabilities
+    np.testing.assert_allclose(
+        np.log(shifted[:, 0] / shifted[:, 2]), np.log(probabilities[:, 0] / probabilities[:, 2])
+    )
+
+
+def test_an_adjusted_prediction_names_the_correction_of_its_new_breed() -> None:
+    photo = Prediction(
+        Path("other.jpg"),
+        (("A", 0.55), ("B", 0.35), ("C", 0.1)),
+        np.array([0.55, 0.35, 0.1]),
+        embedding=b_cats(1, seed=2)[0],
+    )
+    adapted = wide_layer(40).adapt([photo])[0]
+    assert adapted.label == "B" and adapted.moved_by == "a corrected photo → B"
+
+
+def test_a_damaged_or_empty_store_gives_the_bundle_answer(tmp_path: Path, caplog) -> None:
+    from factories import make_ood_colour_bundle
+
+    bundle = make_ood_colour_bundle(tmp_path / "bundle")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / f"{bundle.model_sha256}.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with caplog.at_level(logging.WARNING):
+        damaged = PersonalStore(bundle.model_sha256, tmp_path / "store")
+    assert damaged.warning and not len(damaged)
+    photo = prediction([0.2, 0.5, 0.3], np.array([1.0, -1.5, 1.7], dtype=np.float32))
+    for store in (damaged, PersonalStore(bundle.model_sha256, tmp_path / "empty")):
+        layer = PersonalLayer.for_bundle(store, bundle)
+        assert len(layer) == 0 and layer.adapt([photo])[0] is photo
