@@ -33,8 +33,9 @@ grows with the corrections, and the breed shift. None comes near +0.08 macro F1 
 a collection the model was trained on with owner-given labels: 5 random corrections per breed say
 little a model trained on 4,000 of its photos did not know. On other web photos (5 random per
 breed) the logistic regression with kNN on top gained 0.065, the chosen shift with kNN 0.039 and
-kNN alone 0.036, but the regression lost 0.005 on Petfinder-Gano, needs the probabilities kept and
-an iterative fit; the shift needs only the embeddings the store keeps. A strong shift (prior 30, scale 0.15) adds
+kNN alone 0.036, but the regression lost 0.005 on Petfinder-Gano, lost as much as the shift when
+the wrong ones are corrected first, and needs the bundle's logits of each correction and an
+iterative fit; the shift needs only the embeddings the store keeps. A strong shift (prior 30, scale 0.15) adds
 0.02 on the web photos but, when the model's wrong photos are corrected first, those atypical
 photos drag a breed's mean and cost up to 0.05 on Petfinder-Gano and 0.02 on Oxford. The settings
 were chosen on photos the bench does not score (Oxford and Petfinder-Gano validation splits,
