@@ -419,3 +419,24 @@ def test_a_detector_on_a_span_of_the_embedding_is_held_to_the_whole_width(tmp_pa
         BundleError, match="expects 4-wide embeddings but the model's 'embedding' output is 3"
     ):
         make_colour_bundle(tmp_path / "too-wide", ood=span | {"embedding_size": 4, "features": [2, 4]})
+
+
+def test_a_detector_with_a_cat_or_not_term_keeps_its_weights_in_bundle_json(tmp_path: Path) -> None:
+    detector = {
+        "method": "mahalanobis_energy_non_cat",
+        "means": np.zeros((len(COLOUR_LABELS), 2)),
+        "precision": np.eye(2),
+        "threshold": 1.0,
+        "embedding_size": 3,
+        "features": [1, 3],
+        "distance_scale": 1.0,
+        "energy_scale": 1.0,
+        "non_cat_weights": np.array([0.25, -0.5]),
+        "non_cat_bias": 0.125,
+        "non_cat_scale": 2.0,
+    }
+    bundle = make_colour_bundle(tmp_path / "non-cat", ood=detector)
+
+    loaded = load_bundle(bundle.path).ood
+    assert loaded["non_cat_weights"] == [0.25, -0.5] and loaded["non_cat_bias"] == 0.125
+    assert "non_cat_weights" not in np.load(bundle.path / "ood.npz")  # only the matrices go there

@@ -228,6 +228,41 @@ def test_energy_detector_adds_the_scaled_distance_on_its_span_and_the_scaled_ene
         OodDetector.from_config({**config, "distance_scale": 0})
 
 
+def test_non_cat_detector_adds_the_scaled_linear_term_on_the_same_span():
+    rng = np.random.default_rng(2)
+    means = rng.normal(size=(3, 2))
+    config = {
+        "method": "mahalanobis_energy_non_cat",
+        "means": means.tolist(),
+        "precision": [[2.0, 0.0], [0.0, 1.0]],
+        "threshold": 1.5,
+        "embedding_size": 5,
+        "features": [2, 4],
+        "distance_scale": 2.0,
+        "energy_scale": 4.0,
+        "non_cat_weights": [0.5, -1.0],
+        "non_cat_bias": 0.25,
+        "non_cat_scale": 0.5,
+    }
+    detector = OodDetector.from_config(config, num_labels=3)
+    without_term = OodDetector.from_config({**config, "method": "mahalanobis_energy"}, num_labels=3)
+    embeddings, logits = rng.normal(size=(6, 5)), rng.normal(size=(6, 3))
+
+    scores = detector.scores(embeddings, logits)
+
+    linear = (embeddings[:, 2:4] @ np.array([0.5, -1.0]) + 0.25) / 0.5
+    np.testing.assert_allclose(scores, without_term.scores(embeddings, logits) + linear, rtol=1e-12)
+    assert detector.uses_logits
+    with pytest.raises(OodConfigError, match="missing 'non_cat_weights'"):
+        OodDetector.from_config({k: v for k, v in config.items() if k != "non_cat_weights"})
+    with pytest.raises(OodConfigError, match="non_cat_weights must be 2 numbers"):
+        OodDetector.from_config({**config, "non_cat_weights": [1.0, 2.0, 3.0]})
+    with pytest.raises(OodConfigError, match="NaN or infinite"):
+        OodDetector.from_config({**config, "non_cat_bias": float("nan")})
+    with pytest.raises(OodConfigError, match="scales must be positive"):
+        OodDetector.from_config({**config, "non_cat_scale": -1.0})
+
+
 def test_the_classifier_scores_the_energy_detector_on_embeddings_and_logits(tmp_path):
     # The distance is scaled down to count for little, so the energy decides: no breed claims grey.
     ood = {

@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from catbreed_desktop.core.ood import METHOD, OodDetector
-from trainer.not_a_cat import OOD_PERCENTILE, fit_detector, load_ood, rethreshold, save_ood
+from catbreed_desktop.core.ood import METHOD, METHOD_WITH_NON_CAT, OodDetector
+from trainer.not_a_cat import (
+    NON_CAT_PERCENTILE,
+    OOD_PERCENTILE,
+    fit_detector,
+    fit_non_cat_direction,
+    load_ood,
+    rethreshold,
+    save_ood,
+)
 
 
 def _cats(
@@ -73,3 +81,62 @@ def test_ood_npz_round_trips_and_an_old_one_reads_as_distance_only(tmp_path):
     assert old["method"] == METHOD and "features" not in old
     assert OodDetector.from_config(old).scores(embeddings).shape == (200,)
     assert load_ood(tmp_path / "missing.npz") is None
+
+
+def _non_cats(rng: np.random.Generator, count: int, width: int) -> np.ndarray:
+    """Photos without a cat: shifted along one direction of the patch span, none near a breed."""
+    shift = np.zeros(width)
+    shift[-1] = 6.0
+    return rng.normal(scale=1.0, size=(count, width)) + shift
+
+
+def test_with_photos_without_a_cat_the_detector_learns_a_cat_or_not_term_and_flags_few_cats():
+    rng = np.random.default_rng(11)
+    centres = rng.normal(scale=3.0, size=(4, 6))
+    train_embeddings, _, train_targets = _cats(rng, 800, centres)
+    val_embeddings, val_logits, _ = _cats(rng, 1000, centres)
+    non_cats = _non_cats(rng, 300, 6)
+
+    detector = fit_detector(
+        (train_embeddings, train_targets), (val_embeddings, val_logits), 4, span=(3, 6), non_cats=non_cats
+    )
+
+    assert detector["method"] == METHOD_WITH_NON_CAT
+    assert np.asarray(detector["non_cat_weights"]).shape == (3,)
+    checked = OodDetector.from_config(detector, num_labels=4)
+    assert np.mean(~checked.is_cat(val_embeddings, val_logits)) == pytest.approx(
+        1 - NON_CAT_PERCENTILE / 100, abs=0.002
+    )
+    # New photos like the ones it learned from, with a breed's confident logits: still flagged.
+    unseen = _non_cats(rng, 100, 6)
+    confident = 4.0 * np.eye(4)[np.zeros(100, dtype=int)]
+    assert np.mean(~checked.is_cat(unseen, confident)) >= 0.9
+
+
+def test_the_cat_or_not_direction_is_applied_to_raw_embeddings_and_needs_both_kinds():
+    rng = np.random.default_rng(4)
+    cats = rng.normal(loc=50.0, scale=[1.0, 10.0, 0.1], size=(200, 3))
+    non_cats = cats[:100] + np.array([0.0, 0.0, 0.5])
+
+    weights, bias = fit_non_cat_direction(cats, non_cats)
+
+    # Standardised for the fit, folded back: it separates the raw values along the narrow axis.
+    assert np.mean(non_cats @ weights + bias > 0) > 0.9 and np.mean(cats @ weights + bias < 0) > 0.9
+    with pytest.raises(ValueError, match="photos of both kinds"):
+        fit_non_cat_direction(cats, non_cats[:1])
+
+
+def test_ood_npz_round_trips_the_cat_or_not_term(tmp_path):
+    rng = np.random.default_rng(6)
+    centres = rng.normal(scale=3.0, size=(3, 4))
+    embeddings, logits, targets = _cats(rng, 300, centres)
+    detector = fit_detector((embeddings, targets), (embeddings, logits), 3, non_cats=_non_cats(rng, 100, 4))
+
+    save_ood(detector, tmp_path / "ood.npz")
+    loaded = load_ood(tmp_path / "ood.npz")
+
+    again = OodDetector.from_config(loaded)
+    assert again.method == METHOD_WITH_NON_CAT
+    np.testing.assert_allclose(
+        again.scores(embeddings, logits), OodDetector.from_config(detector).scores(embeddings, logits)
+    )

@@ -199,7 +199,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--detector-photos-per-breed", type=positive_int, metavar="N",
         help="fit the not-a-cat detector on at most N training photos per breed (default: all)",
     )  # fmt: skip
+    evaluate.add_argument(
+        "--non-cat", action="append", type=Path, metavar="DIR",
+        help="a folder of photos without a cat (say the web photos' Cyprus, Safari, Savannah, "
+        "Serengeti, Somali and Thai folders), repeatable: the not-a-cat detector learns a "
+        "cat-or-not term from them and flags only the 0.5 %% least cat-like validation cats",
+    )  # fmt: skip
     evaluate.set_defaults(handler=_evaluate)
+
+    refit = commands.add_parser(
+        "non-cat-term",
+        help="give an exported bundle's not-a-cat detector a cat-or-not term, from the bundle's own outputs",
+    )
+    refit.add_argument("workdir", type=Path, metavar="WORKDIR", help="the manifest the bundle was trained on")
+    refit.add_argument("--bundle", type=Path, required=True, metavar="DIR", help="rewritten in place")
+    refit.add_argument(
+        "--non-cat", action="append", type=Path, required=True, metavar="DIR",
+        help="a folder of photos without a cat, repeatable (all its photos are used)",
+    )  # fmt: skip
+    refit.add_argument(
+        "--cat", action="append", type=Path, default=[], metavar="DIR",
+        help="a folder of extra cat photos, repeatable: from the collection the photos without a cat "
+        "come from, so that the term does not learn the collection instead of the cat",
+    )  # fmt: skip
+    refit.add_argument("--photos-per-breed", type=positive_int, default=50, metavar="N",
+                       help="training photos per breed on the cat side (default 50)")  # fmt: skip
+    refit.add_argument("--cat-photos-per-folder", type=positive_int, default=40, metavar="N",
+                       help="photos drawn from each --cat folder (default 40)")  # fmt: skip
+    refit.set_defaults(handler=_non_cat_term)
 
     compare = commands.add_parser(
         "compare", help="score several checkpoints on the same photos (cross-source figures)"
@@ -455,8 +482,22 @@ def _evaluate(args: argparse.Namespace) -> int:
         target_precision=args.target_precision,
         command_line=args.command_line,
         detector_photos_per_breed=args.detector_photos_per_breed,
+        non_cat_folders=args.non_cat or (),
     )
     print(format_summary(metrics))
+    return 0
+
+
+def _non_cat_term(args: argparse.Namespace) -> int:
+    from trainer.non_cat_refit import refit_non_cat
+
+    ood = refit_non_cat(
+        args.workdir, args.bundle, args.non_cat, args.cat, args.photos_per_breed, args.cat_photos_per_folder
+    )
+    print(
+        f"{args.bundle}: not-a-cat threshold {ood['threshold']:.3f} ({ood['threshold_rule']}), "
+        f"{ood['test_cats_flagged_not_cat']:.1%} of test cats flagged"
+    )
     return 0
 
 

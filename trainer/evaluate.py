@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catbreed_desktop.core.photos import iter_photo_paths
 from trainer.breakdown import noisy_breeds_by_source
 from trainer.calibration import calibration_report, plot_reliability
 from trainer.coverage import DEFAULT_DECISION_SOURCE, DEFAULT_TARGET_PRECISION
@@ -83,13 +84,15 @@ def evaluate(
     target_precision: float = DEFAULT_TARGET_PRECISION,
     command_line: str | None = None,
     detector_photos_per_breed: int | None = None,
+    non_cat_folders: Sequence[Path] = (),
 ) -> dict:
     """Evaluate, calibrate, fit the OOD detector and choose the default "unsure" threshold; write
     and return WORKDIR/eval/metrics.json's content.
 
     The detector is fitted on the training photos' embeddings; `detector_photos_per_breed` caps
     them (a seeded draw per breed), since a breed mean and a shared covariance settle long
-    before ten thousand photos, and that pass is the slowest of the three on a CPU."""
+    before ten thousand photos, and that pass is the slowest of the three on a CPU. Photos in
+    `non_cat_folders` (none holds a cat) give the detector its cat-or-not term."""
     workdir = Path(workdir)
     checkpoint = Path(checkpoint) if checkpoint else default_checkpoint(workdir)
     model, spec, origin = load_checkpoint(checkpoint)
@@ -109,10 +112,22 @@ def evaluate(
         )
         outputs[split] = SplitOutputs.of(logits, embeddings, chosen, labels)
 
+    non_cats = None
+    if non_cat_folders:
+        non_cat_paths = sorted(iter_photo_paths([Path(f) for f in non_cat_folders], recursive=True))
+        if not non_cat_paths:
+            raise DatasetError(f"no photos in {', '.join(map(str, non_cat_folders))} (--non-cat)")
+        _, non_cats = run_on_photos(
+            model, non_cat_paths, spec, batch_size, "photos without a cat", device=device
+        )
     train, val, test = outputs["train"], outputs["val"], outputs["test"]
     calibration = calibration_report(val.logits, val.targets, test.logits, test.targets)
     detector = fit_detector(
-        (train.embeddings, train.targets), (val.embeddings, val.logits), len(labels), mean_patch_span(model)
+        (train.embeddings, train.targets),
+        (val.embeddings, val.logits),
+        len(labels),
+        mean_patch_span(model),
+        non_cats,
     )
     ood = detector_figures(detector, test.embeddings, test.logits)
     noisy = noisy_breeds_by_source(read_summary(workdir))

@@ -309,11 +309,17 @@ def _detector_words(ood: dict) -> str:
         f"Mahalanobis distance of {part} to the nearest breed mean (shared, shrunk covariance fitted on "
         "training photos)"
     )
-    if ood.get("method") != "mahalanobis_energy":
+    if ood.get("method") not in ("mahalanobis_energy", "mahalanobis_energy_non_cat"):
         return distance + "."
+    energy = "the energy -logsumexp(logits), which is high when no breed's logit stands out"
+    if ood.get("method") == "mahalanobis_energy_non_cat":
+        energy += (
+            ", and a linear cat-or-not direction on the same dimensions (a logistic regression of "
+            "training cats against photos without a cat)"
+        )
     return (
-        f"{distance}, plus the energy -logsumexp(logits), which is high when no breed's logit stands out; "
-        "each term is divided by its spread (95th percentile minus median) over validation cats."
+        f"{distance}, plus {energy}; each term is divided by its spread (95th percentile minus median) "
+        "over validation cats."
     )
 
 

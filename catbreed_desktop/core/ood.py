@@ -18,6 +18,15 @@ the energy -logsumexp(logits), each divided by its spread over validation cats. 
 misses small grey face photos that land near the grey breeds; they also raise no breed's logit,
 which the energy term sees.
 
+    {"method": "mahalanobis_energy_non_cat", ... as above ..., "non_cat_weights": [...],
+     "non_cat_bias": b, "non_cat_scale": s_n}
+
+adds a third term, w . x + b on the same span divided by its spread over validation cats: a
+linear cat-or-not direction fitted on cat photos against photos that hold no cat (the web
+collection's folders of gin bottles, cities and motorcycles). Distance and energy only know what
+cats look like; this term has seen what the rest of the world looks like, so the threshold can
+sit far out in the cats' tail (a few cats in a thousand) and still catch photos without a cat.
+
 A photo whose score is above the threshold is reported as "not a cat". Both the trainer and the
 app score with `OodDetector.scores`, so the threshold means the same thing.
 """
@@ -25,7 +34,7 @@ app score with `OodDetector.scores`, so the threshold means the same thing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,7 +43,8 @@ from catbreed_desktop.core.errors import CatBreedError
 
 METHOD = "mahalanobis"
 METHOD_WITH_ENERGY = "mahalanobis_energy"
-METHODS = (METHOD, METHOD_WITH_ENERGY)
+METHOD_WITH_NON_CAT = "mahalanobis_energy_non_cat"
+METHODS = (METHOD, METHOD_WITH_ENERGY, METHOD_WITH_NON_CAT)
 
 
 class OodConfigError(CatBreedError, ValueError):
@@ -86,6 +96,10 @@ class OodDetector:
     features: tuple[int, int] = (0, 0)
     distance_scale: float = 1.0
     energy_scale: float = 1.0
+    # The cat-or-not direction over the span (empty: no such term), its bias and its spread.
+    non_cat_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    non_cat_bias: float = 0.0
+    non_cat_scale: float = 1.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], num_labels: int | None = None) -> OodDetector:
@@ -98,8 +112,10 @@ class OodDetector:
                 f"'ood' method {method!r} is not supported; use one of {', '.join(map(repr, METHODS))}"
             )
         required: tuple[str, ...] = ("means", "precision", "threshold")
-        if method == METHOD_WITH_ENERGY:
+        if method in (METHOD_WITH_ENERGY, METHOD_WITH_NON_CAT):
             required += ("embedding_size", "features", "distance_scale", "energy_scale")
+        if method == METHOD_WITH_NON_CAT:
+            required += ("non_cat_weights", "non_cat_bias", "non_cat_scale")
         missing = [key for key in required if key not in config]
         if missing:
             raise OodConfigError(f"'ood' is missing {', '.join(repr(k) for k in missing)}")
@@ -107,7 +123,11 @@ class OodDetector:
             means = np.asarray(config["means"], dtype=np.float64)
             precision = np.asarray(config["precision"], dtype=np.float64)
             threshold = float(config["threshold"])
-            scales = [float(config.get(key, 1.0)) for key in ("distance_scale", "energy_scale")]
+            scales = [
+                float(config.get(key, 1.0)) for key in ("distance_scale", "energy_scale", "non_cat_scale")
+            ]
+            weights = np.asarray(config.get("non_cat_weights", []), dtype=np.float64)
+            bias = float(config.get("non_cat_bias", 0.0))
         except (TypeError, ValueError) as error:
             raise OodConfigError(f"'ood' holds non-numeric values ({error})") from None
         if means.ndim != 2 or means.shape[0] == 0:
@@ -119,26 +139,46 @@ class OodDetector:
         dim = means.shape[1]
         if precision.shape != (dim, dim):
             raise OodConfigError(f"'ood' precision must be {dim}x{dim}, not shape {precision.shape}")
-        if not (np.isfinite(means).all() and np.isfinite(precision).all() and np.isfinite(threshold)):
+        if method == METHOD_WITH_NON_CAT and weights.shape != (dim,):
+            raise OodConfigError(
+                f"'ood' non_cat_weights must be {dim} numbers like the means, not shape {weights.shape}"
+            )
+        finite = (means, precision, weights, np.asarray([threshold, bias]))
+        if not all(np.isfinite(values).all() for values in finite):
             raise OodConfigError("'ood' holds NaN or infinite values")
         if not all(np.isfinite(scale) and scale > 0 for scale in scales):
             raise OodConfigError(f"'ood' scales must be positive numbers, not {scales}")
         size, features = _span(config, dim)
-        return cls(means, precision, threshold, method, size, features, scales[0], scales[1])
+        return cls(
+            means,
+            precision,
+            threshold,
+            method,
+            size,
+            features,
+            distance_scale=scales[0],
+            energy_scale=scales[1],
+            non_cat_weights=weights,
+            non_cat_bias=bias,
+            non_cat_scale=scales[2],
+        )
 
     @property
     def uses_logits(self) -> bool:
-        return self.method == METHOD_WITH_ENERGY
+        return self.method in (METHOD_WITH_ENERGY, METHOD_WITH_NON_CAT)
 
     def scores(self, embeddings: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
         """One score per photo; larger means less cat-like, above `threshold` means not a cat."""
         start, stop = self.features
-        distances = mahalanobis_scores(np.asarray(embeddings)[:, start:stop], self.means, self.precision)
+        span = np.asarray(embeddings, dtype=np.float64)[:, start:stop]
+        distances = mahalanobis_scores(span, self.means, self.precision)
         if not self.uses_logits:
             return distances
         if logits is None:
             raise ValueError(f"the {self.method!r} detector scores the logits too; none were given")
         result: np.ndarray = distances / self.distance_scale + energy_scores(logits) / self.energy_scale
+        if self.method == METHOD_WITH_NON_CAT:
+            result += (span @ self.non_cat_weights + self.non_cat_bias) / self.non_cat_scale
         return result
 
     def is_cat(self, embeddings: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:

@@ -52,7 +52,11 @@ mkdir -p "$RUNS"
 
 # The shipped model: every breed with enough clean photos, both sources.
 $PY -m trainer train "$RUNS/cats" "${TRAIN[@]}"
-$PY -m trainer evaluate "$RUNS/cats" --device "$DEVICE" --detector-photos-per-breed 40 \
+# The web folders that hold no cat at all teach the not-a-cat detector what is not a cat (Bombay and
+# Himalayan, mostly junk but with a few cats, stay out of it).
+NON_CATS=()
+for folder in Cyprus Safari Savannah Serengeti Somali Thai; do NON_CATS+=(--non-cat "$DATA/web-cat-breeds/$folder"); done
+$PY -m trainer evaluate "$RUNS/cats" --device "$DEVICE" --detector-photos-per-breed 40 "${NON_CATS[@]}" \
     --decision-source oxford-pet-cats --decision-source web-cat-breeds --target-precision 0.9
 $PY -m trainer export "$RUNS/cats" --out models --int8
 [ -d "$RUNS/negatives" ] || $PY -m trainer negatives --out "$RUNS/negatives"

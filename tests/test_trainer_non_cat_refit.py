@@ -1,0 +1,66 @@
+"""Giving a shipped bundle's not-a-cat detector its cat-or-not term from the bundle's own outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from factories import COLOUR_LABELS, COLOURS, colour_embedding, make_colour_bundle, make_photo
+
+from catbreed_desktop.core.bundle import load_bundle, sha256_file
+from trainer.cli import main
+from trainer.dataset import DatasetError, Sample, write_manifest
+from trainer.non_cat_refit import photos_of_folders
+
+
+def _manifest(workdir: Path, photos: Path) -> None:
+    """A `prepare`-style manifest: each colour breed with photos in every split."""
+    workdir.mkdir()
+    samples: list[Sample] = []
+    for label in COLOUR_LABELS:
+        for split in ("train", "val", "test"):
+            for n in range(6):
+                red, green, blue = (max(0, min(255, c + 9 * n - 20)) for c in COLOURS[label])
+                path = make_photo(photos / split / f"{label}-{n}.png", (red, green, blue))
+                samples.append(Sample(path, label, split, len(samples), "colours"))
+    write_manifest(workdir, samples)
+    (workdir / "labels.json").write_text(json.dumps(list(COLOUR_LABELS)))
+
+
+def test_the_bundle_gets_the_term_its_model_file_stays_and_photos_without_a_cat_are_flagged(tmp_path):
+    ood = {
+        "method": "mahalanobis_energy",
+        "means": [colour_embedding(COLOURS[label]) for label in COLOUR_LABELS],
+        "precision": np.eye(3).tolist(),
+        "embedding_size": 3,
+        "features": [0, 3],
+        "distance_scale": 1.0,
+        "energy_scale": 1.0,
+        "threshold": 100.0,
+    }
+    bundle = make_colour_bundle(tmp_path / "bundle", ood=ood)
+    model_sha = sha256_file(bundle.path / "model.onnx")
+    _manifest(tmp_path / "work", tmp_path / "photos")
+    grey = tmp_path / "grey"
+    for n in range(8):
+        make_photo(grey / f"grey-{n}.png", (100 + 8 * n,) * 3)
+
+    status = main(
+        ["non-cat-term", str(tmp_path / "work"), "--bundle", str(bundle.path), "--non-cat", str(grey)]
+    )
+
+    assert status == 0
+    refitted = load_bundle(bundle.path)
+    assert refitted.model_sha256 == model_sha == sha256_file(bundle.path / "model.onnx")
+    assert refitted.ood["method"] == "mahalanobis_energy_non_cat"
+    assert refitted.ood["threshold"] < 100.0  # set on the validation photos again
+    assert refitted.metrics["ood"]["threshold_rule"] == "99.5th percentile of validation scores"
+    assert refitted.labels == bundle.labels and refitted.decision == bundle.decision
+
+
+def test_a_folder_without_photos_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no photos"):
+        photos_of_folders([tmp_path / "empty"], None)
