@@ -96,21 +96,23 @@ def pick_photos(folder: Path, count: int | None) -> list[Path]:
     return picked
 
 
-def large_copies(photos: Sequence[Path], folder: Path) -> list[Path]:
-    """Each photo upscaled (bicubic) to `LARGE_SIDE` px on its long side, saved as a quality-95 JPEG.
+def large_copies(photos: Sequence[Path], folder: Path, side: int = LARGE_SIDE) -> list[Path]:
+    """Each photo upscaled (bicubic) to `side` px on its long side (12 MP by default), saved as a quality-95 JPEG.
 
-    Named after the photo's folder and name, and made only once: an existing copy is reused.
+    Named after the photo's folder and name (and `side`, when not the default), and made only
+    once: an existing copy is reused.
     """
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
+    suffix = "" if side == LARGE_SIDE else f"-{side}px"
     copies = []
     for photo in photos:
-        copy = folder / f"{photo.parent.name}__{photo.stem}.jpg"
+        copy = folder / f"{photo.parent.name}__{photo.stem}{suffix}.jpg"
         if not copy.is_file():
             with Image.open(photo) as image:
                 rgb = image.convert("RGB")
-            scale = LARGE_SIDE / max(rgb.size)
+            scale = side / max(rgb.size)
             size = (round(rgb.width * scale), round(rgb.height * scale))
             partial = copy.with_suffix(".part")
             rgb.resize(size, Image.Resampling.BICUBIC).save(partial, "JPEG", quality=LARGE_QUALITY)
@@ -257,6 +259,31 @@ def best_seconds(run: Callable[[], object], repeat: int) -> float:
         run()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def inference_rate(
+    engine: Engine,
+    inputs: np.ndarray,
+    batch_size: int,
+    min_images: int,
+    repeat: int,
+    min_seconds: float = 0.5,
+) -> float:
+    """Images/s of `engine.run` on batches of `batch_size`, best of `repeat` passes.
+
+    A pass is `min_images` images or more, and `min_seconds` or more, so that a GPU's passes are
+    long enough to time.
+    """
+    batch = np.ascontiguousarray(np.resize(inputs, (batch_size, *inputs.shape[1:])))
+    engine.run(batch)  # warm-up: arenas, kernels, caches
+    one_call = best_seconds(lambda: engine.run(batch), 1)
+    calls = max(1, math.ceil(min_images / batch_size), math.ceil(min_seconds / max(one_call, 1e-6)))
+
+    def run() -> None:
+        for _ in range(calls):
+            engine.run(batch)
+
+    return calls * batch_size / best_seconds(run, repeat)
 
 
 def logits_of(engine: Engine, inputs: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import resource
@@ -48,6 +47,7 @@ from _common import (
     add_timing_options,
     best_seconds,
     eager_model,
+    inference_rate,
     large_copies,
     load_average,
     logits_of,
@@ -92,26 +92,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # --- measuring ------------------------------------------------------------------------------------------
-
-
-def inference_rate(
-    engine: Engine, inputs: np.ndarray, batch_size: int, min_images: int, repeat: int
-) -> float:
-    """Images/s of `engine.run` on batches of `batch_size`, best of `repeat` passes.
-
-    A pass is `min_images` images or more, and half a second or more, so that a GPU's passes are
-    long enough to time.
-    """
-    batch = np.ascontiguousarray(np.resize(inputs, (batch_size, *inputs.shape[1:])))
-    engine.run(batch)  # warm-up: arenas, kernels, caches
-    one_call = best_seconds(lambda: engine.run(batch), 1)
-    calls = max(1, math.ceil(min_images / batch_size), math.ceil(0.5 / max(one_call, 1e-6)))
-
-    def run() -> None:
-        for _ in range(calls):
-            engine.run(batch)
-
-    return calls * batch_size / best_seconds(run, repeat)
 
 
 def _blank_input(size: int) -> np.ndarray:

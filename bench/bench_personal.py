@@ -43,7 +43,7 @@ from catbreed_desktop.cli.common import adapted_in_batches  # noqa: E402
 from catbreed_desktop.core.bundle import ModelBundle, load_bundle  # noqa: E402
 from catbreed_desktop.core.classify import Classifier, Prediction  # noqa: E402
 from catbreed_desktop.core.personal.combine import LayerSettings, Metric, PersonalLayer, layer_setup  # noqa: E402
-from trainer.report import cpu_name  # noqa: E402
+from trainer.machine import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

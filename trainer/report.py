@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from trainer.dataset import SUMMARY_FILE, read_manifest, split_samples
 from trainer.errors import TrainerError
 from trainer.evaluate import EVAL_DIR
 from trainer.export import EXPORT_DIR, load_pixels, torch_outputs
+from trainer.machine import cpu_name
 from trainer.modeling import LogitsAndEmbedding, load_checkpoint
 from trainer.onnx_run import onnx_outputs, onnx_session
 from trainer.portable import portable_path
@@ -48,17 +48,6 @@ def _shown_path(path: Path) -> str:
     """A path relative to the repository or the working folder where it lies below one, else
     its name: cards get committed, and the build machine's folders mean nothing to readers."""
     return portable_path(path, (Path.cwd(),))
-
-
-def cpu_name() -> str:
-    """The processor's model name, for figures that say which CPU they came from."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure_speed(bundle_dir: Path, checkpoint: Path, paths: list[Path], repeats: int = 2) -> dict:
