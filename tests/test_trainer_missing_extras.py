@@ -65,6 +65,7 @@ def command_lines(tmp_path: Path, bundle: Path) -> dict[str, list[str]]:
         "baseline": [work, "--preset", "tiny"],
         "train": [work, "--preset", "tiny"],
         "evaluate": [work],
+        "non-cat-term": [work, "--bundle", str(bundle), "--non-cat", str(tmp_path / "photos")],
         "compare": [work, "--checkpoint", f"a={work}", "--out", str(tmp_path / "c.json")],
         "export": [work, "--out", out],
         "build-engine": [str(bundle)],

@@ -58,6 +58,7 @@ def test_the_bundle_gets_the_term_its_model_file_stays_and_photos_without_a_cat_
     assert refitted.ood["threshold"] < 100.0  # set on the validation photos again
     assert refitted.metrics["ood"]["threshold_rule"] == "99.5th percentile of validation scores"
     assert refitted.labels == bundle.labels and refitted.decision == bundle.decision
+    assert refitted.provenance["not_a_cat_term"]["photos_without_a_cat"] == ["grey"]
 
 
 def test_a_folder_without_photos_is_a_clear_error(tmp_path):

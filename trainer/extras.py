@@ -54,6 +54,7 @@ NEEDS: dict[str, tuple[Requirement, ...]] = {
     "baseline": (TRAIN,),
     "train": (TRAIN,),
     "evaluate": (TRAIN,),
+    "non-cat-term": (TRAIN, ONNX_RUNTIME),
     "compare": (TRAIN, ONNX_RUNTIME),
     "export": (TRAIN, ONNX_RUNTIME),
     "build-engine": (),

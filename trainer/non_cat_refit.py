@@ -82,6 +82,15 @@ def refit_non_cat(
     ood = rethreshold(ood, val_embeddings, val_logits)
     metrics = dict(bundle.metrics)
     metrics["ood"] = dict(metrics.get("ood") or {}) | detector_figures(ood, test_embeddings, test_logits)
+    provenance = dict(bundle.provenance) | {
+        "not_a_cat_term": {
+            "made_by": "python -m trainer non-cat-term",
+            "photos_without_a_cat": [Path(f).name for f in non_cat_folders],
+            "extra_cat_folders": [Path(f).name for f in cat_folders],
+            "extra_cat_photos_per_folder": cat_photos_per_folder,
+            "training_photos_per_breed": photos_per_breed,
+        }
+    }
     write_bundle(
         bundle_dir,
         bundle_dir / MODEL_FILE,
@@ -90,7 +99,7 @@ def refit_non_cat(
         preprocessing=bundle.preprocessing,
         temperature=bundle.temperature,
         metrics=metrics,
-        provenance=bundle.provenance,
+        provenance=provenance,
         ood=ood,
         decision=bundle.decision,
     )
