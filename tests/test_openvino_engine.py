@@ -7,6 +7,11 @@ tested everywhere, with the engines faked where needed.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from engine_fakes import make_int8_colour_bundle
@@ -187,3 +192,52 @@ def test_a_model_openvino_cannot_read_is_a_bundle_error(openvino, colour_bundle)
 def test_unknown_hint_is_refused(openvino, colour_bundle):
     with pytest.raises(ValueError, match="latency, throughput"):
         openvino_engine.OpenVinoEngine(colour_bundle, hint="fastest")
+
+
+# --- closing never hangs ---------------------------------------------------------------------------
+# The hang was a deadlock: a Python callback given to OpenVINO (`AsyncInferQueue.set_callback`) can
+# be released last on OpenVINO's callback thread, after `wait_all` has returned; freeing it takes
+# the GIL, while `close` holds the GIL and joins that thread as the compiled model goes. Whether
+# the release comes late is a race (about 1 run in 8 of `catbreed engines --check` on 2 busy
+# cores), so the first test checks the cause itself: OpenVINO is never handed a Python callable.
+
+
+@pytest.mark.parametrize("hint", ["latency", "throughput"])
+def test_openvino_is_never_handed_a_python_callback(openvino, colour_bundle, batch, monkeypatch, hint):
+    handed: list[object] = []
+    for kind in (openvino.AsyncInferQueue, openvino.InferRequest):
+        monkeypatch.setattr(kind, "set_callback", lambda self, callback: handed.append(callback))
+
+    engine = openvino_engine.OpenVinoEngine(colour_bundle, threads=2, hint=hint)
+    with engine:
+        assert engine.run(batch)["logits"].shape == (len(batch), colour_bundle.num_labels)
+
+    assert handed == []
+
+
+CHECK_CPU_THEN_OPENVINO = """
+import json, sys
+from catbreed_desktop.core.bundle import load_bundle
+from catbreed_desktop.core.engines.inventory import list_engines
+infos = list_engines(load_bundle(sys.argv[1]), check=("cpu", "openvino"))
+print(json.dumps({info.name: info.checked for info in infos}))
+"""
+
+
+def test_checking_onnx_runtime_then_openvino_ends(openvino, colour_bundle):
+    # What `catbreed engines --check` does on a CPU machine, in a process of its own under a bound:
+    # a hang there cannot be interrupted from Python (the main thread sits in a native join).
+    root = Path(__file__).resolve().parents[1]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", CHECK_CPU_THEN_OPENVINO, str(colour_bundle.path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=root,
+        )
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"checking ONNX Runtime CPU, then OpenVINO, did not end in {hung.timeout} s")
+    assert done.returncode == 0, done.stderr
+    checked = json.loads(done.stdout.splitlines()[-1])
+    assert checked["cpu"].startswith("finite outputs") and checked["openvino"].startswith("finite outputs")

@@ -102,10 +102,15 @@ class OpenVinoEngine(Engine):
         # Logits first, as ONNX Runtime lists the shipped model's outputs.
         self._output_names = tuple(sorted(names, key=lambda name: name != LOGITS_NAME))
         self.requests = max(1, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        self._queue = openvino.AsyncInferQueue(self._compiled, self.requests)
-        self._queue.set_callback(self._collect)
-        self._results: dict[int, dict[str, np.ndarray]] = {}
-        # An infer request is not thread-safe; one batch at a time goes through the queue.
+        # Plain requests, waited on from the calling thread, and never a Python callback (an
+        # `AsyncInferQueue.set_callback`): OpenVINO runs a callback on its compiled model's
+        # callback thread, and that thread may still hold the last reference to it after `wait`
+        # has returned. Freeing a Python callable takes the GIL, and destroying the compiled model
+        # (`close`, or dropping the engine) joins that thread while holding the GIL: a deadlock
+        # that hung `catbreed engines --check` for good, now and then. Without Python objects in
+        # OpenVINO's threads they never need the GIL; `wait` releases it meanwhile.
+        self._requests: list[Any] = [self._compiled.create_infer_request() for _ in range(self.requests)]
+        # An infer request is not thread-safe; one batch at a time goes through the requests.
         self._lock = threading.Lock()
         self.provider = f"{ENGINE_TITLES[OPENVINO]} ({hint})"
         self.active_providers: tuple[str, ...] = (f"OpenVINO {self.version} {DEVICE}",)
@@ -114,27 +119,39 @@ class OpenVinoEngine(Engine):
     def output_names(self) -> tuple[str, ...]:
         return self._output_names
 
-    def _collect(self, request: Any, chunk: int) -> None:
-        # The request's buffers are reused by its next job: copy the outputs out.
-        self._results[chunk] = {
-            name: np.array(request.get_tensor(name).data, copy=True) for name in self._output_names
-        }
-
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         array = check_batch(batch, self.bundle)
         chunks = np.array_split(array, min(self.requests, len(array)))
         with self._lock:
-            self._results.clear()
-            for index, chunk in enumerate(chunks):
-                self._queue.start_async({INPUT_NAME: np.ascontiguousarray(chunk)}, index)
-            self._queue.wait_all()
-            parts = [self._results[index] for index in range(len(chunks))]
-            self._results.clear()
+            started: list[Any] = []
+            try:
+                for request, chunk in zip(self._requests, chunks, strict=False):
+                    request.start_async({INPUT_NAME: np.ascontiguousarray(chunk)})
+                    started.append(request)
+            finally:
+                _wait_all(started)  # every started request, even when a later start failed
+            # The requests' buffers are reused by their next job: copy the outputs out.
+            parts = [
+                {name: np.array(request.get_tensor(name).data, copy=True) for name in self._output_names}
+                for request in started
+            ]
         outputs = {name: np.concatenate([part[name] for part in parts]) for name in self._output_names}
         return check_outputs(outputs, self.bundle, len(array))
 
     def close(self) -> None:
         """Drop the compiled model and its requests, so their memory goes back before the engine does."""
         with self._lock:
-            self._queue = None
+            self._requests = []
             self._compiled = None
+
+
+def _wait_all(requests: list[Any]) -> None:
+    """Wait for every request (each `wait` releases the GIL), then raise the first failure, as `AsyncInferQueue.wait_all` does."""
+    failures: list[Exception] = []
+    for request in requests:
+        try:
+            request.wait()
+        except Exception as error:  # OpenVINO raises RuntimeError and its own types alike
+            failures.append(error)
+    if failures:
+        raise failures[0]
