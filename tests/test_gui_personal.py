@@ -301,3 +301,92 @@ def test_a_correction_made_just_before_another_model_loads_is_still_written(
     assert PersonalStore(colour_bundle.model_sha256, tmp_path / "personal").labels == ["Green Cat"]
     assert controller.store is not None and len(controller.store) == 0  # the other model's own
     assert photos.record(1).label == "Blue Cat"  # no result for the old model is applied
+
+
+def test_a_correction_made_while_the_store_loads_is_written_when_the_window_closes_first(
+    qtbot, colour_bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = make_photos(tmp_path / "photos")
+    model = ("--model", str(colour_bundle.path))
+    assert main(["correct", str(folder / "purple0.png"), "--breed", "Green Cat", *model]) == 0
+    reading, release = threading.Event(), threading.Event()
+    read = PersonalStore._load
+
+    def slow_read(store: PersonalStore) -> None:
+        reading.set()
+        release.wait(timeout=10)
+        read(store)
+
+    monkeypatch.setattr(PersonalStore, "_load", slow_read)
+    window = MainWindow(Settings(engine="cpu", batch_size=4), model_path=colour_bundle.path)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(reading.is_set, timeout=10_000)
+    with qtbot.waitSignal(window.classification_finished, timeout=20_000):
+        window.add_inputs([folder])
+    correct(window, "red.png", "Red Cat")
+    assert window.personal.loading
+
+    # The window closes while the store is still being read: the read ends once the lane is
+    # stopping, too late for the window to take its result.
+    stop_the_runner = window.runner.shutdown
+
+    def shutdown_then_let_the_read_end() -> None:
+        release.set()
+        stop_the_runner()
+
+    monkeypatch.setattr(window.runner, "shutdown", shutdown_then_let_the_read_end)
+    window.close()
+
+    kept = PersonalStore(colour_bundle.model_sha256)
+    assert [Path(p).name for p in kept.photo_paths] == ["purple0.png", "red.png"]
+    assert kept.labels == ["Green Cat", "Red Cat"]
+
+
+def damage_the_store(bundle, folder: Path) -> None:
+    kept = PersonalStore(bundle.model_sha256, folder)
+    kept.add([folder / "elsewhere.png"], ["Green Cat"], np.array([colour_embedding(PURPLE)]))
+    kept.path.write_bytes(kept.path.read_bytes()[:50])
+
+
+def test_a_correction_made_while_a_damaged_store_loads_is_written_when_the_controller_shuts_down(
+    waiting, colour_bundle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    controller, photos, runner = waiting
+    damage_the_store(colour_bundle, tmp_path / "personal")
+    photos.set_label(0, "Green Cat")
+    controller.corrected([0])
+
+    runner.shutdown()  # the store's reading never ran
+    controller.shutdown()
+
+    assert "could not be read" in caplog.text
+    kept = PersonalStore(colour_bundle.model_sha256, tmp_path / "personal")
+    assert kept.labels == ["Green Cat"] and kept.photo_paths == [str(tmp_path / "a.png")]
+    assert [p for p in (tmp_path / "personal").iterdir() if ".damaged-" in p.name]
+
+
+@pytest.mark.parametrize("damaged", [False, True], ids=["readable", "damaged"])
+def test_a_correction_made_while_the_store_loads_is_written_when_another_model_comes_first(
+    qtbot, waiting, colour_bundle, tmp_path: Path, damaged: bool
+) -> None:
+    controller, photos, runner = waiting
+    if damaged:
+        damage_the_store(colour_bundle, tmp_path / "personal")
+    photos.set_label(0, "Green Cat")
+    controller.corrected([0])
+    photos.set_label(1, "Red Cat")
+    controller.corrected([1])
+    photos.set_label(1, None, reviewed=False)  # taken back: not kept
+    controller.corrected([1])
+    warnings: list[str] = []
+    controller.warning.connect(warnings.append)
+
+    controller.set_bundle(make_breeds_bundle(tmp_path / "other"))
+    runner.run_pending()
+
+    kept = PersonalStore(colour_bundle.model_sha256, tmp_path / "personal")
+    assert kept.labels == ["Green Cat"] and kept.photo_paths == [str(tmp_path / "a.png")]
+    assert controller.store is not None and len(controller.store) == 0  # the other model's own
+    assert not controller.is_busy()
+    assert len(warnings) == damaged and all("could not be read" in w for w in warnings)

@@ -62,6 +62,50 @@ def test_store_keeps_only_the_newest_entries(tmp_path: Path) -> None:
     assert len(again) == 3
 
 
+def test_adding_one_at_a_time_keeps_the_bound_the_order_and_the_round_trip_as_the_store_grows(
+    tmp_path: Path,
+) -> None:
+    bound = 100
+    store = PersonalStore(SHA, tmp_path, max_entries=bound)
+    expected: list[tuple[str, float, float]] = []  # photo, time, its embedding's value; oldest first
+    buffers_replaced = 0
+    early = None
+    for i in range(1_000):
+        # Now and then a photo is corrected again or an entry comes dated before the newest.
+        name = f"{i // 2}.jpg" if i % 97 == 0 else f"{i}.jpg"
+        when = float(i - 50) if i % 131 == 0 else float(i)
+        kept_before = store.embeddings
+        store.add([tmp_path / name], ["A" if i % 2 else "B"], np.full((1, 4), i), when=when, save=False)
+        buffers_replaced += not np.shares_memory(kept_before, store.embeddings)
+
+        expected = [e for e in expected if e[0] != name] + [(name, when, float(i))]
+        if len(expected) > bound:  # the oldest go; among equal times the first added
+            oldest = sorted(range(len(expected)), key=lambda j: expected[j][1])[: len(expected) - bound]
+            expected = [e for j, e in enumerate(expected) if j not in oldest]
+        assert [Path(p).name for p in store.photo_paths] == [e[0] for e in expected]
+        assert store.times.tolist() == [e[1] for e in expected]
+        assert store.embeddings[:, 0].tolist() == [e[2] for e in expected]
+        assert store.labels == ["A" if int(e[2]) % 2 else "B" for e in expected]
+        if i == 150:
+            early = store.copy()
+            early_names = list(early.photo_paths)
+            early_rows = early.embeddings.copy()
+
+    # Adding copies what is kept only when the room to spare runs out or an entry is replaced or
+    # comes out of order, not at each correction.
+    assert buffers_replaced < 100
+    # A copy taken earlier does not change as the store goes on.
+    assert early is not None and early.photo_paths == early_names
+    np.testing.assert_array_equal(early.embeddings, early_rows)
+    store.save()
+    again = PersonalStore(SHA, tmp_path, max_entries=bound)
+    assert again.photo_paths == store.photo_paths and again.labels == store.labels
+    np.testing.assert_array_equal(again.embeddings, store.embeddings)
+    np.testing.assert_array_equal(again.times, store.times)
+    again.add([tmp_path / "last.jpg"], ["A"], np.ones((1, 4)), when=10_000.0)
+    assert len(again) == bound and Path(again.photo_paths[-1]).name == "last.jpg"
+
+
 def test_a_damaged_store_is_set_aside_with_a_warning_and_starts_empty(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

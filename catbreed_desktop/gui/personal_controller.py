@@ -13,18 +13,20 @@ The store's file is read and written on that lane too, never on the GUI thread: 
 20,000 corrections takes a while to read, and the grid must not stall meanwhile. Until a new
 model's store is loaded, its results show the model's own answers; once it is, the photos not
 reviewed yet are adjusted in the background. What the person does meanwhile is not lost:
-corrections made while it loads are kept once it is there, and a "forget" forgets what it held.
+corrections made while it loads (each taken down as it is made: label and embedding) are kept
+once it is there, and a "forget" forgets what it held. If another model comes first, a job of the
+lane reads that store again, does the same to it and writes it; if the window closes first,
+`shutdown` does that itself.
 The lane runs one job at a time: a store's loading before any adjusting. Each save writes the
 newest copy of the store, taken when it changed, at the start of the next job, and the result of
-a job that a newer model made stale is dropped.
+a job that a newer model made stale is dropped (a damaged file it set aside is still reported).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,11 @@ class _Loaded:
     layer: PersonalLayer | None
     problem: str | None = None
 
+    @property
+    def warning(self) -> str | None:
+        """What the person is told: why there is no store, or that a damaged file was set aside."""
+        return self.problem or (self.store.warning if self.store is not None else None)
+
 
 def load_store(bundle: Any, folder: Path | None) -> _Loaded:
     """Read the bundle's store and build its layer; runs on the lane's thread."""
@@ -72,18 +79,51 @@ def load_store(bundle: Any, folder: Path | None) -> _Loaded:
     return _Loaded(store, setup, PersonalLayer.from_store(store, tuple(bundle.labels), *setup))
 
 
-def snapshot(store: PersonalStore) -> PersonalStore:
-    """A copy of `store` for another thread to read or write while this one goes on changing it.
+@dataclass
+class _WhileLoading:
+    """What the person did while the store of the model `model_sha256` was loading, to do to it
+    once it is there: forget what it held, then keep these corrections (None: taken back)."""
 
-    Its arrays are replaced, never changed in place; its lists grow in place, so they are copied.
-    """
-    copied = copy.copy(store)
-    copied.labels, copied.photo_paths, copied.keys = (
-        list(store.labels),
-        list(store.photo_paths),
-        list(store.keys),
-    )
-    return copied
+    model_sha256: str
+    forget_all: bool = False
+    corrections: dict[Path, tuple[str, np.ndarray] | None] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.forget_all or bool(self.corrections)
+
+    def note(self, keep: Kept, taken_back: Sequence[Path]) -> None:
+        self.corrections.update({path: None for path in taken_back})
+        self.corrections.update({path: (label, embedding) for path, label, embedding in keep})
+
+    def apply(self, store: PersonalStore) -> bool:
+        """Do it to `store` (in memory); whether the store changed."""
+        forgot = self.forget_all and store.forget(save=False) > 0
+        keep: Kept = [(path, *kept) for path, kept in self.corrections.items() if kept is not None]
+        taken_back = [path for path, kept in self.corrections.items() if kept is None]
+        return keep_corrections(store, keep, taken_back) or forgot
+
+
+def keep_corrections(store: PersonalStore, keep: Kept, taken_back: Sequence[Path]) -> bool:
+    """Put these corrections in `store` (in memory) and forget the photos taken back; whether it changed."""
+    if taken_back:  # a photo taken back is no longer a correction
+        store.forget(taken_back, save=False)
+    if keep:
+        store.add(
+            [p for p, _, _ in keep],
+            [label for _, label, _ in keep],
+            np.stack([e for _, _, e in keep]),
+            save=False,
+        )
+    return bool(keep or taken_back)
+
+
+def write_left_behind(left_behind: _WhileLoading, folder: Path | None) -> str | None:
+    """Read the store that `left_behind` was waiting for, do it to it and write it; the warning of
+    a damaged file set aside (the corrections made meanwhile are in the fresh one)."""
+    store = PersonalStore(left_behind.model_sha256, folder)
+    if left_behind.apply(store):
+        store.save()
+    return store.warning
 
 
 class PersonalController(QObject):
@@ -108,7 +148,6 @@ class PersonalController(QObject):
         self.store_folder = store_folder
         self.store: PersonalStore | None = None
         self.layer: PersonalLayer | None = None
-        self.loading = False  # the model's store is being read: corrections wait for it
         self._labels: tuple[str, ...] = ()
         self._setup: tuple[Metric, LayerSettings] = (Metric(), LayerSettings())
         self._base: dict[Path, Prediction] = {}
@@ -118,11 +157,17 @@ class PersonalController(QObject):
         self._again = False
         self._ready_layer: PersonalLayer | None = None  # the next refresh may use it as it is
         self._unsaved: PersonalStore | None = None
-        # What the person did while the store was loading, done to it once it is there.
-        self._corrected_while_loading: set[Path] = set()
-        self._forget_when_loaded = False
+        # What the person does while the store is loading (None: it is not), done to it once it
+        # is there; and what was done while the store of an earlier model loaded, to write to it.
+        self._while_loading: _WhileLoading | None = None
+        self._left_behind: list[_WhileLoading] = []
 
     # --- state -----------------------------------------------------------------------------------
+
+    @property
+    def loading(self) -> bool:
+        """The model's store is being read: corrections wait for it."""
+        return self._while_loading is not None
 
     @property
     def count(self) -> int:
@@ -137,7 +182,7 @@ class PersonalController(QObject):
 
     def is_busy(self) -> bool:
         """Whether the store is loading or photos wait to be adjusted or a copy to be written."""
-        return self.loading or self._again or self.runner.is_busy(PERSONAL_LANE)
+        return self.loading or self._again or bool(self._left_behind) or self.runner.is_busy(PERSONAL_LANE)
 
     def set_bundle(self, bundle: Any) -> None:
         """A new model: its own store of corrections, read in the background; its results come as
@@ -147,10 +192,10 @@ class PersonalController(QObject):
         self.store, self.layer = None, None
         self._generation += 1
         self._wanted_bundle = bundle
-        self.loading = True
+        if self._while_loading:  # the old store is no longer wanted, but what was done to it is
+            self._left_behind.append(self._while_loading)
+        self._while_loading = _WhileLoading(bundle.model_sha256)
         self._again, self._ready_layer = False, None
-        self._corrected_while_loading.clear()
-        self._forget_when_loaded = False
         self.runner.stop(PERSONAL_LANE)  # adjusting for the old model is of no use now
         self.changed.emit(self.status_text())
         self._start_next()
@@ -165,9 +210,9 @@ class PersonalController(QObject):
 
         How many were forgotten; None while the store is loading: it is forgotten once loaded.
         """
-        if self.loading:
-            self._forget_when_loaded = True
-            self._corrected_while_loading.clear()  # made before the forget: forgotten too
+        if self._while_loading is not None:
+            # Corrections made before the forget are forgotten too.
+            self._while_loading.forget_all, self._while_loading.corrections = True, {}
             return None
         if self.store is None:
             return 0
@@ -179,15 +224,25 @@ class PersonalController(QObject):
         """Write the corrections not written yet; call it once the runner has stopped.
 
         The window is closing, and the lane that writes them has stopped: writing them here is
-        what keeps the last correction, and nothing else touches the file any more.
+        what keeps the last correction, and nothing else touches the file any more. Corrections
+        made while a store was loading need that store: it is read here, on the GUI thread, as
+        nothing is drawn any more and the read is bounded (`MAX_ENTRIES` rows of one file).
         """
         unsaved, self._unsaved = self._unsaved, None
-        if unsaved is None:
-            return
-        try:
-            unsaved.save()
-        except OSError as error:
-            log.warning("the corrections could not be written to %s: %s", unsaved.path, error)
+        left_behind, self._left_behind = self._left_behind, []
+        if self._while_loading:
+            left_behind.append(self._while_loading)
+        self._while_loading = None
+        if unsaved is not None:  # first: it may be the store a correction made while loading needs
+            try:
+                unsaved.save()
+            except OSError as error:
+                log.warning("the corrections could not be written to %s: %s", unsaved.path, error)
+        for waiting in left_behind:
+            try:
+                write_left_behind(waiting, self.store_folder)  # a damaged file's warning is logged
+            except (OSError, PersonalStoreError) as error:
+                log.warning("the corrections made while they were being read could not be kept: %s", error)
 
     # --- what happens in the window ---------------------------------------------------------------
 
@@ -204,13 +259,13 @@ class PersonalController(QObject):
 
     def corrected(self, rows: Sequence[int]) -> None:
         """The person set, confirmed or took back labels of these rows: keep that, then update the rest."""
-        if self.loading:
-            self._corrected_while_loading.update(self.photos.record(row).path for row in rows)
+        if self._while_loading is not None:
+            self._while_loading.note(*self._corrections(rows))
             return
         if self.store is None:
             return
-        keep, changed = self._keep_corrections(self.store, rows)
-        if changed:
+        keep, taken_back = self._corrections(rows)
+        if keep_corrections(self.store, keep, taken_back):
             self.refresh(save=True)  # written in the background
         if len(keep) == 1 and self.enabled:
             path, label, embedding = keep[0]
@@ -218,10 +273,10 @@ class PersonalController(QObject):
             if similar:
                 self.similar_found.emit(similar, label)
 
-    def _keep_corrections(self, store: PersonalStore, rows: Sequence[int]) -> tuple[Kept, bool]:
-        """Put the labels of these rows in `store` (in memory); the ones kept, and whether it changed."""
+    def _corrections(self, rows: Sequence[int]) -> tuple[Kept, list[Path]]:
+        """The corrections these rows hold now, and the photos among them whose correction was taken back."""
         keep: Kept = []
-        forget: list[Path] = []
+        taken_back: list[Path] = []
         for row in rows:
             record = self.photos.record(row)
             base = self._base.get(record.path, record.prediction)
@@ -229,17 +284,8 @@ class PersonalController(QObject):
                 if base is not None and base.embedding is not None:
                     keep.append((record.path, record.label, base.embedding))
             else:
-                forget.append(record.path)
-        if forget:  # a photo taken back is no longer a correction
-            store.forget(forget, save=False)
-        if keep:
-            store.add(
-                [p for p, _, _ in keep],
-                [label for _, label, _ in keep],
-                np.stack([e for _, _, e in keep]),
-                save=False,
-            )
-        return keep, bool(keep or forget)
+                taken_back.append(record.path)
+        return keep, taken_back
 
     def similar(self, embedding: np.ndarray, label: str, exclude: Path | None = None) -> list[Path]:
         """Unreviewed photos most like `embedding` whose answer is not `label` yet, nearest first."""
@@ -267,7 +313,7 @@ class PersonalController(QObject):
         if self.store is None:
             return
         if save:
-            self._unsaved = snapshot(self.store)
+            self._unsaved = self.store.copy()
         self._ask_refresh(None)
 
     # --- the lane's jobs ---------------------------------------------------------------------------
@@ -278,18 +324,29 @@ class PersonalController(QObject):
         self._start_next()
 
     def _start_next(self) -> None:
-        """Start the lane's next job unless one runs: a new model's store to load (once the old
-        one's corrections are written, by a job of their own: a failure to write them must not
-        keep the new store from loading), else a refresh, else a write."""
+        """Start the lane's next job unless one runs: the corrections made while an earlier
+        model's store loaded to write to it (before any store is read: it may be the same one),
+        else a new model's store to load (once the old one's corrections are written, by a job of
+        their own: a failure to write them must not keep the new store from loading), else a
+        refresh, else a write."""
         if self.runner.is_busy(PERSONAL_LANE):
             return
-        if self._wanted_bundle is not None and self._unsaved is None:
+        if self._left_behind:
+            left_behind, folder = self._left_behind.pop(0), self.store_folder
+            self._start(
+                "saving of your corrections",
+                lambda context: write_left_behind(left_behind, folder),
+                self._warn,
+                on_stale=self._warn,
+            )
+        elif self._wanted_bundle is not None and self._unsaved is None:
             bundle, folder, self._wanted_bundle = self._wanted_bundle, self.store_folder, None
             self._start(
                 "reading of your corrections",
                 lambda context: load_store(bundle, folder),
                 self._loaded,
                 on_failed=self._load_failed,
+                on_stale=lambda loaded: self._warn(loaded.warning),  # a file set aside is news still
             )
         elif self._again and self.store is not None:
             self._again = False
@@ -303,9 +360,11 @@ class PersonalController(QObject):
         job: Callable[[TaskContext], Any],
         on_done: Callable[[Any], None],
         on_failed: Callable[[], None] = lambda: None,
+        on_stale: Callable[[Any], None] = lambda result: None,
     ) -> None:
         """Run `job` on the lane after writing the store's newest unsaved copy; its result goes to
-        `on_done` unless a newer model came meanwhile. The lane's next job follows either way."""
+        `on_done`, or to `on_stale` if a newer model came meanwhile. The lane's next job follows
+        either way."""
         unsaved, self._unsaved = self._unsaved, None
         generation = self._generation
 
@@ -315,8 +374,7 @@ class PersonalController(QObject):
             return job(context)
 
         def done(result: Any) -> None:
-            if generation == self._generation:
-                on_done(result)
+            (on_done if generation == self._generation else on_stale)(result)
             self._start_next()
 
         def failed(reason: str) -> None:  # the runner has said why, in the status bar and Problems
@@ -326,17 +384,18 @@ class PersonalController(QObject):
 
         self.runner.start(Task(kind, work, on_done=done, on_failed=failed, lane=PERSONAL_LANE))
 
+    def _warn(self, warning: str | None) -> None:
+        if warning:
+            self.warning.emit(warning)
+
     def _loaded(self, loaded: _Loaded) -> None:
-        self.loading = False
+        while_loading, self._while_loading = self._while_loading, None
+        self._warn(loaded.warning)
         if loaded.store is None:
-            if loaded.problem:
-                self.warning.emit(loaded.problem)
             self._load_failed()
             return
-        if loaded.store.warning:
-            self.warning.emit(loaded.store.warning)
         self.store, self._setup, self.layer = loaded.store, loaded.setup, loaded.layer
-        if self._catch_up(loaded.store):
+        if while_loading is not None and while_loading.apply(loaded.store):
             self.refresh(save=True)
         elif self.enabled and self.count and self._base:
             # Results that came while it loaded show the model's own answers: adjust them now.
@@ -345,25 +404,14 @@ class PersonalController(QObject):
 
     def _load_failed(self) -> None:
         """No store for this model: corrections are not kept, the model's answers stand."""
-        self.loading = False
-        self._corrected_while_loading.clear()
-        self._forget_when_loaded = False
+        self._while_loading = None
         self.changed.emit(self.status_text())
-
-    def _catch_up(self, store: PersonalStore) -> bool:
-        """Do to the store just loaded what the person did while it loaded; whether that changed it."""
-        forgot = self._forget_when_loaded and store.forget(save=False) > 0
-        rows = [row for row in map(self.photos.row_of, self._corrected_while_loading) if row is not None]
-        self._corrected_while_loading.clear()
-        self._forget_when_loaded = False
-        _, changed = self._keep_corrections(store, rows)
-        return forgot or changed
 
     def _adjusting(
         self, kept: PersonalStore
     ) -> Callable[[TaskContext], tuple[PersonalLayer, list[Prediction]] | None]:
         """The job that adjusts the unreviewed photos to a copy of the store `kept` as it is now."""
-        store, ready, self._ready_layer = snapshot(kept), self._ready_layer, None
+        store, ready, self._ready_layer = kept.copy(), self._ready_layer, None
         labels, enabled, setup = self._labels, self.enabled, self._setup
         bases = [b for path, b in self._base.items() if not self._reviewed(path)]
 

@@ -6,10 +6,17 @@ photo, never its pixels, and the photo's path (for `catbreed correct --list` and
 Correcting a photo again replaces its entry. Writes go to a temporary file that replaces the old
 one only once complete. At most `MAX_ENTRIES` are kept; the oldest go first. A file that cannot
 be read is set aside as `<name>.damaged-<time>` with a one-line warning, and the store starts empty.
+
+The window adds a correction on its GUI thread, so adding must not copy what is kept (60 MB at
+20,000 entries of 768 floats): the embeddings and times live in buffers with room to spare, of
+which the rows in use are a view, and the oldest entries usually go by moving where that view
+starts. Rows in use are never written in place (a change to them gets new buffers), so a `copy()`
+may share them with the store while another thread reads or writes it.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -30,6 +37,10 @@ log = logging.getLogger(__name__)
 MAX_ENTRIES = 20_000
 FORMAT_VERSION = 1
 FOLDER = "personal"
+# Spare rows a buffer gets when it is full, as a share of the rows it then needs: adding stays
+# amortised O(new rows) while the buffers hold at most half as much again as the store.
+HEADROOM = 0.5
+MIN_CAPACITY = 64
 
 
 class PersonalStoreError(CatBreedError):
@@ -68,15 +79,43 @@ class PersonalStore:
             ) from None
         self.max_entries = max_entries
         self.warning: str | None = None  # set when a damaged file was set aside on loading
-        self.embeddings = np.zeros((0, 0), dtype=np.float32)
         self.labels: list[str] = []
         self.photo_paths: list[str] = []
         self.keys: list[str] = []
-        self.times = np.zeros(0, dtype=np.float64)
+        # The entries' embeddings and times are rows `_first` to `_first + len(self)` of these.
+        self._embedding_rows = np.zeros((0, 0), dtype=np.float32)
+        self._time_rows = np.zeros(0, dtype=np.float64)
+        self._first = 0
         self._load()
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """One row per entry, oldest first: a view, valid until the store next changes."""
+        if not len(self):
+            return np.zeros((0, 0), dtype=np.float32)
+        return self._embedding_rows[self._first : self._first + len(self)]
+
+    @property
+    def times(self) -> np.ndarray:
+        return self._time_rows[self._first : self._first + len(self)]
+
+    def copy(self) -> PersonalStore:
+        """A copy for another thread to read or save while this store goes on changing.
+
+        It shares the rows in use, which neither changes in place; it has no spare rows, so
+        adding to it makes buffers of its own. Its lists grow in place, so they are copied.
+        """
+        copied = copy.copy(self)
+        copied._embedding_rows, copied._time_rows, copied._first = self.embeddings, self.times, 0
+        copied.labels, copied.photo_paths, copied.keys = (
+            list(self.labels),
+            list(self.photo_paths),
+            list(self.keys),
+        )
+        return copied
 
     @property
     def entries(self) -> list[Entry]:
@@ -106,11 +145,10 @@ class PersonalStore:
         new_keys = [photo_key(p) for p in photos]
         self._drop(set(new_keys))
         stamp = time.time() if when is None else when
-        self.embeddings = rows if not len(self) else np.concatenate([self.embeddings, rows])
+        self._append_rows(rows, np.full(len(photos), stamp, dtype=np.float64))
         self.labels += [str(label) for label in labels]
         self.photo_paths += [os.fsdecode(os.path.abspath(os.fsencode(p))) for p in photos]
         self.keys += new_keys
-        self.times = np.concatenate([self.times, np.full(len(photos), stamp, dtype=np.float64)])
         self._bound()
         if save:
             self.save()
@@ -154,23 +192,46 @@ class PersonalStore:
             Path(temporary).unlink(missing_ok=True)
             raise
 
+    def _append_rows(self, embeddings: np.ndarray, times: np.ndarray) -> None:
+        """Put these rows after the ones in use (before the lists grow), in new buffers when the
+        spare rows run out or the store is empty (whose next rows may be of another width)."""
+        used, end = len(self), self._first + len(self)
+        needed = used + len(embeddings)
+        if not used or end + len(embeddings) > len(self._embedding_rows):
+            capacity = max(needed + int(needed * HEADROOM), MIN_CAPACITY)
+            embedding_rows = np.empty((capacity, embeddings.shape[1]), dtype=np.float32)
+            time_rows = np.empty(capacity, dtype=np.float64)
+            if used:
+                embedding_rows[:used], time_rows[:used] = self.embeddings, self.times
+            self._embedding_rows, self._time_rows, self._first, end = embedding_rows, time_rows, 0, used
+        self._embedding_rows[end : end + len(embeddings)] = embeddings
+        self._time_rows[end : end + len(times)] = times
+
     def _drop(self, keys: set[str]) -> None:
-        keep = [i for i, key in enumerate(self.keys) if key not in keys]
-        if len(keep) != len(self.keys):
-            self._select(np.array(keep, dtype=np.int64))
+        if keys.isdisjoint(self.keys):
+            return
+        self._select(np.array([i for i, key in enumerate(self.keys) if key not in keys], dtype=np.int64))
 
     def _bound(self) -> None:
-        if len(self) > self.max_entries:
-            # Stable: among entries of one time, the ones added first go first.
-            newest = np.sort(np.argsort(self.times, kind="stable")[-self.max_entries :])
-            self._select(newest)
+        excess = len(self) - self.max_entries
+        if excess <= 0:
+            return
+        times = self.times
+        if excess < len(self) and times[:excess].max() <= times[excess:].min():
+            # The oldest are the first rows (entries come in the order they are made): the view
+            # starts after them, and nothing is copied.
+            self._first += excess
+            del self.labels[:excess], self.photo_paths[:excess], self.keys[:excess]
+            return
+        # Stable: among entries of one time, the ones added first go first.
+        self._select(np.sort(np.argsort(times, kind="stable")[-self.max_entries :]))
 
     def _select(self, rows: np.ndarray) -> None:
-        self.embeddings = self.embeddings[rows] if len(rows) else np.zeros((0, 0), dtype=np.float32)
+        self._embedding_rows = self.embeddings[rows] if len(rows) else np.zeros((0, 0), dtype=np.float32)
+        self._time_rows, self._first = self.times[rows], 0
         self.labels = [self.labels[i] for i in rows]
         self.photo_paths = [self.photo_paths[i] for i in rows]
         self.keys = [self.keys[i] for i in rows]
-        self.times = self.times[rows]
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -197,13 +258,8 @@ class PersonalStore:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             self._set_aside(error)
             return
-        self.embeddings, self.labels, self.photo_paths, self.keys, self.times = (
-            embeddings,
-            labels,
-            photo_paths,
-            keys,
-            times,
-        )
+        self._embedding_rows, self._time_rows, self._first = embeddings, times, 0
+        self.labels, self.photo_paths, self.keys = labels, photo_paths, keys
         self._bound()
 
     def _set_aside(self, error: BaseException) -> None:
