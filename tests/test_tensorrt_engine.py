@@ -26,10 +26,12 @@ from catbreed_desktop.core.engines import EngineUnavailable, create_engine
 from catbreed_desktop.core.engines import tensorrt as tensorrt_engine
 from catbreed_desktop.core.engines.float_graph import float_graph_path, has_quantized_ops
 from catbreed_desktop.core.engines.tensorrt import (
+    EngineCacheError,
     EngineKey,
     TensorRTEngine,
     TensorRTToolkit,
     build_tensorrt_engine,
+    engine_bytes,
     engine_paths,
     ensure_engine_file,
     load_toolkit,
@@ -422,6 +424,43 @@ def test_empty_build_result_is_an_error_and_caches_nothing(tmp_path):
     with pytest.raises(EngineUnavailable, match="empty engine"):
         ensure_engine_file(KEY, lambda: b"", folder=tmp_path)
     assert stale_reasons(KEY, tmp_path) == ["no cached engine"]
+
+
+def test_an_unwritable_cache_still_gives_the_engine_with_a_warning(tmp_path, caplog):
+    blocked = tmp_path / "tensorrt"
+    blocked.write_text("a file where the cache folder should be")
+
+    with caplog.at_level("WARNING", logger=tensorrt_engine.__name__):
+        serialized = engine_bytes(KEY, lambda: b"engine", folder=blocked)
+
+    assert serialized == b"engine"
+    assert "cannot write the TensorRT engine cache" in caplog.text
+    assert blocked.read_text() == "a file where the cache folder should be"
+
+
+def test_filling_an_unwritable_cache_is_one_line_error(tmp_path):
+    blocked = tmp_path / "tensorrt"
+    blocked.write_text("x")
+
+    with pytest.raises(
+        EngineCacheError, match=r"^cannot store the TensorRT engine in .*tensorrt: "
+    ) as caught:
+        ensure_engine_file(KEY, lambda: b"engine", folder=blocked)
+    assert "\n" not in str(caught.value)
+
+
+def test_engine_starts_when_the_whole_cache_is_unwritable(colour_bundle, nine_photo_batch):
+    (paths.cache_dir() / "tensorrt").parent.mkdir(parents=True, exist_ok=True)
+    (paths.cache_dir() / "tensorrt").write_text("x")
+    toolkit = fake_toolkit()
+
+    first = TensorRTEngine(colour_bundle, batch_size=8, toolkit=toolkit)
+    second = TensorRTEngine(colour_bundle, batch_size=8, toolkit=toolkit)
+
+    assert toolkit.trt.builds == 2  # nothing cached, nothing lost
+    assert second.predict(nine_photo_batch).argmax(axis=1).tolist() == [0, 1, 2] * 3
+    first.close()
+    second.close()
 
 
 # --- the build recipe --------------------------------------------------------------------------------

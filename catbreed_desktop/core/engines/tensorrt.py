@@ -11,7 +11,8 @@ same types as ONNX Runtime CUDA, whose numerics the CPU parity tests check.
 Building a TensorRT engine takes minutes and the result only fits one GPU model, one TensorRT
 version and one graph, so the serialized engine is cached in `cache_dir()/tensorrt/` next to a
 small JSON file recording exactly what it was built for (`EngineKey`, the graph's checksum
-included). When anything differs the engine is rebuilt in place. TensorRT and cuda-python are
+included). When anything differs the engine is rebuilt in place; a cache that cannot be written
+costs a build per run, with a warning, not the engine. TensorRT and cuda-python are
 imported only when asked for, and their absence (or a machine without an NVIDIA GPU) is reported
 as `EngineUnavailable` in words.
 """
@@ -33,6 +34,7 @@ from catbreed_desktop.core import paths
 from catbreed_desktop.core.bundle import INPUT_NAME, LOGITS_NAME, ModelBundle
 from catbreed_desktop.core.engines.base import Engine, EngineUnavailable, check_batch
 from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE, ENGINE_TITLES, TENSORRT
+from catbreed_desktop.core.errors import CatBreedError
 from catbreed_desktop.core.files import atomic_write_bytes, atomic_write_text, sha256_file
 from catbreed_desktop.core.install_hints import install_extra_command
 
@@ -198,9 +200,14 @@ def make_engine_key(
 
 
 def engine_cache_dir() -> Path:
-    folder = paths.cache_dir() / "tensorrt"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return paths.cache_dir() / "tensorrt"
+
+
+class EngineCacheError(CatBreedError, OSError):
+    """A built engine could not be stored in the cache that `trainer build-tensorrt` fills.
+
+    An OSError too, as the storage error it wraps; alone on a command line it is one line.
+    """
 
 
 def engine_paths(key: EngineKey, folder: Path | None = None) -> tuple[Path, Path]:
@@ -212,7 +219,10 @@ def engine_paths(key: EngineKey, folder: Path | None = None) -> tuple[Path, Path
 def stale_reasons(key: EngineKey, folder: Path | None = None) -> list[str]:
     """Why the cached engine for `key` cannot be used; empty when it can."""
     engine_file, key_file = engine_paths(key, folder)
-    if not engine_file.is_file() or engine_file.stat().st_size == 0:
+    try:
+        if not engine_file.is_file() or engine_file.stat().st_size == 0:
+            return ["no cached engine"]
+    except OSError:  # a cache folder that cannot be searched
         return ["no cached engine"]
     try:
         recorded = json.loads(key_file.read_text(encoding="utf-8"))
@@ -223,22 +233,67 @@ def stale_reasons(key: EngineKey, folder: Path | None = None) -> list[str]:
     return key.differences(recorded)
 
 
-def ensure_engine_file(
-    key: EngineKey, build: Callable[[], bytes], folder: Path | None = None, force: bool = False
-) -> Path:
-    """The cached engine for `key`, calling `build` (which returns the serialized engine) when stale."""
-    engine_file, key_file = engine_paths(key, folder)
-    reasons = ["rebuild requested"] if force else stale_reasons(key, folder)
-    if not reasons:
-        return engine_file
+def _build(build: Callable[[], bytes], reasons: list[str]) -> bytes:
     log.info("building a TensorRT engine (%s); this takes a few minutes once", "; ".join(reasons))
     serialized = build()
     if not serialized:
         raise EngineUnavailable("TensorRT produced an empty engine")
-    atomic_write_bytes(engine_file, bytes(serialized))
+    return bytes(serialized)
+
+
+def _store(key: EngineKey, serialized: bytes, folder: Path | None) -> Path:
+    engine_file, key_file = engine_paths(key, folder)
+    engine_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(engine_file, serialized)
     # The key is written last, so an interrupted build never looks like a valid cache entry.
     atomic_write_text(key_file, json.dumps(key.to_json(), indent=2) + "\n")
     return engine_file
+
+
+def ensure_engine_file(
+    key: EngineKey, build: Callable[[], bytes], folder: Path | None = None, force: bool = False
+) -> Path:
+    """The cached engine for `key`, calling `build` (which returns the serialized engine) when stale.
+
+    Raises `EngineCacheError` when the cache cannot be written: this is the call that fills it.
+    """
+    reasons = ["rebuild requested"] if force else stale_reasons(key, folder)
+    if not reasons:
+        return engine_paths(key, folder)[0]
+    serialized = _build(build, reasons)
+    try:
+        return _store(key, serialized, folder)
+    except OSError as error:
+        raise EngineCacheError(
+            f"cannot store the TensorRT engine in {engine_paths(key, folder)[0].parent}: "
+            f"{error.strerror or error}"
+        ) from None
+
+
+def engine_bytes(
+    key: EngineKey, build: Callable[[], bytes], folder: Path | None = None, force: bool = False
+) -> bytes:
+    """The serialized engine for `key`: the cached one when it is fresh, else built and cached.
+
+    A cache that cannot be read or written costs a build per run, with a warning, never the engine:
+    the photos are classified all the same.
+    """
+    reasons = ["rebuild requested"] if force else stale_reasons(key, folder)
+    if not reasons:
+        try:
+            return engine_paths(key, folder)[0].read_bytes()
+        except OSError as error:
+            reasons = [f"the cached engine cannot be read ({error.strerror or error})"]
+    serialized = _build(build, reasons)
+    try:
+        _store(key, serialized, folder)
+    except OSError as error:
+        log.warning(
+            "cannot write the TensorRT engine cache in %s (%s); the engine is built again on each run until it can be",
+            engine_paths(key, folder)[0].parent,
+            error.strerror or error,
+        )
+    return serialized
 
 
 def build_serialized_engine(
@@ -314,13 +369,11 @@ class TensorRTEngine(Engine):
             return build_serialized_engine(self._toolkit, bundle, key, self.graph_path)
 
         self._runtime = trt.Runtime(self._toolkit.logger())
-        engine_file = ensure_engine_file(key, build)
-        self._engine = self._runtime.deserialize_cuda_engine(engine_file.read_bytes())
+        self._engine = self._runtime.deserialize_cuda_engine(engine_bytes(key, build))
         if self._engine is None:  # a damaged or foreign cache file: build once more
-            engine_file = ensure_engine_file(key, build, force=True)
-            self._engine = self._runtime.deserialize_cuda_engine(engine_file.read_bytes())
+            self._engine = self._runtime.deserialize_cuda_engine(engine_bytes(key, build, force=True))
         if self._engine is None:
-            raise EngineUnavailable(f"TensorRT cannot load the engine it built at {engine_file}")
+            raise EngineUnavailable(f"TensorRT cannot load the engine it built for {self.graph_path}")
         self._context = self._engine.create_execution_context()
 
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
