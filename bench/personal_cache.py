@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import random
 import sys
 from collections.abc import Sequence
@@ -54,8 +55,11 @@ def bundle_outputs(
     bundle: ModelBundle, photos: list[tuple[Path, str, int]], cache: Path, threads: int = 2
 ) -> dict[str, np.ndarray]:
     """probabilities (N, C), embeddings (N, D), labels (N,) as indices and groups (N,), from the cache when it fits."""
+    # The whole bundle.json, not only the model's checksum: a refitted not-a-cat detector or
+    # calibration changes `is_cat` and the probabilities of the same model file.
+    settings = json.dumps(bundle.to_json(), sort_keys=True)
     key = hashlib.sha256(
-        (bundle.model_sha256 + "\n" + "\n".join(f"{p}\t{label}" for p, label, _ in photos)).encode()
+        (settings + "\n" + "\n".join(f"{p}\t{label}" for p, label, _ in photos)).encode()
     ).hexdigest()[:16]
     if cache.is_file():
         stored = dict(np.load(cache, allow_pickle=False))
