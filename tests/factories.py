@@ -124,6 +124,27 @@ def make_ood_colour_bundle(folder: Path, threshold: float = 1.0) -> ModelBundle:
     return make_colour_bundle(folder, ood=ood)
 
 
+def make_colour_manifest(workdir: Path, photos: Path, per_split: int = 6, flagged_per_breed: int = 0) -> None:
+    """A `prepare`-style work folder for the colour breeds: `per_split` photos of each in every
+    split, shades around its colour; the first `flagged_per_breed` training photos of each are
+    marked flagged, as `clean` marks them."""
+    import json
+
+    from trainer.dataset import Sample, write_manifest
+
+    workdir.mkdir()
+    samples: list[Sample] = []
+    for label in COLOUR_LABELS:
+        for split in ("train", "val", "test"):
+            for n in range(per_split):
+                red, green, blue = (max(0, min(255, c + 9 * n - 20)) for c in COLOURS[label])
+                path = make_photo(photos / split / f"{label}-{n}.png", (red, green, blue))
+                flagged = split == "train" and n < flagged_per_breed
+                samples.append(Sample(path, label, split, len(samples), "colours", flagged=flagged))
+    write_manifest(workdir, samples)
+    (workdir / "labels.json").write_text(json.dumps(list(COLOUR_LABELS)))
+
+
 def heic_bytes(image: Image.Image, quality: int = 90) -> bytes | None:
     """`image` encoded as HEIC by pillow-heif's encoder (a test-only dependency), or None without one.
 

@@ -66,6 +66,7 @@ def command_lines(tmp_path: Path, bundle: Path) -> dict[str, list[str]]:
         "train": [work, "--preset", "tiny"],
         "evaluate": [work],
         "non-cat-term": [work, "--bundle", str(bundle), "--non-cat", str(tmp_path / "photos")],
+        "refit-head": [work, "--bundle", str(bundle), "--out", out],
         "compare": [work, "--checkpoint", f"a={work}", "--out", str(tmp_path / "c.json")],
         "export": [work, "--out", out],
         "build-engine": [str(bundle)],

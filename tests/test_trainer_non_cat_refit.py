@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-from factories import COLOUR_LABELS, COLOURS, colour_embedding, make_colour_bundle, make_photo
+from factories import (
+    COLOUR_LABELS,
+    COLOURS,
+    colour_embedding,
+    make_colour_bundle,
+    make_colour_manifest,
+    make_photo,
+)
 
 from catbreed_desktop.core.bundle import load_bundle, sha256_file
 from trainer.cli import main
-from trainer.dataset import DatasetError, Sample, write_manifest
+from trainer.dataset import DatasetError
 from trainer.non_cat_refit import photos_of_folders
-
-
-def _manifest(workdir: Path, photos: Path) -> None:
-    """A `prepare`-style manifest: each colour breed with photos in every split."""
-    workdir.mkdir()
-    samples: list[Sample] = []
-    for label in COLOUR_LABELS:
-        for split in ("train", "val", "test"):
-            for n in range(6):
-                red, green, blue = (max(0, min(255, c + 9 * n - 20)) for c in COLOURS[label])
-                path = make_photo(photos / split / f"{label}-{n}.png", (red, green, blue))
-                samples.append(Sample(path, label, split, len(samples), "colours"))
-    write_manifest(workdir, samples)
-    (workdir / "labels.json").write_text(json.dumps(list(COLOUR_LABELS)))
 
 
 def test_the_bundle_gets_the_term_its_model_file_stays_and_photos_without_a_cat_are_flagged(tmp_path):
@@ -42,7 +32,7 @@ def test_the_bundle_gets_the_term_its_model_file_stays_and_photos_without_a_cat_
     }
     bundle = make_colour_bundle(tmp_path / "bundle", ood=ood)
     model_sha = sha256_file(bundle.path / "model.onnx")
-    _manifest(tmp_path / "work", tmp_path / "photos")
+    make_colour_manifest(tmp_path / "work", tmp_path / "photos")
     grey = tmp_path / "grey"
     for n in range(8):
         make_photo(grey / f"grey-{n}.png", (100 + 8 * n,) * 3)

@@ -19,7 +19,8 @@ from trainer.cleaning import held_out_probabilities
 from trainer.cli import main
 from trainer.coverage import choose_decision
 from trainer.dataset import read_manifest
-from trainer.train import class_weights, source_mean_scores, weighted_loss
+from trainer.metrics import source_mean_scores
+from trainer.train import class_weights, weighted_loss
 
 WEB = "web-cat-breeds"
 

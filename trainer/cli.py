@@ -228,6 +228,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="photos drawn from each --cat folder (default 40)")  # fmt: skip
     refit.set_defaults(handler=_non_cat_term)
 
+    head = commands.add_parser(
+        "refit-head",
+        help="fit an exported bundle's last layer again on its own embeddings, choosing source weights "
+        "and regularisation by the validation mean of each source's macro F1",
+    )
+    head.add_argument("workdir", type=Path, metavar="WORKDIR", help="the manifest the bundle was trained on")
+    head.add_argument("--bundle", type=Path, required=True, metavar="DIR", help="the bundle (left as it is)")
+    head.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the new bundle goes")
+    head.add_argument(
+        "--source-weight", action="append", type=_source_weights_to_try, default=[], metavar="SOURCE=W[,W...]",
+        help="weights to try for a source's training photos (default 1; repeatable; every combination is tried)",
+    )  # fmt: skip
+    head.add_argument(
+        "--regularisation", type=_positive_floats, default=None, metavar="C[,C...]",
+        help="inverse L2 strengths to try (default 0.03,0.1,0.3)",
+    )  # fmt: skip
+    head.set_defaults(handler=_refit_head)
+
     compare = commands.add_parser(
         "compare", help="score several checkpoints on the same photos (cross-source figures)"
     )
@@ -462,6 +480,27 @@ def _source_weight(text: str) -> tuple[str, float]:
     return name, value
 
 
+def _source_weights_to_try(text: str) -> tuple[str, tuple[float, ...]]:
+    name, sep, weights = text.rpartition("=")
+    try:
+        values = tuple(float(w) for w in weights.split(","))
+    except ValueError:
+        values = (-1.0,)
+    if not sep or not name or not all(v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected SOURCE=W[,W...] with weights of at least 0, not {text!r}")
+    return name, values
+
+
+def _positive_floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = (0.0,)
+    if not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers above 0 separated by commas, not {text!r}")
+    return values
+
+
 def _share(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:
@@ -498,6 +537,28 @@ def _non_cat_term(args: argparse.Namespace) -> int:
         f"{args.bundle}: not-a-cat threshold {ood['threshold']:.3f} ({ood['threshold_rule']}), "
         f"{ood['test_cats_flagged_not_cat']:.1%} of test cats flagged"
     )
+    return 0
+
+
+def _refit_head(args: argparse.Namespace) -> int:
+    from trainer.head_refit import DEFAULT_REGULARISATION, refit_head
+
+    record = refit_head(
+        args.workdir,
+        args.bundle,
+        args.out,
+        source_weights=dict(args.source_weight),
+        regularisation=args.regularisation or DEFAULT_REGULARISATION,
+        command_line=args.command_line,
+    )
+    for name, head in (("old head", record["old_head"]), ("new head", record["new_head"])):
+        for split in ("validation", "test"):
+            scores = head[split]
+            per_source = ", ".join(
+                f"{source} {f1:.3f}" for source, f1 in scores["per_source_macro_f1"].items()
+            )
+            print(f"{name}, {split}: mean macro F1 {scores['source_mean_macro_f1']:.3f} ({per_source})")
+    print(f"chose {record['chosen']}; wrote {args.out}")
     return 0
 
 

@@ -55,6 +55,7 @@ NEEDS: dict[str, tuple[Requirement, ...]] = {
     "train": (TRAIN,),
     "evaluate": (TRAIN,),
     "non-cat-term": (TRAIN, ONNX_RUNTIME),
+    "refit-head": (TRAIN, ONNX_RUNTIME),
     "compare": (TRAIN, ONNX_RUNTIME),
     "export": (TRAIN, ONNX_RUNTIME),
     "build-engine": (),

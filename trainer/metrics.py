@@ -77,3 +77,26 @@ def confused_pairs(matrix: Sequence[Sequence[int]], labels: Sequence[str], top: 
                 )
     pairs.sort(key=lambda p: (-p["mistakes"], -p["share_of_pair_photos"], p["breeds"]))
     return pairs[:top]
+
+
+def source_mean_scores(
+    targets: list[int],
+    predictions: list[int],
+    sources: list[str],
+    labels: list[str],
+    noisy: dict[str, set[str]],
+) -> dict:
+    """Each source's macro F1 over the breeds it has (its noisy-labelled breeds left out), and
+    their mean: so neither the largest nor the noisiest source decides the choice alone."""
+    per_source = {}
+    for source in sorted(set(sources)):
+        rows = [i for i, name in enumerate(sources) if name == source]
+        kept = [i for i in rows if labels[targets[i]] not in noisy.get(source, set())]
+        breeds = sorted({targets[i] for i in kept})
+        if not breeds:
+            continue
+        per_source[source] = subset_scores(
+            [targets[i] for i in kept], [predictions[i] for i in kept], breeds
+        )["macro_f1"]
+    mean = float(np.mean(list(per_source.values()))) if per_source else float("nan")
+    return {"source_mean_macro_f1": mean, "per_source_macro_f1": per_source}

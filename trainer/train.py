@@ -41,7 +41,7 @@ from trainer.dataset import (
     split_samples,
 )
 from trainer.errors import TrainerError
-from trainer.metrics import classification_scores, subset_scores
+from trainer.metrics import classification_scores, source_mean_scores
 from trainer.modeling import (
     TRAINING_FILE,
     ModelError,
@@ -269,29 +269,6 @@ def weighted_loss(
     photo's source weight multiplied in."""
     weights = photo_weights if breed_weights is None else photo_weights * breed_weights[targets]
     return (per_photo * weights).sum() / weights.sum().clamp_min(1e-12)
-
-
-def source_mean_scores(
-    targets: list[int],
-    predictions: list[int],
-    sources: list[str],
-    labels: list[str],
-    noisy: dict[str, set[str]],
-) -> dict:
-    """Each source's macro F1 over the breeds it has (its noisy-labelled breeds left out), and
-    their mean: so neither the largest nor the noisiest source decides the choice alone."""
-    per_source = {}
-    for source in sorted(set(sources)):
-        rows = [i for i, name in enumerate(sources) if name == source]
-        kept = [i for i in rows if labels[targets[i]] not in noisy.get(source, set())]
-        breeds = sorted({targets[i] for i in kept})
-        if not breeds:
-            continue
-        per_source[source] = subset_scores(
-            [targets[i] for i in kept], [predictions[i] for i in kept], breeds
-        )["macro_f1"]
-    mean = float(np.mean(list(per_source.values()))) if per_source else float("nan")
-    return {"source_mean_macro_f1": mean, "per_source_macro_f1": per_source}
 
 
 def linear_warmup_schedule(

@@ -1,0 +1,167 @@
+"""Refitting an exported bundle's last layer on its own embeddings (`python -m trainer refit-head`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from factories import (
+    COLOUR_LABELS,
+    COLOURS,
+    TINY_SPEC,
+    colour_embedding,
+    make_colour_manifest,
+    make_colour_model,
+)
+from onnx import TensorProto, helper, numpy_helper
+
+from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, load_bundle, write_bundle
+from trainer import head_refit
+from trainer.cli import main
+from trainer.head_refit import Head, HeadRefitError, photo_weights, read_head, write_head
+
+# Each colour's photos called the next colour's breed: a head that is wrong on every photo.
+ROTATED = [1, 2, 0]
+DETECTOR = {
+    "method": "mahalanobis_energy",
+    "means": [colour_embedding(COLOURS[label]) for label in COLOUR_LABELS],
+    "precision": np.eye(3).tolist(),
+    "embedding_size": 3,
+    "features": [0, 3],
+    "distance_scale": 1.0,
+    "energy_scale": 1.0,
+    "threshold": 100.0,
+}
+
+
+def _wrong_head_bundle(tmp_path: Path) -> Path:
+    """The colour bundle with its head's rows rotated, a not-a-cat detector and an unsure rule."""
+    source = make_colour_model(tmp_path / "colour.onnx")
+    right = read_head(source)
+    rotated = write_head(source, Head(right.weights[ROTATED], right.bias[ROTATED]), tmp_path / "rotated.onnx")
+    write_bundle(
+        tmp_path / "bundle",
+        rotated,
+        labels=COLOUR_LABELS,
+        architecture="test-colour-classifier",
+        preprocessing=TINY_SPEC,
+        metrics={"precision": "fp32", "int8": {"int8_size_mb": 1.0}},
+        ood=DETECTOR,
+        decision={"min_confidence": 0.5, "chosen_on": "validation", "rule": "test"},
+    )
+    return tmp_path / "bundle"
+
+
+def test_a_wrong_head_is_refitted_and_everything_reading_the_logits_is_set_again(tmp_path):
+    bundle_dir = _wrong_head_bundle(tmp_path)
+    make_colour_manifest(tmp_path / "work", tmp_path / "photos", flagged_per_breed=1)
+    old = load_bundle(bundle_dir)
+
+    status = main(
+        [
+            "refit-head", str(tmp_path / "work"), "--bundle", str(bundle_dir), "--out", str(tmp_path / "new"),
+            "--source-weight", "colours=1,0.5", "--regularisation", "0.1,10",
+        ]
+    )  # fmt: skip
+
+    assert status == 0
+    new = load_bundle(tmp_path / "new")
+    record = new.metrics["head_refit"]
+    assert len(record["tried"]) == 4 and record["chosen"]["source_weights"] in (
+        {"colours": 1.0},
+        {"colours": 0.5},
+    )
+    assert record["old_head"]["test"]["source_mean_macro_f1"] == 0.0
+    assert record["new_head"]["test"]["source_mean_macro_f1"] == 1.0
+    assert record["flagged_photos_left_out"] == 3 and record["training_photos"] == 15
+    assert record["patched_model_check"]["max_abs_logit_diff"] < 1e-3
+    assert new.metrics["test"]["accuracy"] == 1.0 and new.metrics["int8"] == {"int8_size_mb": 1.0}
+    assert new.model_sha256 != old.model_sha256 and load_bundle(bundle_dir).model_sha256 == old.model_sha256
+    assert new.labels == old.labels and new.temperature > 0 and new.temperature != old.temperature
+    # The detector's energy term reads the logits: its scale and threshold come from the new head.
+    assert new.ood["energy_scale"] != 1.0 and new.ood["threshold"] < 100.0
+    assert new.ood["means"] == old.ood["means"]
+    assert new.provenance["head_refit"]["from_bundle_model_sha256"] == old.model_sha256
+    assert new.decision is not None and 0 < new.decision["min_confidence"] < 1
+
+
+def test_a_second_run_reads_the_kept_embeddings_instead_of_running_the_model(tmp_path, monkeypatch):
+    bundle_dir = _wrong_head_bundle(tmp_path)
+    make_colour_manifest(tmp_path / "work", tmp_path / "photos")
+    head_refit.refit_head(tmp_path / "work", bundle_dir, tmp_path / "first")
+    runs: list[str] = []
+    real_runner = head_refit._runner
+
+    def counting_runner(model_path, spec):
+        run = real_runner(model_path, spec)
+
+        def counted(paths, description):
+            runs.append(description)
+            return run(paths, description)
+
+        return counted
+
+    monkeypatch.setattr(head_refit, "_runner", counting_runner)
+    head_refit.refit_head(tmp_path / "work", bundle_dir, tmp_path / "second")
+
+    assert runs == ["checking the new head"]
+    assert len(list((tmp_path / "work" / head_refit.REFIT_DIR).glob("*.npz"))) == 1
+
+
+def test_photo_weights_balance_the_breeds_and_weigh_the_sources():
+    targets = np.array([0, 0, 0, 1, 1, 2])
+    sources = ["a", "a", "b", "b", "a", "b"]
+
+    weights = photo_weights(targets, sources, {"b": 0.5}, breeds=3)
+
+    totals = np.bincount(targets, weights=weights)
+    assert np.allclose(totals, totals[0])
+    assert weights[2] == pytest.approx(weights[0] / 2)
+    assert not photo_weights(targets, sources, {"b": 0.0}, breeds=3)[[2, 3, 5]].any()
+
+
+def test_a_source_weighted_out_of_a_breeds_only_photos_is_a_clear_error(tmp_path):
+    bundle_dir = _wrong_head_bundle(tmp_path)
+    make_colour_manifest(tmp_path / "work", tmp_path / "photos")
+    with pytest.raises(HeadRefitError, match="no training photo"):
+        head_refit.refit_head(
+            tmp_path / "work", bundle_dir, tmp_path / "new", source_weights={"colours": [0.0]}
+        )
+
+
+def test_logits_that_are_not_a_linear_layer_on_the_embedding_are_refused(tmp_path):
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", [INPUT_NAME], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], [EMBEDDING_NAME], axis=1),
+            helper.make_node("MatMul", [EMBEDDING_NAME, "weights"], [LOGITS_NAME]),
+        ],
+        "matmul_head",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [
+            helper.make_tensor_value_info(LOGITS_NAME, TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info(EMBEDDING_NAME, TensorProto.FLOAT, ["batch", 3]),
+        ],
+        initializer=[numpy_helper.from_array(np.eye(3, dtype=np.float32), "weights")],
+    )
+    path = tmp_path / "matmul.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+    with pytest.raises(HeadRefitError, match="not a float Gemm"):
+        read_head(path)
+
+
+def test_the_bundle_it_comes_from_is_never_the_output(tmp_path):
+    bundle_dir = _wrong_head_bundle(tmp_path)
+    make_colour_manifest(tmp_path / "work", tmp_path / "photos")
+    with pytest.raises(HeadRefitError, match="another folder"):
+        head_refit.refit_head(tmp_path / "work", bundle_dir, bundle_dir)
+
+
+@pytest.mark.parametrize("argument", [["--source-weight", "colours"], ["--regularisation", "0.1,-1"]])
+def test_malformed_choices_are_refused_by_the_command_line(tmp_path, argument, capsys):
+    arguments = ["refit-head", str(tmp_path), "--bundle", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main([*arguments, *argument]) == 2
+    assert "expected" in capsys.readouterr().err
