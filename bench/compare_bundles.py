@@ -1,6 +1,6 @@
 """Two model bundles on the same test photos, per source, as a user would meet them.
 
-    python bench/compare_bundles.py WORKDIR --bundle v3=DIR --bundle v4=models [--out FILE.json]
+    python bench/compare_bundles.py WORKDIR --bundle v3=DIR --bundle v4=models [--breeds-of SOURCE] [--out FILE.json]
 
 For each source of WORKDIR's test split, every bundle classifies the same photos through
 `catbreed classify --json` (the app's own pipeline and threshold) and the script prints, per
@@ -81,15 +81,25 @@ def main() -> int:
     parser.add_argument("--bundle", action="append", required=True, metavar="NAME=DIR")
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--breeds-of", metavar="SOURCE",
+        help="also score every other source's photos of this source's breeds alone (for example the web "
+        "photos of the 12 Oxford breeds), each bundle still choosing among all its breeds",
+    )  # fmt: skip
     args = parser.parse_args()
     bundles = dict(item.split("=", 1) for item in args.bundle)
     by_source: dict[str, list] = defaultdict(list)
     for sample in split_samples(read_manifest(args.workdir), args.split):
         by_source[sample.source].append(sample)
+    if args.breeds_of:
+        breeds = {s.label for s in by_source[args.breeds_of]}
+        for source, samples in list(by_source.items()):
+            if source != args.breeds_of:
+                by_source[f"{source}, breeds of {args.breeds_of}"] = [s for s in samples if s.label in breeds]
     report: dict = {}
     for name, folder in bundles.items():
         known = set(json.loads((Path(folder) / "bundle.json").read_text())["labels"])
-        everything = [s.path.resolve() for samples in by_source.values() for s in samples]
+        everything = list(dict.fromkeys(s.path.resolve() for samples in by_source.values() for s in samples))
         results, rate = classify(Path(folder), everything)
         report.setdefault("photos_per_second", {})[name] = rate
         for source, samples in sorted(by_source.items()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, load_bundle, write_bundle
 from trainer import head_refit
 from trainer.cli import main
+from trainer.dataset import DatasetError, read_manifest, write_manifest
 from trainer.head_refit import Head, HeadRefitError, photo_weights, read_head, write_head
 
 # Each colour's photos called the next colour's breed: a head that is wrong on every photo.
@@ -165,3 +167,28 @@ def test_malformed_choices_are_refused_by_the_command_line(tmp_path, argument, c
     arguments = ["refit-head", str(tmp_path), "--bundle", str(tmp_path), "--out", str(tmp_path / "o")]
     assert main([*arguments, *argument]) == 2
     assert "expected" in capsys.readouterr().err
+
+
+def test_a_work_folder_of_fewer_breeds_gives_a_bundle_answering_only_those(tmp_path):
+    bundle_dir = _wrong_head_bundle(tmp_path)
+    make_colour_manifest(tmp_path / "work", tmp_path / "photos")
+    kept = [label for label in COLOUR_LABELS if label != "Blue Cat"]
+    write_manifest(tmp_path / "work", [s for s in read_manifest(tmp_path / "work") if s.label in kept])
+    (tmp_path / "work" / "labels.json").write_text(json.dumps(kept))
+
+    record = head_refit.refit_head(tmp_path / "work", bundle_dir, tmp_path / "new")
+
+    new = load_bundle(tmp_path / "new")
+    assert list(new.labels) == kept and len(new.ood["means"]) == 2
+    assert onnx.load(str(new.model_path)).graph.output[0].type.tensor_type.shape.dim[1].dim_value == 2
+    assert (
+        record["new_head"]["test"]["source_mean_macro_f1"] == 1.0 and new.metrics["test"]["accuracy"] == 1.0
+    )
+
+
+def test_a_work_folder_with_a_breed_the_bundle_lacks_is_refused(tmp_path):
+    bundle_dir = _wrong_head_bundle(tmp_path)
+    make_colour_manifest(tmp_path / "work", tmp_path / "photos")
+    (tmp_path / "work" / "labels.json").write_text(json.dumps([*COLOUR_LABELS, "Purple Cat"]))
+    with pytest.raises(DatasetError, match="does not know: Purple Cat"):
+        head_refit.refit_head(tmp_path / "work", bundle_dir, tmp_path / "new")

@@ -9,4 +9,5 @@ Each subcommand lives in its own module (`dataset`, `baseline`, `train`, `evalua
     WORKDIR/checkpoints/{best,last}, runs/<run>/       train
     WORKDIR/eval/metrics.json, ood.npz, *.png          evaluate
     WORKDIR/export/metrics.json                        export (the bundle goes to --out)
+    WORKDIR/head_refit/<model sha>.npz                 refit-head (the bundle's embeddings)
 """

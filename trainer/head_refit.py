@@ -41,7 +41,7 @@ from catbreed_desktop.core.files import atomic_write
 from catbreed_desktop.core.ood import energy_scores
 from trainer.breakdown import noisy_breeds_by_source
 from trainer.calibration import fit_temperature
-from trainer.dataset import DatasetError, Sample, read_manifest, read_summary, split_samples
+from trainer.dataset import DatasetError, Sample, read_labels, read_manifest, read_summary, split_samples
 from trainer.errors import TrainerError
 from trainer.export import _runner
 from trainer.metrics import source_mean_scores
@@ -136,21 +136,29 @@ def read_head(model_path: Path) -> Head:
 
 
 def write_head(model_path: Path, head: Head, out_path: Path) -> Path:
-    """A copy of the model at `model_path` with `head` in place of its own, at `out_path`."""
+    """A copy of the model at `model_path` with `head` in place of its own, at `out_path`; the
+    new head may answer fewer breeds, never read another embedding."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(model_path))
     node, initializers, transposed = _head_node(model)
     weight_name, bias_name = node.input[1], node.input[2]
-    old_shape = tuple(initializers[weight_name].dims)
+    old = numpy_helper.to_array(initializers[weight_name])
+    embedding_size = old.shape[1] if transposed else old.shape[0]
+    if head.weights.shape[1] != embedding_size or head.bias.shape != head.weights.shape[:1]:
+        raise HeadRefitError(
+            f"the new head maps {head.weights.shape[1]} numbers to {head.bias.shape[0]} breeds; "
+            f"the model's embedding has {embedding_size}"
+        )
     weights = head.weights if transposed else head.weights.T
-    if weights.shape != old_shape:
-        raise HeadRefitError(f"the new head's weights have shape {weights.shape}, the model's {old_shape}")
     for name, values in ((weight_name, weights), (bias_name, head.bias)):
         initializers[name].CopyFrom(
             numpy_helper.from_array(np.ascontiguousarray(values, dtype=np.float32), name)
         )
+    breeds = model.graph.output[0].type.tensor_type.shape.dim[1]
+    if breeds.HasField("dim_value"):
+        breeds.dim_value = len(head.bias)
     onnx.save(model, str(out_path))
     return out_path
 
@@ -218,7 +226,12 @@ def fit_head(train: Outputs, breeds: int, source_weights: Mapping[str, float], r
         )
     model = LogisticRegression(C=regularisation, max_iter=2000)
     model.fit(train.embeddings[kept], train.targets[kept], sample_weight=weights[kept])
-    return Head(np.asarray(model.coef_, dtype=np.float64), np.asarray(model.intercept_, dtype=np.float64))
+    weights, bias = np.asarray(model.coef_, dtype=np.float64), np.asarray(model.intercept_, dtype=np.float64)
+    if breeds == 2:
+        # scikit-learn keeps one row for two classes (the second's log-odds); half of it each way
+        # gives the same probabilities under a softmax.
+        weights, bias = np.vstack([-weights / 2, weights / 2]), np.concatenate([-bias / 2, bias / 2])
+    return Head(weights, bias)
 
 
 def score(head: Head, outputs: Outputs, labels: list[str], noisy: Mapping[str, set[str]]) -> dict:
@@ -252,14 +265,18 @@ def refit_head(
 ) -> dict:
     """Write the bundle with a refitted head to `out_dir`; return the record of what was tried."""
     bundle = load_bundle(bundle_dir)
-    labels = list(bundle.labels)
-    old_head = read_head(bundle.model_path)
-    samples = read_manifest(workdir)
-    unknown = sorted({s.label for s in samples} - set(labels))
+    # The work folder's breeds, in its order: the bundle's, or some of them for a variant that
+    # answers fewer breeds (the old head is then scored choosing among those breeds alone).
+    labels = read_labels(workdir)
+    unknown = [label for label in labels if label not in bundle.labels]
     if unknown:
         raise DatasetError(
             f"{workdir} holds breeds the bundle in {bundle_dir} does not know: {', '.join(unknown[:5])}"
         )
+    rows = [list(bundle.labels).index(label) for label in labels]
+    bundle_head = read_head(bundle.model_path)
+    old_head = Head(bundle_head.weights[rows], bundle_head.bias[rows])
+    samples = read_manifest(workdir)
     if out_dir.resolve() == bundle.path.resolve():
         raise HeadRefitError(
             "write the refitted bundle to another folder; the bundle it comes from stays as it is"
@@ -293,7 +310,7 @@ def refit_head(
         agreement = _check_patched_model(model_path, bundle, head, val)
         val_logits, test_logits = head.logits(val.embeddings), head.logits(test.embeddings)
         temperature = fit_temperature(val_logits, val.targets)
-        ood = _detector_for(bundle.ood, val.embeddings, val_logits)
+        ood = _detector_for(bundle.ood, rows, val.embeddings, val_logits)
         rule = dict(bundle.metrics.get("decision") or {})
         evaluation = {"calibration": {"temperature": temperature, "fitted_on": "val"}, "decision": rule}
         outputs = {
@@ -366,12 +383,13 @@ def _check_patched_model(model_path: Path, bundle: ModelBundle, head: Head, val:
 
 
 def _detector_for(
-    detector: Mapping | None, val_embeddings: np.ndarray, val_logits: np.ndarray
+    detector: Mapping | None, rows: Sequence[int], val_embeddings: np.ndarray, val_logits: np.ndarray
 ) -> dict | None:
-    """The not-a-cat detector with every part that reads the logits set again on validation."""
+    """The not-a-cat detector of the breeds at `rows`, with every part that reads the logits set
+    again on validation."""
     if detector is None:
         return None
-    updated = dict(detector)
+    updated = dict(detector) | {"means": np.asarray(detector["means"])[list(rows)]}
     if "energy_scale" in updated:
         updated["energy_scale"] = spread(energy_scores(val_logits))
     return rethreshold(updated, val_embeddings, val_logits)
