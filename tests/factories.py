@@ -113,6 +113,21 @@ def colour_embedding(colour: tuple[int, int, int], spec: Preprocessing = TINY_SP
     return [(c / 255.0 - m) / s for c, m, s in zip(colour, spec.mean, spec.std, strict=True)]
 
 
+def colour_energy_detector() -> dict:
+    """A distance-plus-energy "not a cat" section around the colour breeds whose threshold flags
+    nothing, for commands that set its threshold again."""
+    return {
+        "method": "mahalanobis_energy",
+        "means": [colour_embedding(COLOURS[label]) for label in COLOUR_LABELS],
+        "precision": np.eye(3).tolist(),
+        "embedding_size": 3,
+        "features": [0, 3],
+        "distance_scale": 1.0,
+        "energy_scale": 1.0,
+        "threshold": 100.0,
+    }
+
+
 def make_ood_colour_bundle(folder: Path, threshold: float = 1.0) -> ModelBundle:
     """The colour bundle with a Mahalanobis "not a cat" section: photos far from all three colours fail it."""
     ood = {

@@ -10,9 +10,8 @@ import onnx
 import pytest
 from factories import (
     COLOUR_LABELS,
-    COLOURS,
     TINY_SPEC,
-    colour_embedding,
+    colour_energy_detector,
     make_colour_manifest,
     make_colour_model,
 )
@@ -26,16 +25,6 @@ from trainer.head_refit import Head, HeadRefitError, photo_weights, read_head, w
 
 # Each colour's photos called the next colour's breed: a head that is wrong on every photo.
 ROTATED = [1, 2, 0]
-DETECTOR = {
-    "method": "mahalanobis_energy",
-    "means": [colour_embedding(COLOURS[label]) for label in COLOUR_LABELS],
-    "precision": np.eye(3).tolist(),
-    "embedding_size": 3,
-    "features": [0, 3],
-    "distance_scale": 1.0,
-    "energy_scale": 1.0,
-    "threshold": 100.0,
-}
 
 
 def _wrong_head_bundle(tmp_path: Path) -> Path:
@@ -50,7 +39,7 @@ def _wrong_head_bundle(tmp_path: Path) -> Path:
         architecture="test-colour-classifier",
         preprocessing=TINY_SPEC,
         metrics={"precision": "fp32", "int8": {"int8_size_mb": 1.0}},
-        ood=DETECTOR,
+        ood=colour_energy_detector(),
         decision={"min_confidence": 0.5, "chosen_on": "validation", "rule": "test"},
     )
     return tmp_path / "bundle"

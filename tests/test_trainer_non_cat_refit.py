@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from factories import (
-    COLOUR_LABELS,
-    COLOURS,
-    colour_embedding,
+    colour_energy_detector,
     make_colour_bundle,
     make_colour_manifest,
     make_photo,
@@ -20,16 +17,7 @@ from trainer.non_cat_refit import photos_of_folders
 
 
 def test_the_bundle_gets_the_term_its_model_file_stays_and_photos_without_a_cat_are_flagged(tmp_path):
-    ood = {
-        "method": "mahalanobis_energy",
-        "means": [colour_embedding(COLOURS[label]) for label in COLOUR_LABELS],
-        "precision": np.eye(3).tolist(),
-        "embedding_size": 3,
-        "features": [0, 3],
-        "distance_scale": 1.0,
-        "energy_scale": 1.0,
-        "threshold": 100.0,
-    }
+    ood = colour_energy_detector()
     bundle = make_colour_bundle(tmp_path / "bundle", ood=ood)
     model_sha = sha256_file(bundle.path / "model.onnx")
     make_colour_manifest(tmp_path / "work", tmp_path / "photos")
