@@ -47,6 +47,7 @@ from trainer.export import _runner
 from trainer.metrics import source_mean_scores
 from trainer.not_a_cat import rethreshold, spread
 from trainer.shipped import FP32_KEY, MODEL_FIGURES, bundle_decision, measure_shipped
+from trainer.train import balanced_breed_weights
 
 if TYPE_CHECKING:
     from onnx import ModelProto, NodeProto, TensorProto
@@ -203,14 +204,11 @@ def split_outputs(
 def photo_weights(
     targets: np.ndarray, sources: Sequence[str], source_weights: Mapping[str, float], breeds: int
 ) -> np.ndarray:
-    """Each training photo's weight: its source's weight (1 unless named), times a breed weight
-    that gives every breed the same total, as `train`'s balanced class weighting does."""
+    """Each training photo's weight: its source's weight (1 unless named), times the breed weight
+    `train`'s balanced class weighting gives it, so every breed has the same total."""
     weights = np.array([source_weights.get(source, 1.0) for source in sources], dtype=np.float64)
-    totals = np.bincount(targets, weights=weights, minlength=breeds)
-    present = totals > 0
-    breed_weights = np.zeros(breeds)
-    breed_weights[present] = weights.sum() / (present.sum() * totals[present])
-    return weights * breed_weights[targets]
+    result: np.ndarray = weights * balanced_breed_weights(targets, breeds, weights)[targets]
+    return result
 
 
 def fit_head(train: Outputs, breeds: int, source_weights: Mapping[str, float], regularisation: float) -> Head:

@@ -246,17 +246,24 @@ def mixed_precision_dtype(device: torch.device, precision: str = "auto") -> torc
     return torch.bfloat16
 
 
-def class_weights(
-    targets: list[int], num_labels: int, sample_weights: list[float] | None = None
-) -> torch.Tensor:
+def balanced_breed_weights(
+    targets: list[int] | np.ndarray, num_labels: int, sample_weights: list[float] | np.ndarray | None = None
+) -> np.ndarray:
     """Inverse-frequency weights n / (C * n_c), so every breed weighs the same in the loss.
 
     With sample weights (a source counted at a fraction), n and n_c are weighted counts."""
     weights_in = None if sample_weights is None else np.asarray(sample_weights, dtype=np.float64)
     counts = np.bincount(np.asarray(targets, dtype=np.int64), weights=weights_in, minlength=num_labels)
     total = counts.sum()
-    weights = np.where(counts > 0, total / (num_labels * np.maximum(counts, 1e-12)), 1.0)
-    return torch.tensor(weights, dtype=torch.float32)
+    weights: np.ndarray = np.where(counts > 0, total / (num_labels * np.maximum(counts, 1e-12)), 1.0)
+    return weights
+
+
+def class_weights(
+    targets: list[int], num_labels: int, sample_weights: list[float] | None = None
+) -> torch.Tensor:
+    """`balanced_breed_weights` as the loss takes them."""
+    return torch.tensor(balanced_breed_weights(targets, num_labels, sample_weights), dtype=torch.float32)
 
 
 def weighted_loss(
