@@ -84,7 +84,10 @@ class Outputs:
     samples: list[Sample]
     embeddings: np.ndarray
     targets: np.ndarray
-    sources: list[str]
+
+    @property
+    def sources(self) -> list[str]:
+        return [s.source for s in self.samples]
 
 
 # ----------------------------------------------------------------------------------- the graph
@@ -194,7 +197,6 @@ def split_outputs(
         samples=samples,
         embeddings=np.asarray(embeddings[[row_of[str(s.path)] for s in samples]], dtype=np.float32),
         targets=np.array([index[s.label] for s in samples], dtype=np.int64),
-        sources=[s.source for s in samples],
     )
 
 
