@@ -11,6 +11,7 @@ from factories import (
     COLOUR_LABELS,
     COLOURS,
     colour_embedding,
+    colour_energy_detector,
     make_colour_bundle,
     make_ood_colour_bundle,
     make_photo,
@@ -265,14 +266,8 @@ def test_non_cat_detector_adds_the_scaled_linear_term_on_the_same_span():
 
 def test_the_classifier_scores_the_energy_detector_on_embeddings_and_logits(tmp_path):
     # The distance is scaled down to count for little, so the energy decides: no breed claims grey.
-    ood = {
-        "method": "mahalanobis_energy",
-        "means": [colour_embedding(COLOURS[label]) for label in COLOUR_LABELS],
-        "precision": np.eye(3).tolist(),
-        "embedding_size": 3,
-        "features": [0, 3],
+    ood = colour_energy_detector() | {
         "distance_scale": 100.0,
-        "energy_scale": 1.0,
         "threshold": -4.0,  # red photos score about -6.6 (one breed's logit stands out), grey about -2.2
     }
     bundle = make_colour_bundle(tmp_path / "energy-bundle", ood=ood)
