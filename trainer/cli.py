@@ -528,6 +528,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _non_cat_term(args: argparse.Namespace) -> int:
+    from catbreed_desktop.core.bundle import load_bundle
     from trainer.non_cat_refit import refit_non_cat
 
     ood = refit_non_cat(
@@ -537,6 +538,11 @@ def _non_cat_term(args: argparse.Namespace) -> int:
         f"{args.bundle}: not-a-cat threshold {ood['threshold']:.3f} ({ood['threshold_rule']}), "
         f"{ood['test_cats_flagged_not_cat']:.1%} of test cats flagged"
     )
+    decision = load_bundle(args.bundle).decision
+    if decision:
+        print(
+            f"{args.bundle}: unsure below {decision['min_confidence']:.0%}, chosen again: {decision['rule']}"
+        )
     return 0
 
 

@@ -5,10 +5,13 @@ is gone, gets it here: the shipped (int8) model runs on a sample of the training
 extra cat photos and on photos without a cat, and `trainer.not_a_cat.fit_non_cat_direction`
 fits the direction on those outputs. The breed means, precision and scales stay as they were;
 the new term's spread and the threshold are set on the validation photos, as `evaluate` and
-`export` set them, and the bundle's `metrics.ood` figures are measured again on the test photos
-(the other figures, and the unsure threshold, stay as exported). The bundle's model file is untouched (same sha256); bundle.json and ood.npz
-are rewritten together through `write_bundle`, which proves the new bundle loads before it
-replaces the old one.
+`export` set them, and the bundle's `metrics.ood` figures are measured again on the test photos.
+A photo the detector flags is never filed, so a new detector moves the filed precision the
+unsure threshold was chosen by: the threshold is chosen again on the validation photos by the
+rule the bundle recorded, and the risk-coverage figures are measured again with it (the other
+figures describe the unchanged model and stay as exported). The bundle's model file is untouched
+(same sha256); bundle.json and ood.npz are rewritten together through `write_bundle`, which
+proves the new bundle loads before it replaces the old one.
 
 Extra cat photos (`cat_folders`) matter when the photos without a cat come from another
 collection than the training photos: web thumbnails of junk against shelter photos of cats
@@ -30,7 +33,9 @@ from catbreed_desktop.core.photos import iter_photo_paths
 from trainer.dataset import DatasetError, read_manifest, split_samples
 from trainer.evaluate import at_most_per_breed
 from trainer.export import _runner
+from trainer.figures import SplitOutputs
 from trainer.not_a_cat import detector_figures, fit_non_cat_direction, rethreshold, spread
+from trainer.shipped import bundle_decision, sorting_by_rule
 
 
 def photos_of_folders(folders: Sequence[Path], per_folder: int | None, seed: int = 83) -> list[Path]:
@@ -67,8 +72,9 @@ def refit_non_cat(
     if cat_folders:
         cats.append(run(photos_of_folders(cat_folders, cat_photos_per_folder), "extra cats")[1])
     _, non_cats = run(photos_of_folders(non_cat_folders, None), "photos without a cat")
-    val_logits, val_embeddings = run([s.path for s in split_samples(samples, "val")], "validation")
-    test_logits, test_embeddings = run([s.path for s in split_samples(samples, "test")], "test")
+    val_samples, test_samples = split_samples(samples, "val"), split_samples(samples, "test")
+    val_logits, val_embeddings = run([s.path for s in val_samples], "validation")
+    test_logits, test_embeddings = run([s.path for s in test_samples], "test")
 
     start, stop = bundle.ood["features"]
     weights, bias = fit_non_cat_direction(np.vstack(cats)[:, start:stop], non_cats[:, start:stop])
@@ -82,6 +88,12 @@ def refit_non_cat(
     ood = rethreshold(ood, val_embeddings, val_logits)
     metrics = dict(bundle.metrics)
     metrics["ood"] = dict(metrics.get("ood") or {}) | detector_figures(ood, test_embeddings, test_logits)
+    rule = metrics.get("decision")
+    if rule:
+        labels = list(bundle.labels)
+        val = SplitOutputs.of(val_logits, val_embeddings, val_samples, labels)
+        test = SplitOutputs.of(test_logits, test_embeddings, test_samples, labels)
+        metrics |= sorting_by_rule(val, test, bundle.temperature, ood, rule)
     provenance = dict(bundle.provenance) | {
         "not_a_cat_term": {
             "made_by": "python -m trainer non-cat-term",
@@ -101,6 +113,6 @@ def refit_non_cat(
         metrics=metrics,
         provenance=provenance,
         ood=ood,
-        decision=bundle.decision,
+        decision=bundle_decision(metrics) if rule else bundle.decision,
     )
     return metrics["ood"]

@@ -79,7 +79,16 @@ def measure_shipped(
         "test_ece_before": expected_calibration_error(softmax(test.logits), test.targets),
         "test_ece_after": expected_calibration_error(softmax(test.logits, temperature), test.targets),
     }
-    sorting = sorting_figures(
+    sorting = sorting_by_rule(val, test, temperature, detector, rule)
+    return figures | {"calibration": calibration, "ood": ood} | sorting
+
+
+def sorting_by_rule(
+    val: SplitOutputs, test: SplitOutputs, temperature: float, detector: Mapping | None, rule: Mapping
+) -> dict:
+    """`decision` and `risk_coverage` as `sorting_figures` measures them, the threshold chosen
+    again by the rule a bundle recorded in `metrics.decision` (its sources and target precision)."""
+    return sorting_figures(
         val,
         test,
         temperature,
@@ -87,7 +96,6 @@ def measure_shipped(
         rule.get("source", DEFAULT_DECISION_SOURCE),
         rule.get("target_precision", DEFAULT_TARGET_PRECISION),
     )
-    return figures | {"calibration": calibration, "ood": ood} | sorting
 
 
 def bundle_metrics(evaluation: Mapping, precision: str, shipped: Mapping | None = None) -> dict:
