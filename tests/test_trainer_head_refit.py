@@ -53,17 +53,19 @@ def test_a_wrong_head_is_refitted_and_everything_reading_the_logits_is_set_again
     status = main(
         [
             "refit-head", str(tmp_path / "work"), "--bundle", str(bundle_dir), "--out", str(tmp_path / "new"),
-            "--source-weight", "colours=1,0.5", "--regularisation", "0.1,10",
+            "--source-weight", "colours=1,0.5", "--regularisation", "0.1,10", "--class-weighting", "balanced,none",
         ]
     )  # fmt: skip
 
     assert status == 0
     new = load_bundle(tmp_path / "new")
     record = new.metrics["head_refit"]
-    assert len(record["tried"]) == 4 and record["chosen"]["source_weights"] in (
+    assert len(record["tried"]) == 8 and record["chosen"]["source_weights"] in (
         {"colours": 1.0},
         {"colours": 0.5},
     )
+    assert {row["class_weighting"] for row in record["tried"]} == {"balanced", "none"}
+    assert record["chosen"]["class_weighting"] in ("balanced", "none")
     assert record["old_head"]["test"]["source_mean_macro_f1"] == 0.0
     assert record["new_head"]["test"]["source_mean_macro_f1"] == 1.0
     assert record["flagged_photos_left_out"] == 3 and record["training_photos"] == 15
@@ -113,6 +115,17 @@ def test_photo_weights_balance_the_breeds_and_weigh_the_sources():
     assert not photo_weights(targets, sources, {"b": 0.0}, breeds=3)[[2, 3, 5]].any()
 
 
+def test_without_class_weighting_every_photo_weighs_its_sources_weight():
+    targets = np.array([0, 0, 0, 1, 1, 2])
+    sources = ["a", "a", "b", "b", "a", "b"]
+
+    weights = photo_weights(targets, sources, {"b": 0.5}, breeds=3, class_weighting="none")
+
+    assert weights.tolist() == [1.0, 1.0, 0.5, 0.5, 1.0, 0.5]
+    with pytest.raises(HeadRefitError, match="class weighting"):
+        photo_weights(targets, sources, {}, breeds=3, class_weighting="equal")
+
+
 def test_a_source_weighted_out_of_a_breeds_only_photos_is_a_clear_error(tmp_path):
     bundle_dir = _wrong_head_bundle(tmp_path)
     make_colour_manifest(tmp_path / "work", tmp_path / "photos")
@@ -151,7 +164,10 @@ def test_the_bundle_it_comes_from_is_never_the_output(tmp_path):
         head_refit.refit_head(tmp_path / "work", bundle_dir, bundle_dir)
 
 
-@pytest.mark.parametrize("argument", [["--source-weight", "colours"], ["--regularisation", "0.1,-1"]])
+@pytest.mark.parametrize(
+    "argument",
+    [["--source-weight", "colours"], ["--regularisation", "0.1,-1"], ["--class-weighting", "balanced,equal"]],
+)
 def test_malformed_choices_are_refused_by_the_command_line(tmp_path, argument, capsys):
     arguments = ["refit-head", str(tmp_path), "--bundle", str(tmp_path), "--out", str(tmp_path / "o")]
     assert main([*arguments, *argument]) == 2

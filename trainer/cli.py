@@ -17,6 +17,7 @@ from catbreed_desktop.core.program import positive_int, run_program
 from trainer import backbone_import, negatives, triton
 from trainer.extras import check_installed, report_missing_modules
 from trainer.quiet import quiet_libraries
+from trainer.weighting import CLASS_WEIGHTINGS
 
 PROGRAM = "python -m trainer"
 
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="count a source's photos W times in the loss (0 leaves them out; default 1; repeatable)",
     )  # fmt: skip
     train.add_argument(
-        "--class-weighting", choices=("balanced", "none"), default="balanced",
+        "--class-weighting", choices=CLASS_WEIGHTINGS, default="balanced",
         help="balanced: every breed weighs the same in the loss (default); none: every photo does",
     )  # fmt: skip
     train.add_argument(
@@ -243,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument(
         "--regularisation", type=_positive_floats, default=None, metavar="C[,C...]",
         help="inverse L2 strengths to try (default 0.03,0.1,0.3)",
+    )  # fmt: skip
+    head.add_argument(
+        "--class-weighting", type=_class_weightings, default=("balanced",), metavar="NAME[,NAME...]",
+        help="class weightings to try, as `train --class-weighting` names them: balanced (default), none",
     )  # fmt: skip
     head.set_defaults(handler=_refit_head)
 
@@ -501,6 +506,15 @@ def _positive_floats(text: str) -> tuple[float, ...]:
     return values
 
 
+def _class_weightings(text: str) -> tuple[str, ...]:
+    names = tuple(text.split(","))
+    if not all(name in CLASS_WEIGHTINGS for name in names):
+        raise argparse.ArgumentTypeError(
+            f"expected {' or '.join(CLASS_WEIGHTINGS)}, separated by commas, not {text!r}"
+        )
+    return names
+
+
 def _share(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:
@@ -556,6 +570,7 @@ def _refit_head(args: argparse.Namespace) -> int:
         source_weights=dict(args.source_weight),
         regularisation=args.regularisation or DEFAULT_REGULARISATION,
         command_line=args.command_line,
+        class_weightings=args.class_weighting,
     )
     for name, head in (("old head", record["old_head"]), ("new head", record["new_head"])):
         for split in ("validation", "test"):

@@ -4,8 +4,9 @@ A fine-tuned model ends in one float linear layer (an ONNX Gemm) from its `embed
 its logits, and static int8 quantisation leaves that layer in float. So the head of an exported
 bundle can be refitted exactly, on a CPU, in minutes: the shipped model runs once over the
 training, validation and test photos, and a multinomial logistic regression is fitted on the
-training embeddings for every choice of source weights and regularisation tried (breeds
-balanced, photos `clean` flagged left out, as `train` leaves them out). The choice with the best
+training embeddings for every choice of source weights, class weighting (breeds balanced, as
+`train` balances them by default, or every photo weighing the same) and regularisation tried,
+photos `clean` flagged left out as `train` leaves them out. The choice with the best
 mean of each source's validation macro F1 (the rule `train --select-by source-mean` follows,
 Petfinder-Gano's noisy breeds left out) wins, so neither the largest nor the noisiest source
 decides.
@@ -47,7 +48,7 @@ from trainer.export import _runner
 from trainer.metrics import source_mean_scores
 from trainer.not_a_cat import rethreshold, spread
 from trainer.shipped import FP32_KEY, MODEL_FIGURES, bundle_decision, measure_shipped
-from trainer.train import balanced_breed_weights
+from trainer.weighting import CLASS_WEIGHTINGS, balanced_breed_weights
 
 if TYPE_CHECKING:
     from onnx import ModelProto, NodeProto, TensorProto
@@ -204,20 +205,37 @@ def split_outputs(
 
 
 def photo_weights(
-    targets: np.ndarray, sources: Sequence[str], source_weights: Mapping[str, float], breeds: int
+    targets: np.ndarray,
+    sources: Sequence[str],
+    source_weights: Mapping[str, float],
+    breeds: int,
+    class_weighting: str = "balanced",
 ) -> np.ndarray:
-    """Each training photo's weight: its source's weight (1 unless named), times the breed weight
-    `train`'s balanced class weighting gives it, so every breed has the same total."""
+    """Each training photo's weight: its source's weight (1 unless named), times, when breeds are
+    balanced, the breed weight `train`'s balanced class weighting gives it, so every breed has the
+    same total."""
+    if class_weighting not in CLASS_WEIGHTINGS:
+        raise HeadRefitError(
+            f"class weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, not {class_weighting!r}"
+        )
     weights = np.array([source_weights.get(source, 1.0) for source in sources], dtype=np.float64)
+    if class_weighting == "none":
+        return weights
     result: np.ndarray = weights * balanced_breed_weights(targets, breeds, weights)[targets]
     return result
 
 
-def fit_head(train: Outputs, breeds: int, source_weights: Mapping[str, float], regularisation: float) -> Head:
+def fit_head(
+    train: Outputs,
+    breeds: int,
+    source_weights: Mapping[str, float],
+    regularisation: float,
+    class_weighting: str = "balanced",
+) -> Head:
     """A multinomial logistic regression from the training embeddings to the breeds."""
     from sklearn.linear_model import LogisticRegression
 
-    weights = photo_weights(train.targets, train.sources, source_weights, breeds)
+    weights = photo_weights(train.targets, train.sources, source_weights, breeds, class_weighting)
     kept = weights > 0
     missing = sorted(set(range(breeds)) - set(train.targets[kept].tolist()))
     if missing:
@@ -242,13 +260,21 @@ def score(head: Head, outputs: Outputs, labels: list[str], noisy: Mapping[str, s
     )
 
 
-def choices(source_weights: Mapping[str, Sequence[float]], regularisation: Sequence[float]) -> list[dict]:
-    """Every combination to try: {"source_weights": {...}, "regularisation": C}."""
+def choices(
+    source_weights: Mapping[str, Sequence[float]],
+    regularisation: Sequence[float],
+    class_weightings: Sequence[str] = ("balanced",),
+) -> list[dict]:
+    """Every combination to try: {"source_weights": {...}, "class_weighting": name, "regularisation": C}."""
     names = sorted(source_weights)
-    grid = itertools.product(*(source_weights[name] for name in names), regularisation)
+    weights = itertools.product(*(source_weights[name] for name in names))
     return [
-        {"source_weights": dict(zip(names, values[:-1], strict=True)), "regularisation": float(values[-1])}
-        for values in grid
+        {
+            "source_weights": dict(zip(names, values, strict=True)),
+            "class_weighting": weighting,
+            "regularisation": float(strength),
+        }
+        for values, weighting, strength in itertools.product(weights, class_weightings, regularisation)
     ]
 
 
@@ -262,6 +288,7 @@ def refit_head(
     source_weights: Mapping[str, Sequence[float]] | None = None,
     regularisation: Sequence[float] = DEFAULT_REGULARISATION,
     command_line: str = "",
+    class_weightings: Sequence[str] = ("balanced",),
 ) -> dict:
     """Write the bundle with a refitted head to `out_dir`; return the record of what was tried."""
     bundle = load_bundle(bundle_dir)
@@ -291,8 +318,10 @@ def refit_head(
 
     tried = []
     best: tuple[float, Head, dict] | None = None
-    for choice in choices(source_weights or {}, regularisation):
-        head = fit_head(train, len(labels), choice["source_weights"], choice["regularisation"])
+    for choice in choices(source_weights or {}, regularisation, class_weightings):
+        head = fit_head(
+            train, len(labels), choice["source_weights"], choice["regularisation"], choice["class_weighting"]
+        )
         row = choice | {"validation": score(head, val, labels, noisy)}
         tried.append(row)
         print(
@@ -302,7 +331,7 @@ def refit_head(
         if best is None or row["validation"]["source_mean_macro_f1"] > best[0]:
             best = (row["validation"]["source_mean_macro_f1"], head, row)
     if best is None:
-        raise HeadRefitError("no choice of source weights and regularisation to try")
+        raise HeadRefitError("no choice of source weights, class weighting and regularisation to try")
     _, head, chosen = best
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -330,7 +359,7 @@ def refit_head(
             "flagged_photos_left_out": len(split_samples(samples, "train")) - len(train.samples),
             "selected_by": "mean of each source's validation macro F1 (noisy breeds left out)",
             "tried": tried,
-            "chosen": {k: chosen[k] for k in ("source_weights", "regularisation")},
+            "chosen": {k: chosen[k] for k in ("source_weights", "class_weighting", "regularisation")},
             "old_head": {
                 "validation": score(old_head, val, labels, noisy),
                 "test": score(old_head, test, labels, noisy),

@@ -57,6 +57,7 @@ from trainer.modeling import (
 from trainer.probe import PROBE_C, fit_probe
 from trainer.progress import manual_bar
 from trainer.tracking import Tracker
+from trainer.weighting import balanced_breed_weights
 
 STATE_FILE = "state.pt"
 WARMUP_FRACTION = 0.1
@@ -244,19 +245,6 @@ def mixed_precision_dtype(device: torch.device, precision: str = "auto") -> torc
     if precision == "fp16" or not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
-
-
-def balanced_breed_weights(
-    targets: list[int] | np.ndarray, num_labels: int, sample_weights: list[float] | np.ndarray | None = None
-) -> np.ndarray:
-    """Inverse-frequency weights n / (C * n_c), so every breed weighs the same in the loss.
-
-    With sample weights (a source counted at a fraction), n and n_c are weighted counts."""
-    weights_in = None if sample_weights is None else np.asarray(sample_weights, dtype=np.float64)
-    counts = np.bincount(np.asarray(targets, dtype=np.int64), weights=weights_in, minlength=num_labels)
-    total = counts.sum()
-    weights: np.ndarray = np.where(counts > 0, total / (num_labels * np.maximum(counts, 1e-12)), 1.0)
-    return weights
 
 
 def class_weights(
