@@ -14,7 +14,10 @@
 # (--keep-patches 0.5), about 2.5x faster than all of them.
 # Junk in the web photos goes first, by breed-agnostic rules: whole folders named in
 # skipped_folders.json, and every photo the screening bundle (SCREEN_BUNDLE, the shipped model at
-# the time: v3 for v4) judges not to be a cat. Labels are then checked against Oxford and the web
+# the time: v3 for v4) judges not to be a cat. The screen decides which web photos exist, so it
+# decides the web photos' split too: v4's work folder needs v3 as it was at git c7bd24c (`git show
+# c7bd24c:models/FILE` for bundle.json, ood.npz and model.onnx), before its detector got the
+# cat-or-not term, which refuses fewer web photos. Labels are then checked against Oxford and the web
 # photos only, never against the shelter labels. The recipe's choices (Petfinder-Gano at weight 1,
 # crops from 60 % of the area, no colour jitter, balanced breeds, 8 epochs) come from
 # recipe_study.py, run on a lent H200 with gpu_study.sh (candidates/v4/README.md has the table);
