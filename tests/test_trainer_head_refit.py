@@ -38,7 +38,11 @@ def _wrong_head_bundle(tmp_path: Path) -> Path:
         labels=COLOUR_LABELS,
         architecture="test-colour-classifier",
         preprocessing=TINY_SPEC,
-        metrics={"precision": "fp32", "int8": {"int8_size_mb": 1.0}},
+        metrics={
+            "precision": "fp32",
+            "int8": {"int8_size_mb": 1.0, "test_macro_f1_int8": 0.0},
+            "export_check": {"photos": 2, "top1_agreement": 1.0},
+        },
         ood=colour_energy_detector(),
         decision={"min_confidence": 0.5, "chosen_on": "validation", "rule": "test"},
     )
@@ -69,8 +73,18 @@ def test_a_wrong_head_is_refitted_and_everything_reading_the_logits_is_set_again
     assert record["old_head"]["test"]["source_mean_macro_f1"] == 0.0
     assert record["new_head"]["test"]["source_mean_macro_f1"] == 1.0
     assert record["flagged_photos_left_out"] == 3 and record["training_photos"] == 15
-    assert record["patched_model_check"]["max_abs_logit_diff"] < 1e-3
-    assert new.metrics["test"]["accuracy"] == 1.0 and new.metrics["int8"] == {"int8_size_mb": 1.0}
+    check = record["patched_model_check"]
+    assert check["max_abs_logit_diff"] < 1e-3 and check["max_abs_logit_diff_alone_vs_batched"] < 1e-4
+    assert new.metrics["test"]["accuracy"] == 1.0
+    # The source's int8 record keeps what describes the body; what its old head answered moves
+    # into the refit's record, so no figure of the old head reads as the new bundle's.
+    assert new.metrics["int8"] == {
+        "int8_size_mb": 1.0,
+        "max_abs_logit_diff_alone_vs_batched": check["max_abs_logit_diff_alone_vs_batched"],
+        "batch_check_photos": check["photos"],
+    }
+    assert record["from_bundle_metrics"]["int8"]["test_macro_f1_int8"] == 0.0
+    assert "export_check" not in new.metrics
     assert new.model_sha256 != old.model_sha256 and load_bundle(bundle_dir).model_sha256 == old.model_sha256
     assert new.labels == old.labels and new.temperature > 0 and new.temperature != old.temperature
     # The detector's energy term reads the logits: its scale and threshold come from the new head.
@@ -78,6 +92,25 @@ def test_a_wrong_head_is_refitted_and_everything_reading_the_logits_is_set_again
     assert new.ood["means"] == old.ood["means"]
     assert new.provenance["head_refit"]["from_bundle_model_sha256"] == old.model_sha256
     assert new.decision is not None and 0 < new.decision["min_confidence"] < 1
+
+
+def test_the_model_card_of_a_refitted_bundle_gives_its_own_figures_and_how_its_head_was_chosen(tmp_path):
+    bundle_dir = _wrong_head_bundle(tmp_path)
+    work = tmp_path / "work"
+    make_colour_manifest(work, tmp_path / "photos")
+    refit_command = "python -m trainer refit-head work --bundle bundle --out new"
+    head_refit.refit_head(work, bundle_dir, tmp_path / "new", command_line=refit_command)
+    card = tmp_path / "card.md"
+
+    # No `evaluate` ran in this work folder: the refitted bundle's own figures make the card.
+    status = main(["report", str(work), "--out", str(card), "--bundle", str(tmp_path / "new")])
+
+    text = card.read_text()
+    assert status == 0 and not (work / "eval").exists()
+    assert "| Bundle fp32, head refitted (ONNX Runtime) | 1.0000 | 1.0000 | 1.0000 |" in text
+    assert "Fine-tuned (PyTorch)" not in text and "Bundle int8 (ONNX Runtime)" not in text
+    assert f"- refit-head: `{refit_command}`" in text
+    assert "| As exported | 0.0000 | 0.0000 |" in text and "| Refitted | 1.0000 | 1.0000 |" in text
 
 
 def test_a_second_run_reads_the_kept_embeddings_instead_of_running_the_model(tmp_path, monkeypatch):
@@ -99,7 +132,7 @@ def test_a_second_run_reads_the_kept_embeddings_instead_of_running_the_model(tmp
     monkeypatch.setattr(head_refit, "_runner", counting_runner)
     head_refit.refit_head(tmp_path / "work", bundle_dir, tmp_path / "second")
 
-    assert runs == ["checking the new head"]
+    assert runs == []
     assert len(list((tmp_path / "work" / head_refit.REFIT_DIR).glob("*.npz"))) == 1
 
 

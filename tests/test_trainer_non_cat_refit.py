@@ -36,7 +36,10 @@ def test_the_bundle_gets_the_term_its_model_file_stays_and_photos_without_a_cat_
     assert refitted.ood["threshold"] < 100.0  # set on the validation photos again
     assert refitted.metrics["ood"]["threshold_rule"] == "99.5th percentile of validation scores"
     assert refitted.labels == bundle.labels and refitted.decision == bundle.decision
-    assert refitted.provenance["not_a_cat_term"]["photos_without_a_cat"] == ["grey"]
+    term = refitted.provenance["not_a_cat_term"]
+    assert term["photos_without_a_cat"] == ["grey"]
+    assert term["command_line"].startswith("python -m trainer non-cat-term ")
+    assert term["command_line"].endswith(f"--non-cat {grey}")
 
 
 def test_the_unsure_threshold_is_chosen_again_with_the_new_detector(tmp_path):

@@ -156,6 +156,10 @@ def recipe_section(
         steps.append((label, train_command(training)))
     steps.append(("evaluate", evaluation.get("command_line")))
     steps.append(("export", provenance.get("command_line")))
+    # Steps that changed the exported bundle afterwards, in the order they run.
+    for key, name in (("head_refit", "refit-head"), ("not_a_cat_term", "non-cat-term")):
+        if key in provenance:
+            steps.append((name, provenance[key].get("command_line")))
     steps += [(f"compare ({c.get('title')})", c.get("command_line")) for c in comparisons]
     steps.append(("report", report_command))
     lines = ["## Recipe", ""]

@@ -546,7 +546,13 @@ def _non_cat_term(args: argparse.Namespace) -> int:
     from trainer.non_cat_refit import refit_non_cat
 
     ood = refit_non_cat(
-        args.workdir, args.bundle, args.non_cat, args.cat, args.photos_per_breed, args.cat_photos_per_folder
+        args.workdir,
+        args.bundle,
+        args.non_cat,
+        args.cat,
+        args.photos_per_breed,
+        args.cat_photos_per_folder,
+        command_line=args.command_line,
     )
     print(
         f"{args.bundle}: not-a-cat threshold {ood['threshold']:.3f} ({ood['threshold_rule']}), "

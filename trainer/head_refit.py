@@ -15,8 +15,10 @@ Everything that reads the logits is then set again on the validation photos, as 
 `export` set it: the temperature, the not-a-cat detector's energy scale and threshold, and the
 "unsure" threshold by the rule the bundle recorded. The headline figures are measured again on
 the test photos. The new bundle's model is the old graph with the two head tensors replaced,
-checked to give the logits the fit predicts, and is written through `write_bundle`, which proves
-the bundle loads. The old head's figures from the same run are kept beside the new ones.
+checked to give the logits the fit predicts and the same answer for a photo alone as in a batch,
+and is written through `write_bundle`, which proves the bundle loads. The old head's figures from
+the same run are kept beside the new ones; the source bundle's export and int8 checks, which its
+old head answered, are kept in the record, not as the new bundle's figures.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ from trainer.breakdown import noisy_breeds_by_source
 from trainer.calibration import fit_temperature
 from trainer.dataset import DatasetError, Sample, read_labels, read_manifest, read_summary, split_samples
 from trainer.errors import TrainerError
-from trainer.export import _runner
+from trainer.export import _runner, load_pixels
 from trainer.metrics import source_mean_scores
 from trainer.not_a_cat import rethreshold, spread
+from trainer.onnx_run import batch_dependence, onnx_outputs
 from trainer.shipped import FP32_KEY, MODEL_FIGURES, bundle_decision, measure_shipped
 from trainer.weighting import CLASS_WEIGHTINGS, balanced_breed_weights
 
@@ -58,6 +61,19 @@ DEFAULT_REGULARISATION = (0.03, 0.1, 0.3)
 # The patched graph must give the fitted head's logits; int8 bodies differ between runs by less.
 LOGIT_TOLERANCE = 1e-3
 CHECK_PHOTOS = 32
+# A source bundle's records whose figures its old head gave.
+HEAD_DEPENDENT = ("int8", "export_check")
+# What an int8 record says about the quantised body, which a new head leaves as it was.
+INT8_BODY_KEYS = (
+    "quantisation",
+    "scheme",
+    "weights",
+    "activations",
+    "quantised_nodes",
+    "calibration",
+    "fp32_size_mb",
+    "int8_size_mb",
+)
 
 
 class HeadRefitError(TrainerError):
@@ -366,10 +382,11 @@ def refit_head(
             },
             "new_head": {"validation": chosen["validation"], "test": score(head, test, labels, noisy)},
             "patched_model_check": agreement,
+            # Measured with the old head: kept for the record, not as this bundle's figures.
+            "from_bundle_metrics": {k: bundle.metrics[k] for k in HEAD_DEPENDENT if k in bundle.metrics},
         }
-        kept = {k: v for k, v in bundle.metrics.items() if k not in MODEL_FIGURES and k != FP32_KEY}
         metrics = (
-            kept
+            _head_free_metrics(bundle.metrics, agreement)
             | figures
             | {
                 "measured_with": "the shipped ONNX model under ONNX Runtime, its head refitted on its own embeddings",
@@ -397,18 +414,37 @@ def refit_head(
 
 
 def _check_patched_model(model_path: Path, bundle: ModelBundle, head: Head, val: Outputs) -> dict:
-    """Run the patched graph on a few validation photos: its logits must be the fitted head's."""
+    """Run the patched graph on a few validation photos: its logits must be the fitted head's,
+    and each photo's answer the same alone as in a batch."""
     photos = val.samples[:CHECK_PHOTOS]
-    logits, embeddings = _runner(model_path, bundle.preprocessing)(
-        [s.path for s in photos], "checking the new head"
-    )
-    difference = float(np.abs(logits - head.logits(embeddings)).max()) if len(photos) else 0.0
+    if not photos:
+        return {"photos": 0, "max_abs_logit_diff": 0.0, "max_abs_logit_diff_alone_vs_batched": 0.0}
+    pixels = load_pixels([s.path for s in photos], bundle.preprocessing, "checking the new head")
+    logits, embeddings = onnx_outputs(model_path, pixels, "checking the new head")
+    difference = float(np.abs(logits - head.logits(embeddings)).max())
     if difference > LOGIT_TOLERANCE:
         raise HeadRefitError(
             f"the model with the new head gives logits {difference:.2e} away from the fitted head's "
             f"(tolerance {LOGIT_TOLERANCE:.0e}); no bundle was written"
         )
-    return {"photos": len(photos), "max_abs_logit_diff": difference}
+    return {
+        "photos": len(photos),
+        "max_abs_logit_diff": difference,
+        "max_abs_logit_diff_alone_vs_batched": batch_dependence(model_path, pixels, logits),
+    }
+
+
+def _head_free_metrics(metrics: Mapping, check: Mapping) -> dict:
+    """The source bundle's metrics that still describe the refitted one: not the figures its old
+    head gave (`MODEL_FIGURES`, the export and int8 checks' answers), only how the body was made,
+    with the batch independence measured again on the patched graph."""
+    kept = {k: v for k, v in metrics.items() if k not in (*MODEL_FIGURES, FP32_KEY, *HEAD_DEPENDENT)}
+    if "int8" in metrics:
+        kept["int8"] = {k: v for k, v in metrics["int8"].items() if k in INT8_BODY_KEYS} | {
+            "max_abs_logit_diff_alone_vs_batched": check["max_abs_logit_diff_alone_vs_batched"],
+            "batch_check_photos": check["photos"],
+        }
+    return kept
 
 
 def _detector_for(

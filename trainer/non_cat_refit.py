@@ -58,6 +58,7 @@ def refit_non_cat(
     cat_folders: Sequence[Path] = (),
     photos_per_breed: int = 50,
     cat_photos_per_folder: int | None = 40,
+    command_line: str = "",
 ) -> dict:
     """Add the cat-or-not term to the detector of the bundle in `bundle_dir`; return its new not-a-cat figures."""
     bundle = load_bundle(bundle_dir)
@@ -97,6 +98,7 @@ def refit_non_cat(
     provenance = dict(bundle.provenance) | {
         "not_a_cat_term": {
             "made_by": "python -m trainer non-cat-term",
+            "command_line": command_line,
             "photos_without_a_cat": [Path(f).name for f in non_cat_folders],
             "extra_cat_folders": [Path(f).name for f in cat_folders],
             "extra_cat_photos_per_folder": cat_photos_per_folder,

@@ -31,3 +31,12 @@ def onnx_outputs(path: Path, pixels: np.ndarray, description: str) -> tuple[np.n
         logits.append(out[0])
         embeddings.append(out[1])
     return np.concatenate(logits), np.concatenate(embeddings)
+
+
+def batch_dependence(path: Path, pixels: np.ndarray, batched_logits: np.ndarray) -> float:
+    """Largest |logit difference| between each photo run alone and run in batches (`batched_logits`)."""
+    session = onnx_session(path)
+    alone = np.concatenate(
+        [session.run([LOGITS_NAME], {INPUT_NAME: pixels[i : i + 1]})[0] for i in range(len(pixels))]
+    )
+    return float(np.abs(alone - batched_logits).max())

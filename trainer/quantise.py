@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from catbreed_desktop.core.bundle import INPUT_NAME, LOGITS_NAME
+from catbreed_desktop.core.bundle import INPUT_NAME
 from catbreed_desktop.core.photos import Preprocessing, load_and_preprocess
 from trainer.dataset import DEFAULT_SEED, SUMMARY_FILE, Sample, split_samples
 from trainer.errors import TrainerError
-from trainer.onnx_run import onnx_outputs, onnx_session
+from trainer.onnx_run import batch_dependence, onnx_outputs
 from trainer.progress import manual_bar
 
 # int8 activation ranges: training photos drawn for calibration, and how many go through at once.
@@ -153,7 +153,7 @@ def quantise_int8(
         },
         "top1_agreement_vs_fp32_check_photos": float(np.mean(logits.argmax(1) == fp32_logits.argmax(1))),
         "max_abs_logit_diff_vs_fp32": float(np.abs(logits - fp32_logits).max()),
-        "max_abs_logit_diff_alone_vs_batched": _batch_dependence(path, check_pixels, logits),
+        "max_abs_logit_diff_alone_vs_batched": batch_dependence(path, check_pixels, logits),
     }
 
 
@@ -189,12 +189,3 @@ def _linear_matmuls(path: Path, out_dir: Path) -> tuple[Path, list[str]]:
         for node in model.graph.node
         if node.op_type == "MatMul" and node.input[1] in constants and node.input[0] not in outputs
     ]
-
-
-def _batch_dependence(path: Path, pixels: np.ndarray, batched_logits: np.ndarray) -> float:
-    """Largest |logit difference| between each photo run alone and run in batches (`onnx_run.CHECK_BATCH`)."""
-    session = onnx_session(path)
-    alone = np.concatenate(
-        [session.run([LOGITS_NAME], {INPUT_NAME: pixels[i : i + 1]})[0] for i in range(len(pixels))]
-    )
-    return float(np.abs(alone - batched_logits).max())

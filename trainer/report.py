@@ -13,9 +13,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from catbreed_desktop.core.bundle import load_bundle
+from catbreed_desktop.core.bundle import ModelBundle, load_bundle
 from catbreed_desktop.core.sorting.folder_names import NOT_CAT_FOLDER, UNSURE_FOLDER
 from trainer.card_data import data_section, find_data_root, recipe_section
 from trainer.card_results import (
@@ -35,7 +36,7 @@ from trainer.export import EXPORT_DIR, load_pixels, torch_outputs
 from trainer.machine import cpu_name
 from trainer.modeling import LogitsAndEmbedding, load_checkpoint
 from trainer.onnx_run import onnx_outputs, onnx_session
-from trainer.portable import portable_path
+from trainer.portable import portable_path, portable_text
 
 SPEED_BATCH = 8
 
@@ -111,11 +112,20 @@ def build_card(
     """
     summary = _read_json(workdir / SUMMARY_FILE) or {}
     baseline = _read_json(workdir / "baseline" / "metrics.json")
-    evaluation = _read_json(workdir / EVAL_DIR / "metrics.json")
+    bundle = load_bundle(bundle_dir, verify=False) if bundle_dir else None
+    refit = bundle.metrics.get("head_refit") if bundle else None
+    # A refitted head makes the checkpoint's evaluation another model's: the bundle's own figures,
+    # measured on this work folder's test split, take its place.
+    evaluation = (
+        _evaluation_of_refitted(bundle)
+        if bundle and refit
+        else _read_json(workdir / EVAL_DIR / "metrics.json")
+    )
     if evaluation is None:
         raise TrainerError(f"{workdir / EVAL_DIR / 'metrics.json'} not found; run `evaluate` first")
-    bundle = load_bundle(bundle_dir, verify=False) if bundle_dir else None
     int8 = bundle.metrics.get("int8") if bundle else None
+    # An int8 record answers with a model's head; a refitted bundle's keeps only its body's.
+    int8_figures = int8 if int8 and "test_accuracy_int8" in int8 and not refit else None
     test = evaluation["test"]
     lines = [
         "# CatBreed model card",
@@ -180,23 +190,26 @@ def build_card(
                 "n/a",
             ]
         )
-    rows.append(
-        ["Fine-tuned (PyTorch)", num(test["accuracy"]), num(test["macro_f1"]), num(test["weighted_f1"])]
+    headline = (
+        f"Bundle {bundle.provenance.get('precision', 'fp32')}, head refitted (ONNX Runtime)"
+        if bundle and refit
+        else "Fine-tuned (PyTorch)"
     )
-    if int8:
+    rows.append([headline, num(test["accuracy"]), num(test["macro_f1"]), num(test["weighted_f1"])])
+    if int8_figures:
         rows.append(
             [
                 "Bundle fp32 (ONNX Runtime)",
-                num(int8["test_accuracy_fp32"]),
-                num(int8.get("test_macro_f1_fp32")),
+                num(int8_figures["test_accuracy_fp32"]),
+                num(int8_figures.get("test_macro_f1_fp32")),
                 "n/a",
             ]
         )
         rows.append(
             [
                 "Bundle int8 (ONNX Runtime)",
-                num(int8["test_accuracy_int8"]),
-                num(int8.get("test_macro_f1_int8")),
+                num(int8_figures["test_accuracy_int8"]),
+                num(int8_figures.get("test_macro_f1_int8")),
                 "n/a",
             ]
         )
@@ -207,18 +220,22 @@ def build_card(
         lines.append(
             f"Secondary figure, leaving out the {clean['flagged_left_out']} test photos whose label the label "
             f"cleaning rejected: accuracy {num(clean['accuracy'])}, macro F1 {num(clean['macro_f1'])} "
-            "(fine-tuned, PyTorch)."
+            f"({'the bundle' if refit else 'fine-tuned, PyTorch'})."
         )
-    if bundle and "export_check" in bundle.metrics:
+    if refit:
+        lines += _refit_lines(refit)
+    if bundle and "export_check" in bundle.metrics and not refit:
         check = bundle.metrics["export_check"]
         lines.append(
             f"ONNX fp32 vs PyTorch on {check['photos']} photos: top-1 agreement {pct(check['top1_agreement'])}, "
             f"max |logit diff| {check['max_abs_logit_diff']:.1e}."
         )
-    if int8:
+    if int8_figures:
+        figures = int8_figures
         lines.append(
-            f"int8 ({int8['quantisation']}) vs fp32: top-1 agreement {pct(int8['top1_agreement_vs_fp32'])} on "
-            f"{int8['test_photos']} test photos; model {int8['fp32_size_mb']:.1f} MB -> {int8['int8_size_mb']:.1f} MB."
+            f"int8 ({figures['quantisation']}) vs fp32: top-1 agreement {pct(figures['top1_agreement_vs_fp32'])} "
+            f"on {figures['test_photos']} test photos; model {figures['fp32_size_mb']:.1f} MB -> "
+            f"{figures['int8_size_mb']:.1f} MB."
         )
     lines += ["", "### Per breed", ""]
     lines += table(
@@ -283,6 +300,51 @@ def build_card(
         lines += ["", notes.strip()]
     lines.append("")
     return "\n".join(lines)
+
+
+def _evaluation_of_refitted(bundle: ModelBundle) -> dict:
+    """What `evaluate` records, taken from a bundle whose head `refit-head` fitted again."""
+    metrics = bundle.metrics
+    return {
+        "architecture": bundle.architecture,
+        "base_model": bundle.provenance.get("base_model"),
+        "preset": bundle.provenance.get("preset"),
+        "labels": list(bundle.labels),
+        "command_line": bundle.provenance.get("evaluate_command_line"),
+        **{
+            key: metrics[key]
+            for key in ("test", "test_without_flagged", "per_breed", "calibration", "confused_pairs", "ood")
+            if key in metrics
+        },
+    }
+
+
+def _refit_lines(refit: Mapping) -> list[str]:
+    """How `refit-head` chose the head, and the old head beside it on the same test photos."""
+    chosen = refit["chosen"]
+    old, new = refit["old_head"]["test"], refit["new_head"]["test"]
+    sources = sorted(new["per_source_macro_f1"])
+    lines = [
+        "",
+        f"The head (the last layer) was fitted again on the bundle's own embeddings of "
+        f"{refit['training_photos']} training photos by `{portable_text(refit.get('command_line') or 'refit-head')}`: "
+        f"{len(refit['tried'])} choices tried, chosen by the {refit['selected_by']}: source weights "
+        f"{chosen['source_weights'] or 'all 1'}, class weighting {chosen.get('class_weighting', 'balanced')}, "
+        f"regularisation C {chosen['regularisation']}. Test macro F1 per source, the same photos:",
+        "",
+    ]
+    lines += table(
+        ["Head", *sources, "Mean"],
+        [
+            [
+                name,
+                *(num(scores["per_source_macro_f1"][s]) for s in sources),
+                num(scores["source_mean_macro_f1"]),
+            ]
+            for name, scores in (("As exported", old), ("Refitted", new))
+        ],
+    )
+    return lines
 
 
 def _detector_words(ood: dict) -> str:
