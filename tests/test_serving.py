@@ -82,6 +82,9 @@ def test_server_gets_ready_and_publishes_the_bundles_metadata(shipped_server) ->
 
 def test_a_normal_start_prints_no_triton_log_and_names_the_file_it_went_to(shipped_server) -> None:
     started = shipped_server.log.read_text(errors="replace").split("\nready: ")[0].splitlines()
+    # A server killed by an earlier run on this machine (another test session) leaves a model
+    # folder that this start removes and names: a line of the app's own, not Triton's log.
+    started = [line for line in started if not line.endswith("left by a catbreed server that was killed")]
     # Before: some 50 lines of Triton's log, with "E..." lines about CUDA on a CPU-only machine.
     assert all(line.startswith("catbreed: ") for line in started), started
     named = [line for line in started if "Triton's log goes to " in line]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from trainer.breakdown import source_figures
-from trainer.card_data import licence_words, train_command
+from trainer.card_data import data_section, licence_words, train_command
 from trainer.card_results import comparisons_section, coverage_section
 from trainer.compare import breed_set, parse_checkpoint, seen_photos
 from trainer.coverage import choose_decision, coverage_figures, lowest_threshold, risk_coverage
@@ -237,6 +237,24 @@ def test_licence_words_are_quoted_from_the_readme(tmp_path):
     readme.write_text("# Photos\n\nTaken by us. Licence: Creative Commons\nAttribution 4.0. Enjoy.\n")
     assert licence_words(readme) == "Licence: Creative Commons Attribution 4.0."
     assert licence_words(tmp_path / "missing.md") is None
+    readme.write_text(
+        "# Photos\n\nKept as thumbnails (150 px).\n\n## Licence\n\nThe photos have no licence.\n"
+    )
+    assert licence_words(readme) == "The photos have no licence."
+
+
+def test_a_source_built_elsewhere_quotes_the_readme_in_the_data_folder_of_its_name(tmp_path):
+    # Web photos built from a manifest lie outside the data folder; their README stays in it.
+    (tmp_path / "data" / "web").mkdir(parents=True)
+    (tmp_path / "data" / "web" / "README.md").write_text("Licence: none of their own; evaluate only.\n")
+    summary = {"sources": [{"name": "web", "path": "home/built/web", "photos": 3}]}
+
+    lines = data_section(summary, ["Red Cat"], tmp_path / "data")
+
+    assert (
+        "- **web**, 3 photos kept. Licence, in its README's words: Licence: none of their own"
+        in "\n".join(lines)
+    )
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "petfinder-gano-cats").is_dir(), reason="shared data absent")

@@ -107,6 +107,13 @@ def test_the_model_card_of_a_refitted_bundle_gives_its_own_figures_and_how_its_h
 
     text = card.read_text()
     assert status == 0 and not (work / "eval").exists()
+    # A confusion matrix an evaluation left shows the old head: it stays out of the card.
+    (work / "eval").mkdir()
+    (work / "eval" / "confusion_matrix.png").write_bytes(b"old head")
+    assert main(["report", str(work), "--out", str(card), "--bundle", str(tmp_path / "new")]) == 0
+    assert (
+        "confusion_matrix" not in card.read_text() and not (tmp_path / "card_confusion_matrix.png").exists()
+    )
     assert "| Bundle fp32, head refitted (ONNX Runtime) | 1.0000 | 1.0000 | 1.0000 |" in text
     assert "Fine-tuned (PyTorch)" not in text and "Bundle int8 (ONNX Runtime)" not in text
     assert f"- refit-head: `{refit_command}`" in text

@@ -24,8 +24,16 @@ def licence_words(readme: Path) -> str | None:
     says nothing about a licence."""
     if not readme.is_file():
         return None
-    text = " ".join(readme.read_text(encoding="utf-8", errors="replace").split())
-    found = [sentence for sentence in _SENTENCE_END.split(text) if _LICENCE.search(sentence)]
+    # Blank lines and Markdown headings end a sentence too; a heading itself is not one.
+    blocks = re.split(
+        r"\n\s*\n|^#.*$", readme.read_text(encoding="utf-8", errors="replace"), flags=re.MULTILINE
+    )
+    found = [
+        sentence
+        for block in blocks
+        for sentence in _SENTENCE_END.split(" ".join(block.split()))
+        if _LICENCE.search(sentence)
+    ]
     return " ".join(found) or None
 
 
@@ -56,13 +64,24 @@ def _sources(summary: Mapping) -> list[dict]:
     return found
 
 
+def _readme_of(root: Path | None, source: Mapping) -> Path | None:
+    """A source's README: where `prepare` found its photos under `root`, else in `root`'s folder of
+    the source's name (photos built elsewhere from a manifest, as the web photos are, leave their
+    README in the shared data folder)."""
+    if root is None:
+        return None
+    candidates = [root / source["path"] / README] if source.get("path") else []
+    candidates.append(root / str(source["name"]) / README)
+    return next((path for path in candidates if path.is_file()), candidates[0])
+
+
 def data_section(
     summary: Mapping, labels: Sequence[str], root: Path | None, notes_given: bool = False
 ) -> list[str]:
     """Sources (licence, photos, breeds marked noisy), the breeds, and those left out and why."""
     lines = ["### Sources and licences", ""]
     for source in _sources(summary):
-        readme = root / source["path"] / README if root is not None and source.get("path") else None
+        readme = _readme_of(root, source)
         words = licence_words(readme) if readme is not None else None
         if words is None:
             where = (

@@ -450,9 +450,11 @@ def write_report(
         bundle_dir = Path(record["bundle"]) if record else None
     out.parent.mkdir(parents=True, exist_ok=True)
     images = {}
+    # The evaluation's figures show the checkpoint's head, not a head refitted since.
+    refitted = bundle_dir is not None and "head_refit" in load_bundle(Path(bundle_dir), verify=False).metrics
     for key, name in (("confusion", "confusion_matrix.png"), ("reliability", "reliability.png")):
         source = workdir / EVAL_DIR / name
-        if source.is_file():
+        if source.is_file() and not refitted:
             target = out.parent / f"{out.stem}_{name}"
             shutil.copyfile(source, target)
             images[key] = target.name
@@ -473,6 +475,8 @@ def write_report(
         not_a_cat = measure_not_a_cat(
             Path(bundle_dir), Path(negatives_dir), [s.path for s in test], [s.label for s in test], threshold
         )
+        # A refitted bundle's card needs no evaluation, so its folder may not exist yet.
+        (workdir / EVAL_DIR).mkdir(exist_ok=True)
         (workdir / EVAL_DIR / "not_a_cat.json").write_text(json.dumps(not_a_cat, indent=2) + "\n")
     notes = Path(notes_file).read_text(encoding="utf-8") if notes_file else None
     text = build_card(
