@@ -184,18 +184,23 @@ def test_settings_show_the_shipped_models_figures_as_a_table(qtbot) -> None:
     qtbot.addWidget(dialog)
     text = dialog.bundle_info.text()
     shipped = load_bundle(bundle_dir)
-    test, fp32 = shipped.metrics["test"], shipped.metrics["fp32_pytorch"]["test"]
-    # The shipped int8 model's own figures, never the fp32 checkpoint's.
+    test = shipped.metrics["test"]
+    # The shipped int8 model's own figures, never the fp32 checkpoint's (when it records one).
     pooled = f"macro F1 {test['macro_f1']:.3f}, accuracy {test['accuracy']:.1%} on {test['count']} photos"
-    assert f"Test, all sources: {pooled}" in text and f"{fp32['macro_f1']:.3f}" not in text
+    assert f"Test, all sources: {pooled}" in text
+    if "fp32_pytorch" in shipped.metrics:
+        assert f"{shipped.metrics['fp32_pytorch']['test']['macro_f1']:.3f}" not in text
     assert "{" not in text  # no raw JSON
     calibration = shipped.metrics["calibration"]
     ece = f"{calibration['test_ece_before']:.3f} before, {calibration['test_ece_after']:.3f} after"
     assert f"expected calibration error {ece}" in text
-    assert "oxford-pet-cats (2371 photos), petfinder-gano-cats (6349 photos); 8720 photos in all" in text
+    sources = shipped.provenance["data_sources"]
+    named = ", ".join(f"{source['name']} ({source['photos']} photos)" for source in sources)
+    assert f"{named}; {shipped.provenance['data_photos']} photos in all" in text
+    assert "oxford-pet-cats (2371 photos), petfinder-gano-cats (6349 photos)" in text
     table = dialog.breed_table
     rows = {table.item(row, 0).text(): table.item(row, 1).text() for row in range(table.rowCount())}
-    assert len(rows) == len(shipped.labels) == 33
+    assert len(rows) == len(shipped.labels) >= 50
     assert rows["Sphynx"] == f"{shipped.metrics['per_breed']['Sphynx']['f1']:.3f}"
     qtbot.waitUntil(lambda: not dialog.is_listing(), timeout=10_000)
 

@@ -21,8 +21,9 @@
 # photos only, never against the shelter labels. The recipe's choices (Petfinder-Gano at weight 1,
 # crops from 60 % of the area, no colour jitter, balanced breeds, 8 epochs) come from
 # recipe_study.py, run on a lent H200 with gpu_study.sh (candidates/v4/README.md has the table);
-# candidate v4 trained there in 191 s. On 2 CPU cores expect about 2.5 hours of training. The v3
-# bundle still in models/ came from this script's two-source version (git fb68c9d).
+# candidate v4 trained there in 191 s. On 2 CPU cores expect about 2.5 hours of training. The v4
+# bundle in models/ is candidates/v4 (this script's export) with the head and detector steps below
+# run on the 2-core CPU; v3 came from this script's two-source version (git fb68c9d).
 # COMPARISONS=1 also trains the two comparison models of the model card's cross-source tables.
 set -euo pipefail
 DATA=${1:?usage: $0 DATA_ROOT [DEVICE]}
@@ -53,7 +54,7 @@ mkdir -p "$RUNS"
 
 [ -f "$RUNS/cats/baseline/metrics.json" ] || $PY -m trainer baseline "$RUNS/cats" --base-model "$BACKBONE"
 
-# The shipped model: every breed with enough clean photos, both sources.
+# The shipped model: every breed with enough clean photos, all three sources.
 $PY -m trainer train "$RUNS/cats" "${TRAIN[@]}"
 # The web folders that hold no cat at all teach the not-a-cat detector what is not a cat (Bombay and
 # Himalayan, mostly junk but with a few cats, stay out of it).
@@ -61,7 +62,14 @@ NON_CATS=()
 for folder in Cyprus Safari Savannah Serengeti Somali Thai; do NON_CATS+=(--non-cat "$DATA/web-cat-breeds/$folder"); done
 $PY -m trainer evaluate "$RUNS/cats" --device "$DEVICE" --detector-photos-per-breed 40 "${NON_CATS[@]}" \
     --decision-source oxford-pet-cats --decision-source web-cat-breeds --target-precision 0.9
-$PY -m trainer export "$RUNS/cats" --out models --int8
+$PY -m trainer export "$RUNS/cats" --out "$RUNS/exported" --int8
+# The shipped head: the exported model's last layer fitted again on its own int8 embeddings, with
+# the source weight, class weighting and regularisation the validation mean of each source's macro
+# F1 picks, then the cat-or-not term fitted for that head, which chooses the unsure threshold
+# again (v4: no class weighting won, and the threshold fell from 0.91 to 0.87).
+$PY -m trainer refit-head "$RUNS/cats" --bundle "$RUNS/exported" --out models \
+    --source-weight petfinder-gano-cats=1,0.5 --class-weighting balanced,none --regularisation 0.03,0.1,0.3
+$PY -m trainer non-cat-term "$RUNS/cats" --bundle models "${NON_CATS[@]}"
 [ -d "$RUNS/negatives" ] || $PY -m trainer negatives --out "$RUNS/negatives"
 
 # Comparison models on the same photos and splits, for the cross-source figures: the 12 Oxford
