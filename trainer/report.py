@@ -123,9 +123,8 @@ def build_card(
     )
     if evaluation is None:
         raise TrainerError(f"{workdir / EVAL_DIR / 'metrics.json'} not found; run `evaluate` first")
-    int8 = bundle.metrics.get("int8") if bundle else None
-    # An int8 record answers with a model's head; a refitted bundle's keeps only its body's.
-    int8_figures = int8 if int8 and "test_accuracy_int8" in int8 and not refit else None
+    # An int8 record's figures answer with a model's head; a refitted bundle's keeps only its body's.
+    int8 = bundle.metrics.get("int8") if bundle and not refit else None
     test = evaluation["test"]
     lines = [
         "# CatBreed model card",
@@ -196,20 +195,20 @@ def build_card(
         else "Fine-tuned (PyTorch)"
     )
     rows.append([headline, num(test["accuracy"]), num(test["macro_f1"]), num(test["weighted_f1"])])
-    if int8_figures:
+    if int8:
         rows.append(
             [
                 "Bundle fp32 (ONNX Runtime)",
-                num(int8_figures["test_accuracy_fp32"]),
-                num(int8_figures.get("test_macro_f1_fp32")),
+                num(int8["test_accuracy_fp32"]),
+                num(int8.get("test_macro_f1_fp32")),
                 "n/a",
             ]
         )
         rows.append(
             [
                 "Bundle int8 (ONNX Runtime)",
-                num(int8_figures["test_accuracy_int8"]),
-                num(int8_figures.get("test_macro_f1_int8")),
+                num(int8["test_accuracy_int8"]),
+                num(int8.get("test_macro_f1_int8")),
                 "n/a",
             ]
         )
@@ -230,12 +229,10 @@ def build_card(
             f"ONNX fp32 vs PyTorch on {check['photos']} photos: top-1 agreement {pct(check['top1_agreement'])}, "
             f"max |logit diff| {check['max_abs_logit_diff']:.1e}."
         )
-    if int8_figures:
-        figures = int8_figures
+    if int8:
         lines.append(
-            f"int8 ({figures['quantisation']}) vs fp32: top-1 agreement {pct(figures['top1_agreement_vs_fp32'])} "
-            f"on {figures['test_photos']} test photos; model {figures['fp32_size_mb']:.1f} MB -> "
-            f"{figures['int8_size_mb']:.1f} MB."
+            f"int8 ({int8['quantisation']}) vs fp32: top-1 agreement {pct(int8['top1_agreement_vs_fp32'])} on "
+            f"{int8['test_photos']} test photos; model {int8['fp32_size_mb']:.1f} MB -> {int8['int8_size_mb']:.1f} MB."
         )
     lines += ["", "### Per breed", ""]
     lines += table(
@@ -449,9 +446,10 @@ def write_report(
         record = _read_json(workdir / EXPORT_DIR / "metrics.json")
         bundle_dir = Path(record["bundle"]) if record else None
     out.parent.mkdir(parents=True, exist_ok=True)
+    bundle = load_bundle(Path(bundle_dir), verify=False) if bundle_dir is not None else None
     images = {}
     # The evaluation's figures show the checkpoint's head, not a head refitted since.
-    refitted = bundle_dir is not None and "head_refit" in load_bundle(Path(bundle_dir), verify=False).metrics
+    refitted = bundle is not None and "head_refit" in bundle.metrics
     for key, name in (("confusion", "confusion_matrix.png"), ("reliability", "reliability.png")):
         source = workdir / EVAL_DIR / name
         if source.is_file() and not refitted:
@@ -466,18 +464,19 @@ def write_report(
         if photos and checkpoint.is_dir():
             speed = measure_speed(Path(bundle_dir), checkpoint, photos)
     not_a_cat = None
-    if bundle_dir is not None and negatives_dir is not None:
+    if bundle is not None and negatives_dir is not None:
         from trainer.ood_check import measure_not_a_cat
 
         test = split_samples(read_manifest(workdir), "test")
         # Sorted at the bundle's own default threshold, as the app would sort them.
-        threshold = load_bundle(Path(bundle_dir), verify=False).default_min_confidence
         not_a_cat = measure_not_a_cat(
-            Path(bundle_dir), Path(negatives_dir), [s.path for s in test], [s.label for s in test], threshold
+            bundle.path,
+            Path(negatives_dir),
+            [s.path for s in test],
+            [s.label for s in test],
+            bundle.default_min_confidence,
         )
-        # A refitted bundle's card needs no evaluation, so its folder may not exist yet.
-        (workdir / EVAL_DIR).mkdir(exist_ok=True)
-        (workdir / EVAL_DIR / "not_a_cat.json").write_text(json.dumps(not_a_cat, indent=2) + "\n")
+        _write_evaluation_file(workdir, "not_a_cat.json", not_a_cat)
     notes = Path(notes_file).read_text(encoding="utf-8") if notes_file else None
     text = build_card(
         workdir,
@@ -492,5 +491,11 @@ def write_report(
     )
     out.write_text(text, encoding="utf-8")
     if speed:
-        (workdir / EVAL_DIR / "speed.json").write_text(json.dumps(speed, indent=2) + "\n")
+        _write_evaluation_file(workdir, "speed.json", speed)
     return out
+
+
+def _write_evaluation_file(workdir: Path, name: str, data: dict) -> None:
+    # A refitted bundle's card needs no evaluation, so its folder may not exist yet.
+    (workdir / EVAL_DIR).mkdir(exist_ok=True)
+    (workdir / EVAL_DIR / name).write_text(json.dumps(data, indent=2) + "\n")
