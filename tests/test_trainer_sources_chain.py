@@ -211,6 +211,12 @@ def test_model_card_has_sources_licences_recipe_coverage_and_comparisons(chain):
     assert "--checkpoint oxford-only=oxford-only/checkpoints/best" in text  # not just "best"
     assert "No licence is stated: use these photos to train and evaluate, do not redistribute them." in text
     assert "Korat: fewer than 60 photos left after label cleaning" in text
+    prepared = len(json.loads((workdir / "summary.json").read_text())["counts"])
+    assert f"photos of {prepared} breeds" in text
+    assert (
+        f"`clean` then left out 1 of these breeds (see Breeds left out), so the model answers {prepared - 1}."
+        in text
+    )
     assert "Bengal, Birman, Havana, Siamese." in text
     assert "- evaluate: `python -m trainer evaluate work --device cpu --target-precision 0.9`" in text
     assert "- export: `python -m trainer export work --out bundle_int8 --int8`" in text

@@ -156,7 +156,8 @@ def build_card(
                 f"`{s['name'] if isinstance(s, dict) else Path(str(s)).name}`"
                 for s in summary.get("sources", [])
             )
-            + ".",
+            + "."
+            + _left_out_sentence(summary, len(counts)),
             f"{len(summary.get('unreadable', {}))} unreadable files dropped; {dup.get('exact_duplicate_pairs', 0)} exact and "
             f"{dup.get('near_duplicate_pairs', 0)} near-duplicate pairs kept inside one split each (no test photo, "
             "nor a near copy of it, is in training).",
@@ -297,6 +298,17 @@ def build_card(
         lines += ["", notes.strip()]
     lines.append("")
     return "\n".join(lines)
+
+
+def _left_out_sentence(summary: Mapping, breeds_prepared: int) -> str:
+    """The breeds `clean` left out after `prepare` counted them: the prepared count is not the model's."""
+    left_out = summary.get("left_out_breeds") or {}
+    if not left_out:
+        return ""
+    return (
+        f" `clean` then left out {len(left_out)} of these breeds (see Breeds left out), so the model "
+        f"answers {breeds_prepared - len(left_out)}."
+    )
 
 
 def _evaluation_of_refitted(bundle: ModelBundle) -> dict:
