@@ -248,3 +248,9 @@ def test_the_detector_sample_caps_each_breed_and_is_repeatable():
     capped = at_most_per_breed(samples, 4)
     assert [s.label for s in capped].count("A") == 4 and [s.label for s in capped].count("B") == 3
     assert capped == at_most_per_breed(samples, 4)
+
+
+@pytest.mark.parametrize("weight", ["petfinder", "petfinder=-1", "petfinder=0.5,1", "=1"])
+def test_train_refuses_a_malformed_source_weight(tmp_path, weight, capsys):
+    assert main(["train", str(tmp_path), "--source-weight", weight]) == 2
+    assert "expected SOURCE=" in capsys.readouterr().err

@@ -475,14 +475,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _source_weight(text: str) -> tuple[str, float]:
-    name, sep, weight = text.rpartition("=")
-    try:
-        value = float(weight)
-    except ValueError:
-        value = -1.0
-    if not sep or not name or not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected SOURCE=WEIGHT with a weight of at least 0, not {text!r}")
-    return name, value
+    name, weights = _source_weights_to_try(text)
+    if len(weights) != 1:
+        raise argparse.ArgumentTypeError(f"expected SOURCE=WEIGHT with one weight, not {text!r}")
+    return name, weights[0]
 
 
 def _source_weights_to_try(text: str) -> tuple[str, tuple[float, ...]]:
