@@ -27,13 +27,13 @@ from catbreed_desktop.core.classify import Classifier, Prediction
 from catbreed_desktop.core.photos import iter_photo_paths
 
 
-def test_split(manifest: Path, source: str) -> list[tuple[Path, str, int]]:
-    """(path, label, near-duplicate group) of one source's test photos in a `prepare` manifest."""
+def test_split(manifest: Path, source: str, split: str = "test") -> list[tuple[Path, str, int]]:
+    """(path, label, near-duplicate group) of one source's test (or `split`) photos in a `prepare` manifest."""
     with open(manifest, newline="", encoding="utf-8") as handle:
         return [
             (Path(row["path"]), row["label"], int(row["group"]))
             for row in csv.DictReader(handle)
-            if row["split"] == "test" and row["source"] == source
+            if row["split"] == split and row["source"] == source
         ]
 
 

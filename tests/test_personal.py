@@ -11,7 +11,7 @@ import pytest
 
 from catbreed_desktop.core.classify import Prediction
 from catbreed_desktop.core.personal import LayerSettings, PersonalLayer, PersonalStore, PersonalStoreError
-from catbreed_desktop.core.personal.combine import WHITENED, Metric
+from catbreed_desktop.core.personal.combine import WHITENED, WIDE_REACH, Metric
 from catbreed_desktop.core.personal.store import photo_key
 
 LABELS = ("A", "B", "C")
@@ -188,10 +188,11 @@ def b_cats(count: int, seed: int) -> np.ndarray:
     return B_HERE + np.random.default_rng(seed).normal(0, 4.0, (count, WIDE)).astype(np.float32)
 
 
-def wide_layer(count: int) -> PersonalLayer:
+def wide_layer(count: int, settings: LayerSettings = WIDE_REACH) -> PersonalLayer:
+    """`count` corrected B cats, with the breed shift on unless `settings` say otherwise."""
     corrected = b_cats(count, seed=1)
     metric = Metric(means=WIDE_MEANS)
-    return PersonalLayer(LABELS, corrected, ["B"] * count, metric=metric, settings=WHITENED)
+    return PersonalLayer(LABELS, corrected, ["B"] * count, metric=metric, settings=settings)
 
 
 @pytest.mark.parametrize("metric", [Metric(), Metric(means=np.eye(3, dtype=np.float32))])
@@ -245,6 +246,18 @@ def test_nearest_photos_are_ranked_by_similarity() -> None:
     assert [row for row, _ in layer.nearest_photos(unit(1, 0, 0), candidates, limit=5)] == [1, 2]
 
 
+def test_similar_photos_are_offered_further_out_than_answers_change() -> None:
+    layer = PersonalLayer(LABELS, unit(1, 0, 0)[None, :], ["A"], settings=WHITENED)
+    # Cosine 0.4: past the offer's floor, short of the gate where the layer changes an answer.
+    maybe_same_cat = unit(0.4, np.sqrt(1 - 0.4**2), 0)
+    assert WHITENED.similar < 0.4 < WHITENED.low
+    assert [row for row, _ in layer.nearest_photos(unit(1, 0, 0), maybe_same_cat[None, :], limit=5)] == [0]
+    probabilities = np.array([[0.2, 0.7, 0.1]])
+    np.testing.assert_array_equal(
+        layer.combine(probabilities, maybe_same_cat[None, :]).probabilities, probabilities
+    )
+
+
 def test_a_bundle_with_a_not_a_cat_detector_compares_photos_in_its_whitened_space(tmp_path: Path) -> None:
     from factories import COLOUR_LABELS, make_ood_colour_bundle
 
@@ -270,12 +283,23 @@ def test_a_breed_with_several_corrections_pulls_another_cat_of_it() -> None:
     photo = b_cats(1, seed=2)
     layer = wide_layer(40)
     # Not a near copy of any correction: the kNN step leaves it alone, the breed shift moves it.
-    assert layer.similarities(photo).max() < WHITENED.low
+    assert layer.similarities(photo).max() < WIDE_REACH.low
     probabilities = np.array([[0.55, 0.35, 0.10]])
     shifted = layer.combine(probabilities, photo).probabilities
     assert shifted.argmax() == 1 and np.isclose(shifted.sum(), 1.0)
     # One correction is not enough to overrule the model on another cat.
     assert wide_layer(1).combine(probabilities, photo).probabilities.argmax() == 0
+
+
+def test_by_default_only_the_same_cat_moves_another_cat_of_a_corrected_breed_keeps_its_answer() -> None:
+    photo = b_cats(1, seed=2)
+    probabilities = np.array([[0.55, 0.35, 0.10]])
+    layer = wide_layer(40, WHITENED)
+    np.testing.assert_array_equal(layer.combine(probabilities, photo).probabilities, probabilities)
+    # A near copy of one of those corrections still takes its label.
+    near_copy = b_cats(1, seed=1) + np.random.default_rng(5).normal(0, 0.5, (1, WIDE)).astype(np.float32)
+    assert layer.similarities(near_copy).max() >= WHITENED.duplicate
+    assert layer.combine(probabilities, near_copy).probabilities.argmax() == 1
 
 
 def test_the_breed_shift_leaves_uncorrected_breeds_in_their_order() -> None:

@@ -43,8 +43,6 @@ from catbreed_desktop.gui.tasks import Task, TaskContext, TaskRunner
 
 PERSONAL_LANE = "personal"
 SIMILAR_LIMIT = 50
-# How like the corrected photo a photo must be to be offered as "similar" (cosine similarity).
-SIMILAR_MIN = 0.6
 CHUNK = 256  # photos adjusted between looks at a stop request
 
 log = logging.getLogger(__name__)
@@ -302,9 +300,7 @@ class PersonalController(QObject):
         ]
         if not usable or self.layer is None:
             return []
-        rows = self.layer.nearest_photos(
-            embedding, np.stack([row for _, row in usable]), SIMILAR_LIMIT, minimum=SIMILAR_MIN
-        )
+        rows = self.layer.nearest_photos(embedding, np.stack([row for _, row in usable]), SIMILAR_LIMIT)
         return [usable[i][0].path for i, _ in rows]
 
     def refresh(self, save: bool = False) -> None:
