@@ -291,7 +291,7 @@ def test_a_breed_with_several_corrections_pulls_another_cat_of_it() -> None:
     assert wide_layer(1).combine(probabilities, photo).probabilities.argmax() == 0
 
 
-def test_by_default_only_the_same_cat_moves_another_cat_of_a_corrected_breed_keeps_its_answer() -> None:
+def test_by_default_another_cat_of_a_corrected_breed_keeps_its_answer_and_the_same_cat_follows() -> None:
     photo = b_cats(1, seed=2)
     probabilities = np.array([[0.55, 0.35, 0.10]])
     layer = wide_layer(40, WHITENED)
