@@ -96,7 +96,7 @@ def measure_speed(bundle_dir: Path, checkpoint: Path, paths: list[Path], repeats
 
 def build_card(
     workdir: Path,
-    bundle_dir: Path | None,
+    bundle: ModelBundle | None,
     speed: dict | None,
     images: dict[str, str],
     not_a_cat: dict | None = None,
@@ -112,7 +112,6 @@ def build_card(
     """
     summary = _read_json(workdir / SUMMARY_FILE) or {}
     baseline = _read_json(workdir / "baseline" / "metrics.json")
-    bundle = load_bundle(bundle_dir, verify=False) if bundle_dir else None
     refit = bundle.metrics.get("head_refit") if bundle else None
     # A refitted head makes the checkpoint's evaluation another model's: the bundle's own figures,
     # measured on this work folder's test split, take its place.
@@ -469,12 +468,12 @@ def write_report(
             shutil.copyfile(source, target)
             images[key] = target.name
     speed = None
-    if bundle_dir is not None:
+    if bundle is not None:
         evaluation = _read_json(workdir / EVAL_DIR / "metrics.json") or {}
         checkpoint = Path(evaluation.get("checkpoint", workdir / "checkpoints" / "best"))
         photos = [s.path for s in split_samples(read_manifest(workdir), "test")][:speed_photos]
         if photos and checkpoint.is_dir():
-            speed = measure_speed(Path(bundle_dir), checkpoint, photos)
+            speed = measure_speed(bundle.path, checkpoint, photos)
     not_a_cat = None
     if bundle is not None and negatives_dir is not None:
         from trainer.ood_check import measure_not_a_cat
@@ -492,7 +491,7 @@ def write_report(
     notes = Path(notes_file).read_text(encoding="utf-8") if notes_file else None
     text = build_card(
         workdir,
-        Path(bundle_dir) if bundle_dir else None,
+        bundle,
         speed,
         images,
         not_a_cat,
