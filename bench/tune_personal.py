@@ -26,12 +26,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_personal import choose, macro_f1, same_cat, series_outputs  # noqa: E402
+from bench_personal import same_cat, series_outputs, simulate  # noqa: E402
 from personal_cache import bundle_outputs, test_split  # noqa: E402
 
 from catbreed_desktop.core.bundle import load_bundle  # noqa: E402
 from catbreed_desktop.core.classify import Classifier  # noqa: E402
-from catbreed_desktop.core.personal.combine import LayerSettings, Metric, PersonalLayer, layer_setup  # noqa: E402
+from catbreed_desktop.core.personal.combine import LayerSettings, layer_setup  # noqa: E402
 from trainer.machine import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,28 +50,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worst", type=float, default=0.005, help="the most macro F1 any case may lose")
     parser.add_argument("--threads", type=int, default=2)
     return parser.parse_args(argv)
-
-
-def gain(
-    data: dict, labels: Sequence[str], setup: tuple[Metric, LayerSettings], k: int, wrong_first: bool
-) -> float:
-    """Macro F1 with the layer minus without it on the photos not corrected, mean over the seeds."""
-    probs, embeddings, truth = data["probabilities"], data["embeddings"], data["labels"]
-    breeds, predicted = np.unique(truth), probs.argmax(axis=1)
-    gains = []
-    for seed in SEEDS:
-        corrected = choose(truth, predicted, k, seed, wrong_first)
-        rest = np.setdiff1d(np.arange(len(truth)), corrected)
-        layer = PersonalLayer(
-            labels,
-            embeddings[corrected],
-            [labels[i] for i in truth[corrected]],
-            metric=setup[0],
-            settings=setup[1],
-        )
-        adapted = layer.combine(probs[rest], embeddings[rest]).probabilities.argmax(axis=1)
-        gains.append(macro_f1(truth[rest], adapted, breeds) - macro_f1(truth[rest], predicted[rest], breeds))
-    return float(np.mean(gains))
 
 
 def grid(base: LayerSettings) -> list[LayerSettings]:
@@ -114,7 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     rows: list[tuple[LayerSettings, list[float], int]] = []
     for settings in [default, *grid(default)]:
-        gains = [gain(outputs[s], labels, (metric, settings), k, w) for s, k, w in cases]
+        runs = [
+            simulate(outputs[s], labels, (metric, settings), k, w, bundle.default_min_confidence, SEEDS)
+            for s, k, w in cases
+        ]
+        gains = [run["f1"] - run["base_f1"] for run in runs]
         checks = [
             same_cat(outputs[s], series[s][1], series[s][0], labels, (metric, settings)) for s in SOURCES
         ]
