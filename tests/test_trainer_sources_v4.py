@@ -14,7 +14,7 @@ from trainer_data import synthetic_photo
 from trainer_sources import NOISY, OXFORD, PETFINDER, make_two_source_workdir
 
 from catbreed_desktop.core.photos import Preprocessing
-from trainer.augment import AugmentOptions, augment
+from trainer.augment import THUMBNAIL_SIDE, AugmentOptions, augment, shrink_to_thumbnail
 from trainer.cleaning import held_out_probabilities
 from trainer.cli import main
 from trainer.coverage import choose_decision
@@ -153,7 +153,7 @@ def test_training_with_a_source_left_out_and_the_source_mean_choice(tmp_path):
     status = main(
         ["train", str(workdir), "--preset", "tiny", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
          "--source-weight", f"{PETFINDER}=0", "--select-by", "source-mean", "--crop-min-area", "0.35",
-         "--color-jitter", "0.2", "--class-weighting", "none"]
+         "--color-jitter", "0.2", "--class-weighting", "none", "--thumbnail-share", "0.5"]
     )  # fmt: skip
     assert status == 0
     validation = json.loads((workdir / "checkpoints" / "best" / "validation.json").read_text())
@@ -162,6 +162,7 @@ def test_training_with_a_source_left_out_and_the_source_mean_choice(tmp_path):
     oxford_train = sum(1 for s in read_manifest(workdir) if s.split == "train" and s.source == OXFORD)
     assert params["train_photos"] == oxford_train, "a source at weight 0 is left out of training"
     assert params["source_weights"] == [[PETFINDER, 0.0]]
+    assert params["thumbnail_share"] == 0.5
 
 
 def test_colour_jitter_and_crop_area_change_the_view_but_not_the_default():
@@ -172,6 +173,30 @@ def test_colour_jitter_and_crop_area_change_the_view_but_not_the_default():
     jittered = augment(image, spec, np.random.default_rng(1), AugmentOptions(color_jitter=0.4))
     assert np.array_equal(plain, same)
     assert not np.allclose(plain, jittered)
+
+
+def test_a_large_photo_becomes_a_web_sized_jpeg_thumbnail_and_a_small_one_stays_as_it_is():
+    large = synthetic_photo((200, 120, 40), seed=3, size=(640, 480))
+    small = synthetic_photo((200, 120, 40), seed=3, size=(120, 90))
+    for seed in range(20):
+        thumbnail = shrink_to_thumbnail(large, np.random.default_rng(seed))
+        assert THUMBNAIL_SIDE[0] <= min(thumbnail.size) <= THUMBNAIL_SIDE[1]
+        assert thumbnail.size[0] / thumbnail.size[1] == pytest.approx(640 / 480, rel=0.02)
+        assert thumbnail.mode == "RGB"
+        assert shrink_to_thumbnail(small, np.random.default_rng(seed)) is small
+
+
+def test_thumbnail_views_are_drawn_only_when_asked_for():
+    image = synthetic_photo((200, 120, 40), seed=3, size=(640, 480))
+    spec = Preprocessing(size=32)
+    plain = augment(image, spec, np.random.default_rng(1))
+    # Off, no random number is drawn for it: every other view stays what it was.
+    assert np.array_equal(
+        plain, augment(image, spec, np.random.default_rng(1), AugmentOptions(thumbnail_share=0))
+    )
+    always = AugmentOptions(thumbnail_share=1.0)
+    views = [augment(image, spec, np.random.default_rng(seed), always) for seed in range(3)]
+    assert not any(np.array_equal(plain, view) for view in views)
 
 
 def test_label_cleaning_judged_by_trusted_sources_only():

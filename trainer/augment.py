@@ -1,5 +1,5 @@
 """Training augmentations in PIL: random rotation, random resized crop, horizontal flip, sharpness,
-and optionally colour jitter (brightness, contrast, saturation).
+and optionally a shrink to thumbnail size and colour jitter (brightness, contrast, saturation).
 
 Every random choice comes from the `numpy.random.Generator` passed in, so a sample seeded by
 (seed, epoch, index) is augmented the same way after a resume. The output goes through the
@@ -8,6 +8,7 @@ shared `normalize`, so training sees exactly the app's pixel scaling.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
@@ -22,15 +23,20 @@ MAX_ROTATION_DEGREES = 15.0
 CROP_AREA = (0.6, 1.0)
 CROP_ASPECT = (3 / 4, 4 / 3)
 SHARPNESS = (0.5, 2.0)
+# Web-search thumbnails: short side about 100-160 px, JPEG at middling quality.
+THUMBNAIL_SIDE = (96, 160)
+THUMBNAIL_JPEG_QUALITY = (70, 95)
 
 
 @dataclass(frozen=True)
 class AugmentOptions:
-    """The tunable parts: the smallest crop (share of the photo's area) and the colour jitter
-    strength (each of brightness, contrast and saturation is scaled by 1 +- this)."""
+    """The tunable parts: the smallest crop (share of the photo's area), the colour jitter
+    strength (each of brightness, contrast and saturation is scaled by 1 +- this) and the share of
+    photos first shrunk to a thumbnail."""
 
     crop_min_area: float = CROP_AREA[0]
     color_jitter: float = 0.0
+    thumbnail_share: float = 0.0
 
 
 DEFAULT_AUGMENT = AugmentOptions()
@@ -65,6 +71,35 @@ def random_resized_crop(
     return image.resize((size, size), resample, box=(left, top, left + side, top + side))
 
 
+def shrink_to_thumbnail(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The photo as a web-search thumbnail of a random size and JPEG quality (`as_thumbnail`).
+
+    When one source's photos are large and another's are all thumbnails, a model can learn the
+    size as a clue to the breed: breeds seen only as thumbnails then win every small photo. Large
+    photos seen as thumbnails too take that clue away.
+    """
+    side = int(rng.integers(THUMBNAIL_SIDE[0], THUMBNAIL_SIDE[1] + 1))
+    quality = int(rng.integers(THUMBNAIL_JPEG_QUALITY[0], THUMBNAIL_JPEG_QUALITY[1] + 1))
+    return as_thumbnail(image, side, quality)
+
+
+def as_thumbnail(image: Image.Image, side: int, quality: int) -> Image.Image:
+    """The photo with its short side shrunk to `side` px, saved as a JPEG of `quality` and read
+    back; a photo already that small is returned as it is."""
+    width, height = image.size
+    if min(width, height) <= side:
+        return image
+    scale = side / min(width, height)
+    small = image.resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BICUBIC
+    )
+    encoded = io.BytesIO()
+    small.save(encoded, "JPEG", quality=quality)
+    encoded.seek(0)
+    with Image.open(encoded) as decoded:
+        return decoded.convert("RGB")
+
+
 def colour_jitter(image: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
     """Brightness, contrast and saturation each scaled by a factor in [1 - strength, 1 + strength]."""
     for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
@@ -82,6 +117,9 @@ def augment(
     options = options or DEFAULT_AUGMENT
     red, green, blue = (round(255 * m) for m in spec.mean)  # the mean colour normalises to zero
     fill = (red, green, blue)
+    # No draw at all when off, so runs without thumbnails see the same views as before.
+    if options.thumbnail_share > 0 and rng.random() < options.thumbnail_share:
+        image = shrink_to_thumbnail(image, rng)
     image = random_rotation(image, rng, fill)
     image = random_resized_crop(
         image, spec.size, rng, _RESAMPLE.get(spec.resample, Image.Resampling.BICUBIC), options.crop_min_area

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from catbreed_desktop.core.engines.names import DEFAULT_BATCH_SIZE
 from catbreed_desktop.core.program import positive_int, run_program
-from trainer import backbone_import, negatives, triton
+from trainer import backbone_import, bundle_checkpoint, negatives, triton
 from trainer.extras import check_installed, report_missing_modules
 from trainer.quiet import quiet_libraries
 from trainer.weighting import CLASS_WEIGHTINGS
@@ -165,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--color-jitter", type=float, default=0.0, metavar="S",
         help="scale brightness, contrast and saturation by a random 1 +- S (default 0: off)",
+    )  # fmt: skip
+    train.add_argument(
+        "--thumbnail-share", type=_fraction, default=0.0, metavar="SHARE",
+        help="shrink this share of the training views to a 96-160 px JPEG thumbnail first, so a "
+        "photo's size stops telling sources, and so breeds, apart (default 0: none)",
     )  # fmt: skip
     train.add_argument(
         "--select-by", choices=("pooled", "source-mean"), default="pooled",
@@ -333,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     report.set_defaults(handler=_report)
 
-    for module in (backbone_import, negatives, triton):
+    for module in (backbone_import, bundle_checkpoint, negatives, triton):
         module.register(commands)
     return parser
 
@@ -460,6 +465,7 @@ def _train(args: argparse.Namespace) -> int:
         class_weighting=args.class_weighting,
         crop_min_area=args.crop_min_area,
         color_jitter=args.color_jitter,
+        thumbnail_share=args.thumbnail_share,
         select_by=args.select_by,
         device=args.device,
         precision=args.precision,
@@ -515,6 +521,13 @@ def _share(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a share above 0 and at most 1, not {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share from 0 to 1, not {text}")
     return value
 
 

@@ -86,6 +86,7 @@ def build_model(
         raise ModelError(
             "give --base-model (a Hugging Face id or a local checkpoint folder) or --preset tiny"
         )
+    _check_head_order(base_model, labels)
     try:
         return AutoModelForImageClassification.from_pretrained(
             base_model,
@@ -96,6 +97,27 @@ def build_model(
         )
     except (OSError, ValueError) as error:
         raise ModelError(f"cannot load base model {base_model!r}: {error}") from None
+
+
+def _check_head_order(base_model: str, labels: Sequence[str]) -> None:
+    """A base checkpoint with a head for as many breeds keeps that head (`checkpoint-from-bundle`
+    relies on it), so its breeds must be these breeds in this order, or every answer would go to
+    the wrong breed; a head of another size is replaced and needs no check."""
+    config_file = Path(base_model) / "config.json"
+    if not config_file.is_file():
+        return
+    named = json.loads(config_file.read_text()).get("id2label") or {}
+    kept = [named[key] for key in sorted(named, key=int)]
+    if (
+        len(kept) == len(labels)
+        and kept != list(labels)
+        and not all(k == f"LABEL_{i}" for i, k in enumerate(kept))
+    ):
+        raise ModelError(
+            f"the base model {base_model} has a head for {len(kept)} breeds that are not this work "
+            "folder's breeds in its order; train from a checkpoint made for this work folder, or from "
+            "the pretrained backbone"
+        )
 
 
 def encoder_parts(model: nn.Module) -> tuple[nn.Module, Sequence[nn.Module]]:

@@ -95,6 +95,7 @@ class TrainSettings:
     class_weighting: str = "balanced"  # or "none": every photo weighs the same whatever its breed
     crop_min_area: float = CROP_AREA[0]
     color_jitter: float = 0.0
+    thumbnail_share: float = 0.0
     select_by: str = "pooled"  # or "source-mean": the mean of each source's validation macro F1
     device: str = "auto"  # not a resume key: a run started on a GPU may finish on the CPU
     precision: str = "auto"  # not a resume key either, for the same reason
@@ -117,6 +118,7 @@ class TrainSettings:
         "class_weighting",
         "crop_min_area",
         "color_jitter",
+        "thumbnail_share",
         "select_by",
     )
 
@@ -348,7 +350,9 @@ class Trainer:
             self.label_index,
             self.spec,
             s.seed,
-            AugmentOptions(crop_min_area=s.crop_min_area, color_jitter=s.color_jitter),
+            AugmentOptions(
+                crop_min_area=s.crop_min_area, color_jitter=s.color_jitter, thumbnail_share=s.thumbnail_share
+            ),
             [s.source_weight(sample.source) for sample in self.train_samples],
         )
         steps_per_epoch = math.ceil(len(dataset) / s.batch_size)

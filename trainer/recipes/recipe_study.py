@@ -46,6 +46,7 @@ SOURCE_WEIGHTS = {"pf1": "1", "pf0.25": "0.25", "pf0": "0"}
 CHANGES = {
     "crop0.35": ["--crop-min-area", "0.35"],
     "jitter0.2": ["--color-jitter", "0.2"],
+    "thumbnails0.5": ["--thumbnail-share", "0.5"],
     "no-class-weights": ["--class-weighting", "none"],
 }
 CHANGE_BASE = "pf0.25"

@@ -1,0 +1,58 @@
+"""bench/thumbnail_gap.py: a source's test photos as they are and as thumbnails, through a bundle."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from factories import make_colour_manifest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "thumbnail_gap.py"
+
+
+@pytest.fixture
+def thumbnail_gap(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The script imported as a module, its addition to `sys.path` undone after."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("thumbnail_gap", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_answers_that_leave_the_source_breeds_are_counted_apart(thumbnail_gap):
+    labels = ("Abyssinian", "Bengal", "Chausie")
+    truth = ["Abyssinian", "Abyssinian", "Bengal", "Bengal"]
+    # The second Abyssinian goes to Chausie, a breed the source lacks; Bengal comes second there.
+    logits = np.array([[3.0, 0, 0], [1.0, 2.0, 3.0], [0, 3.0, 0], [0, 3.0, 1.0]])
+
+    figures = thumbnail_gap.gap_figures(logits, labels, truth)
+
+    assert figures["answers_outside"] == pytest.approx(0.25)
+    assert figures["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)
+    # Among the source's breeds alone the same photo is called Bengal.
+    assert figures["macro_f1_source_breeds_only"] == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_a_model_that_reads_colour_alone_loses_nothing_to_small_photos(
+    thumbnail_gap, tmp_path, colour_bundle
+):
+    make_colour_manifest(tmp_path / "work", tmp_path / "photos")
+    out = tmp_path / "gap.json"
+
+    status = thumbnail_gap.main(
+        [str(tmp_path / "work"), "--bundle", f"colour={colour_bundle.path}", "--source", "colours",
+         "--sides", "40", "24", "--out", str(out)]
+    )  # fmt: skip
+
+    assert status == 0
+    rows = json.loads(out.read_text())["colour"]
+    assert list(rows) == ["as they are", "40", "24"]
+    for row in rows.values():
+        assert row == {"macro_f1": 1.0, "macro_f1_source_breeds_only": 1.0, "answers_outside": 0.0}
