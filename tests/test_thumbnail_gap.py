@@ -5,12 +5,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
-from factories import make_colour_manifest
+from factories import COLOUR_LABELS, make_colour_manifest
+
+from trainer.dataset import read_manifest, write_manifest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "thumbnail_gap.py"
 
@@ -56,3 +59,21 @@ def test_a_model_that_reads_colour_alone_loses_nothing_to_small_photos(
     assert list(rows) == ["as they are", "40", "24"]
     for row in rows.values():
         assert row == {"macro_f1": 1.0, "macro_f1_source_breeds_only": 1.0, "answers_outside": 0.0}
+
+
+def test_breeds_of_keeps_only_the_photos_of_breeds_another_source_has(
+    thumbnail_gap, tmp_path, colour_bundle, capsys
+):
+    make_colour_manifest(tmp_path / "work", tmp_path / "photos")
+    samples = read_manifest(tmp_path / "work")
+    # A second source that has only the first two breeds, in training alone.
+    few = [s for s in samples if s.label in COLOUR_LABELS[:2] and s.split == "train"]
+    write_manifest(tmp_path / "work", [*samples, *(replace(s, source="few") for s in few)])
+
+    status = thumbnail_gap.main(
+        [str(tmp_path / "work"), "--bundle", f"colour={colour_bundle.path}", "--source", "colours",
+         "--breeds-of", "few", "--sides", "40"]
+    )  # fmt: skip
+
+    assert status == 0
+    assert "12 test photos of colours, 2 breeds" in capsys.readouterr().out

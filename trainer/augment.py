@@ -23,7 +23,8 @@ MAX_ROTATION_DEGREES = 15.0
 CROP_AREA = (0.6, 1.0)
 CROP_ASPECT = (3 / 4, 4 / 3)
 SHARPNESS = (0.5, 2.0)
-# Web-search thumbnails: short side about 100-160 px, JPEG at middling quality.
+# Web-search thumbnails: short side 91-140 px (10th-90th percentile of the web photos), JPEG at
+# middling quality.
 THUMBNAIL_SIDE = (96, 160)
 THUMBNAIL_JPEG_QUALITY = (70, 95)
 
@@ -74,9 +75,9 @@ def random_resized_crop(
 def shrink_to_thumbnail(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """The photo as a web-search thumbnail of a random size and JPEG quality (`as_thumbnail`).
 
-    When one source's photos are large and another's are all thumbnails, a model can learn the
-    size as a clue to the breed: breeds seen only as thumbnails then win every small photo. Large
-    photos seen as thumbnails too take that clue away.
+    A breed learned from large photos alone loses its fine marks on a thumbnail, and its small
+    photos go to look-alikes learned at that size; seeing large photos small too teaches the
+    breed at both sizes.
     """
     side = int(rng.integers(THUMBNAIL_SIDE[0], THUMBNAIL_SIDE[1] + 1))
     quality = int(rng.integers(THUMBNAIL_JPEG_QUALITY[0], THUMBNAIL_JPEG_QUALITY[1] + 1))

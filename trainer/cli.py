@@ -168,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     train.add_argument(
         "--thumbnail-share", type=_fraction, default=0.0, metavar="SHARE",
-        help="shrink this share of the training views to a 96-160 px JPEG thumbnail first, so a "
-        "photo's size stops telling sources, and so breeds, apart (default 0: none)",
+        help="shrink this share of the training views to a 96-160 px JPEG thumbnail first, so each "
+        "breed is also learned at the size web photos have (default 0: none)",
     )  # fmt: skip
     train.add_argument(
         "--select-by", choices=("pooled", "source-mean"), default="pooled",
