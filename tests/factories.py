@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import onnx
@@ -174,3 +177,16 @@ def heic_bytes(image: Image.Image, quality: int = 90) -> bytes | None:
     buffer = io.BytesIO()
     pillow_heif.from_pillow(image).save(buffer, quality=quality)
     return buffer.getvalue()
+
+
+def import_script(path: Path, monkeypatch) -> ModuleType:
+    """A script (bench/, not a package) imported as a module, its additions to `sys.path` and
+    `sys.modules` undone by `monkeypatch` after the test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Its dataclasses look their module up by name while the file runs.
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module

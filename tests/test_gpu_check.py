@@ -7,7 +7,6 @@ whose Python cannot open an internet connection, since that machine has none.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from factories import COLOURS, make_photo
+from factories import COLOURS, import_script, make_photo
 
 from catbreed_desktop.cli.common import gpu_present
 from catbreed_desktop.core.engines.names import CPU, ENGINE_TITLES, GPU_ENGINES
@@ -142,14 +141,7 @@ def test_without_a_gpu_every_gpu_engine_is_refused_with_its_reason_and_the_cpu_p
 @pytest.fixture
 def gpu_check(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The script imported as a module, its additions to `sys.path` and `sys.modules` undone after."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Its dataclasses look their module up by name while the file runs.
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return import_script(SCRIPT, monkeypatch)
 
 
 def _row(key: str, engine: str, rates: dict[str, float], end_to_end: dict | None = None) -> dict:

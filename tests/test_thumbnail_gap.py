@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
-from factories import COLOUR_LABELS, make_colour_manifest
+from factories import COLOUR_LABELS, import_script, make_colour_manifest
 
 from trainer.dataset import read_manifest, write_manifest
 
@@ -21,12 +19,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "thumbnail_gap.py"
 @pytest.fixture
 def thumbnail_gap(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The script imported as a module, its addition to `sys.path` undone after."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    spec = importlib.util.spec_from_file_location("thumbnail_gap", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_script(SCRIPT, monkeypatch)
 
 
 def test_answers_that_leave_the_source_breeds_are_counted_apart(thumbnail_gap):

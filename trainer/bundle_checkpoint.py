@@ -27,12 +27,11 @@ import numpy as np
 
 from catbreed_desktop.core.bundle import EMBEDDING_NAME, INPUT_NAME, LOGITS_NAME, ModelBundle, load_bundle
 from catbreed_desktop.core.photos import load_and_preprocess
-from catbreed_desktop.core.program import positive_int
 from trainer.backbone_import import (
-    DEFAULT_CHECK_PHOTOS,
-    _match_attention_names,
+    add_check_photo_arguments,
+    chosen_check_photos,
     dinov2_config,
-    pick_check_photos,
+    match_attention_names,
 )
 from trainer.errors import TrainerError
 
@@ -156,7 +155,7 @@ def checkpoint_from_bundle(bundle_dir: Path, out_dir: Path, check_photos: Sequen
     state = {f"dinov2.{name}": torch.from_numpy(np.array(a, dtype=np.float32)) for name, a in arrays.items()}
     state["classifier.weight"] = torch.from_numpy(head.weights.astype(np.float32))
     state["classifier.bias"] = torch.from_numpy(head.bias.astype(np.float32))
-    state = _match_attention_names(state, set(model.state_dict()))
+    state = match_attention_names(state, set(model.state_dict()))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BundleCheckpointError(
@@ -216,24 +215,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--bundle", type=Path, required=True, help="the exported bundle folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the Hugging Face checkpoint")
-    parser.add_argument(
-        "--check-photos",
-        type=Path,
-        default=DEFAULT_CHECK_PHOTOS,
-        help="folder of real photos for the check (default: the shared Oxford-IIIT Pet cats)",
-    )
-    parser.add_argument(
-        "--count", type=positive_int, default=16, help="how many photos the check uses (default 16)"
-    )
+    add_check_photo_arguments(parser, "check", default_count=16)
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    photos = pick_check_photos(args.check_photos, args.count) if args.check_photos.is_dir() else []
-    if not photos:
-        raise BundleCheckpointError(
-            f"no photos for the check in {args.check_photos}; pass --check-photos DIR"
-        )
+    photos = chosen_check_photos(args, "check", BundleCheckpointError)
     report = checkpoint_from_bundle(args.bundle, args.out, photos)
     print(
         f"wrote {args.bundle} as a checkpoint to {args.out}\n"
