@@ -279,3 +279,19 @@ def test_the_detector_sample_caps_each_breed_and_is_repeatable():
 def test_train_refuses_a_malformed_source_weight(tmp_path, weight, capsys):
     assert main(["train", str(tmp_path), "--source-weight", weight]) == 2
     assert "expected SOURCE=" in capsys.readouterr().err
+
+
+def test_shares_that_may_be_zero_take_zero_and_shares_that_may_not_refuse_it(capsys):
+    from trainer.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "work", "--label-smoothing", "0", "--thumbnail-share", "0"])
+    assert (args.label_smoothing, args.thumbnail_share) == (0.0, 0.0)
+    for option, value in (
+        ("--keep-patches", "0"),
+        ("--thumbnail-share", "1.5"),
+        ("--label-smoothing", "-0.1"),
+    ):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "work", option, value])
+        assert "must be a share" in capsys.readouterr().err

@@ -87,9 +87,8 @@ def body_state(model: ModelProto) -> tuple[dict[str, np.ndarray], int]:
         matmul = next((produced_by.get(name) for name in node.input if name != BODY_PREFIX + bias), None)
         if matmul is None or matmul.op_type != "MatMul":
             continue
-        weight = _weight(
-            matmul.input[1], arrays, produced_by
-        ).T  # MatMul holds (in, out); nn.Linear (out, in)
+        # MatMul holds (in, out); nn.Linear (out, in).
+        weight = _weight(matmul.input[1], arrays, produced_by).T
         if weight.shape[0] != state[bias].shape[0]:
             raise BundleCheckpointError(
                 f"the weight before {bias} has {weight.shape[0]} outputs, its bias {state[bias].shape[0]}"

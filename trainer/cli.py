@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mlflow-uri", metavar="URI", help="also log to this MLflow tracking server/folder")
     train.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
     train.add_argument(
-        "--label-smoothing", type=_share, default=0.0, metavar="EPS",
+        "--label-smoothing", type=_share_from_zero, default=0.0, metavar="EPS",
         help="share of each target spread over the other breeds (default 0; noisy labels: about 0.1)",
     )  # fmt: skip
     train.add_argument(
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale brightness, contrast and saturation by a random 1 +- S (default 0: off)",
     )  # fmt: skip
     train.add_argument(
-        "--thumbnail-share", type=_fraction, default=0.0, metavar="SHARE",
+        "--thumbnail-share", type=_share_from_zero, default=0.0, metavar="SHARE",
         help="shrink this share of the training views to a 96-160 px JPEG thumbnail first, so each "
         "breed is also learned at the size web photos have (default 0: none)",
     )  # fmt: skip
@@ -524,7 +524,7 @@ def _share(text: str) -> float:
     return value
 
 
-def _fraction(text: str) -> float:
+def _share_from_zero(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a share from 0 to 1, not {text}")
