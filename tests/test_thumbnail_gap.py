@@ -18,7 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "thumbnail_gap.py"
 
 @pytest.fixture
 def thumbnail_gap(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The script imported as a module, its addition to `sys.path` undone after."""
+    """The script imported as a module, its additions to `sys.path` and `sys.modules` undone after."""
     return import_script(SCRIPT, monkeypatch)
 
 
